@@ -1,0 +1,99 @@
+"""Minimal deterministic CBOR heads (RFC 8949 §4.2.1) for the fixed shapes of twinlink/1.
+
+The frame is built and parsed with these few helpers instead of a general decoder, so that the
+pure path and the C core accept exactly the same bytes: shortest-form heads only, definite
+lengths only, every length checked against what is left. Payloads use :mod:`cbor2`.
+"""
+
+from __future__ import annotations
+
+from .errors import MalformedFrame
+
+UINT, NINT, BSTR, TSTR, ARRAY, MAP, TAG, SIMPLE = range(8)
+
+
+def head(major: int, value: int) -> bytes:
+    """Encode a CBOR head of major type ``major`` with argument ``value`` in shortest form."""
+    mt = major << 5
+    if value < 24:
+        return bytes((mt | value,))
+    if value < 0x100:
+        return bytes((mt | 24, value))
+    if value < 0x10000:
+        return bytes((mt | 25,)) + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return bytes((mt | 26,)) + value.to_bytes(4, "big")
+    return bytes((mt | 27,)) + value.to_bytes(8, "big")
+
+
+def bstr(data: bytes) -> bytes:
+    """Encode a definite-length byte string."""
+    return head(BSTR, len(data)) + data
+
+
+def tstr(text: str) -> bytes:
+    """Encode a definite-length UTF-8 text string."""
+    raw = text.encode()
+    return head(TSTR, len(raw)) + raw
+
+
+def int_(value: int) -> bytes:
+    """Encode an integer (major type 0 or 1)."""
+    return head(UINT, value) if value >= 0 else head(NINT, -1 - value)
+
+
+class Reader:
+    """A strict cursor over hostile bytes: every head minimal, every length bounded.
+
+    Any violation raises :class:`MalformedFrame` with ``what`` naming the place.
+    """
+
+    __slots__ = ("buf", "pos", "end")
+
+    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.end = len(buf) if end is None else end
+
+    def head(self, what: str) -> tuple[int, int]:
+        """Read one head; return (major type, argument)."""
+        if self.pos >= self.end:
+            raise MalformedFrame(f"truncated at {what}")
+        ib = self.buf[self.pos]
+        major, ai = ib >> 5, ib & 0x1F
+        self.pos += 1
+        if ai < 24:
+            return major, ai
+        if ai > 27:
+            raise MalformedFrame(f"indefinite or reserved length at {what}")
+        n = 1 << (ai - 24)
+        if self.end - self.pos < n:
+            raise MalformedFrame(f"truncated at {what}")
+        value = int.from_bytes(self.buf[self.pos : self.pos + n], "big")
+        self.pos += n
+        if value < (24 if n == 1 else 1 << (4 * n)):
+            raise MalformedFrame(f"non-shortest integer encoding at {what}")
+        return major, value
+
+    def expect(self, major: int, value: int, what: str) -> None:
+        """Read one head and require exactly (major, value)."""
+        if self.head(what) != (major, value):
+            raise MalformedFrame(f"unexpected item at {what}")
+
+    def bytes_(self, what: str, min_len: int = 0, max_len: int | None = None) -> bytes:
+        """Read a definite byte string whose length lies in [min_len, max_len]."""
+        major, n = self.head(what)
+        if major != BSTR:
+            raise MalformedFrame(f"{what} is not a byte string")
+        if n > self.end - self.pos:
+            raise MalformedFrame(f"truncated in {what}")
+        if n < min_len or (max_len is not None and n > max_len):
+            raise MalformedFrame(f"{what} has a bad length ({n} bytes)")
+        out = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return bytes(out)
+
+    def done(self, what: str) -> None:
+        """Require that nothing is left."""
+        if self.pos != self.end:
+            raise MalformedFrame(f"trailing bytes after {what}")
