@@ -1,0 +1,202 @@
+"""Replay protection: the receiver's sliding window and the sender's durable sequence numbers.
+
+Receiver (RFC 8613 §7.4): :class:`ReplayWindow` keeps the highest accepted sequence number and a
+bitfield of the ``size`` numbers at and below it. ``check`` never mutates; ``update`` is called
+only after the frame verified and decrypted, in the transaction that stores the reading.
+
+Sender (RFC 8613 Appendix B.1.1): :class:`SequenceStore`. Before a sequence number divisible by
+K is used, it is stored durably (temp file, fsync, ``os.replace``, fsync of the directory) in one
+of two alternating slots, so a torn write leaves the other slot intact. After a restart the
+sender begins at stored + K + F, stores that start before using it, and never goes past 2**40-1.
+An exclusive ``flock`` keeps a second process from sealing with the same identity.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import zlib
+from pathlib import Path
+
+from .errors import Replay, SequenceExhausted, StateError, StateLocked, TooOld
+from .oscore import MAX_SEQ
+
+DEFAULT_WINDOW = 64
+DEFAULT_CHUNK = 1024
+
+
+class ReplayWindow:
+    """Sliding window over sequence numbers; ``top`` is -1 until the first accept."""
+
+    __slots__ = ("size", "top", "bits")
+
+    def __init__(self, size: int = DEFAULT_WINDOW, top: int = -1, bits: int = 0) -> None:
+        if size < 1 or size % 8:
+            raise ValueError("window size must be a positive multiple of 8")
+        self.size, self.top, self.bits = size, top, bits & ((1 << size) - 1)
+
+    def check(self, seq: int) -> None:
+        """Raise :class:`Replay` or :class:`TooOld` if ``seq`` must be refused; never mutates."""
+        if seq > self.top:
+            return
+        delta = self.top - seq
+        if delta >= self.size:
+            raise TooOld(f"sequence number {seq} is below the replay window (top {self.top})")
+        if (self.bits >> delta) & 1:
+            raise Replay(f"sequence number {seq} was already accepted")
+
+    def update(self, seq: int) -> None:
+        """Mark ``seq`` accepted (call only after :meth:`check` passed and the frame verified)."""
+        if seq > self.top:
+            shift = seq - self.top
+            self.bits = ((self.bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            self.top = seq
+        else:
+            self.bits |= 1 << (self.top - seq)
+
+    def accept(self, seq: int) -> None:
+        """check, then update."""
+        self.check(seq)
+        self.update(seq)
+
+    def to_bytes(self) -> bytes:
+        return self.bits.to_bytes(self.size // 8, "big")
+
+    @classmethod
+    def from_state(cls, size: int, top: int, bits: bytes) -> ReplayWindow:
+        return cls(size, top, int.from_bytes(bits, "big"))
+
+    @classmethod
+    def anchored(cls, size: int, floor: int) -> ReplayWindow:
+        """A window that accepts only sequence numbers >= ``floor`` (operator re-anchoring)."""
+        return cls(size, floor - 1, (1 << size) - 1) if floor > 0 else cls(size)
+
+    def __repr__(self) -> str:
+        return f"ReplayWindow(size={self.size}, top={self.top})"
+
+
+_SLOT_MAGIC = "twinlink-seq/1"
+
+
+def _slot_text(value: int) -> bytes:
+    body = f"{_SLOT_MAGIC} {value}"
+    return f"{body} {zlib.crc32(body.encode()):08x}\n".encode()
+
+
+def _slot_value(raw: bytes) -> int | None:
+    try:
+        magic, value, crc = raw.decode().split()
+        body = f"{magic} {value}"
+        if magic != _SLOT_MAGIC or int(crc, 16) != zlib.crc32(body.encode()):
+            return None
+        return int(value)
+    except ValueError:
+        return None
+
+
+class SequenceStore:
+    """Durable, lock-protected sender sequence numbers for one identity and security context.
+
+    ``path`` is a prefix: the store uses ``path.lock``, ``path.a`` and ``path.b``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], chunk: int = DEFAULT_CHUNK, margin: int = 1) -> None:
+        if chunk < 1 or margin < 1:
+            raise ValueError("chunk and margin must be positive")
+        self.path = Path(path)
+        self.chunk, self.margin = chunk, margin
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StateLocked(
+                f"another process is sealing with this identity (lock {self.path}.lock)") from None
+        self._slot = 0
+        try:
+            stored = self._load()
+            # Fresh identity: start at 0. Otherwise skip the chunk that may have been in use,
+            # and store the new start before any number from it is used.
+            self._next = 0 if stored is None else stored + chunk + margin
+            if self._next > MAX_SEQ + 1:
+                self._next = MAX_SEQ + 1
+            self._persisted = -1
+            if self._next <= MAX_SEQ:
+                self._persist(self._next)
+        except BaseException:
+            self.close()
+            raise
+
+    def _slots(self) -> tuple[Path, Path]:
+        return Path(f"{self.path}.a"), Path(f"{self.path}.b")
+
+    def _load(self) -> int | None:
+        values: list[int] = []
+        present = 0
+        for i, slot in enumerate(self._slots()):
+            try:
+                raw = slot.read_bytes()
+            except FileNotFoundError:
+                continue
+            present += 1
+            v = _slot_value(raw)
+            if v is not None:
+                values.append(v)
+                if v == max(values):
+                    self._slot = 1 - i  # next write goes to the other slot
+        if present and not values:
+            raise StateError(f"sequence state {self.path}.a/.b is corrupt; refusing to guess "
+                             "(re-provision or re-key the device)")
+        return max(values) if values else None
+
+    def _persist(self, value: int) -> None:
+        target = self._slots()[self._slot]
+        tmp = Path(f"{target}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, _slot_text(value))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._slot = 1 - self._slot
+        self._persisted = value
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next :meth:`take` returns."""
+        return self._next
+
+    def take(self, n: int = 1) -> int:
+        """Reserve ``n`` consecutive sequence numbers; return the first. Durable before return."""
+        if self._lock_fd < 0:
+            raise StateError("sequence store is closed")
+        first = self._next
+        last = first + n - 1
+        if n < 1 or last > MAX_SEQ:
+            raise SequenceExhausted("sequence numbers exhausted for this security context; re-key")
+        boundary = last - last % self.chunk  # largest multiple of K in [first, last], if any
+        if boundary >= first and boundary > self._persisted:
+            self._persist(boundary)
+        self._next = last + 1
+        return first
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def __enter__(self) -> SequenceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,208 @@
+"""The receiving side: verify, decrypt, refuse replays, store readings and keep twin state.
+
+Order for every frame (DESIGN.md): parse → registry and window pre-check → verify signature →
+decrypt → decode → one transaction that re-checks the window, stores the reading and advances
+the window. A frame that fails anywhere leaves the window untouched and is logged as a security
+event with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from . import backend, keys, oscore, senml
+from ._backend_pure import KIND_LITE
+from .errors import BadSignature, TopicMismatch, TwinlinkError, WindowLost
+from .replay import ReplayWindow
+from .store import PROFILE_LITE, Accepted, DeviceRecord, Event, SQLiteStore, TwinStore, to_json
+
+
+@dataclass(frozen=True)
+class Reading:
+    """An accepted, stored reading."""
+
+    device: str
+    kid: bytes
+    seq: int
+    payload: Any
+    records: tuple[senml.Record, ...] = ()
+    time: float | None = None
+    provenance: str = "signed"
+    plaintext: bytes = field(default=b"", repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``twinlink open`` output object."""
+        return {"ok": True, "device": self.device, "seq": self.seq, "payload": to_json(self.payload),
+                "provenance": self.provenance, **({"time": self.time} if self.time is not None else {})}
+
+
+def refusal_json(err: TwinlinkError) -> dict[str, Any]:
+    """The ``twinlink open`` output object for a refused frame."""
+    return {"ok": False, "error": err.reason, "detail": str(err)}
+
+
+Result = Union[Reading, TwinlinkError]
+
+
+class Twin:
+    """A digital twin's ingest: open frames from registered devices into a store.
+
+    ``Twin("twin.db", twin_key="keys/twin.key")``. Methods are thread-safe (serialised).
+    """
+
+    def __init__(self, db: str | os.PathLike[str] | TwinStore,
+                 twin_key: str | os.PathLike[str] | keys.TwinKey, *, cache_size: int = 4096) -> None:
+        self.store: TwinStore = db if isinstance(db, TwinStore) else SQLiteStore(os.fspath(db))
+        self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
+        self._contexts: OrderedDict[tuple[bytes, int, bytes], oscore.Context] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"Twin(store={self.store!r}, key={self.key!r})"
+
+    # -- contexts ---------------------------------------------------------------------------
+
+    def _context(self, dev: DeviceRecord, sender_id: bytes | None = None) -> oscore.Context:
+        sid = dev.kid if sender_id is None else sender_id
+        ck = (dev.kid + b"/" + sid, dev.epoch, dev.public_key)
+        ctx = self._contexts.get(ck)
+        if ctx is None:
+            secret = keys.master_secret_twin(self.key, dev.public_key)
+            ctx = oscore.derive_context(secret, sid, dev.master_salt, dev.id_context)
+            self._contexts[ck] = ctx
+            if len(self._contexts) > self._cache_size:
+                self._contexts.popitem(last=False)
+        else:
+            self._contexts.move_to_end(ck)
+        return ctx
+
+    def device_context(self, name_or_kid: str | bytes) -> oscore.Context:
+        """The device→twin context of a registered device (for tools and tests)."""
+        return self._context(self.store.device(name_or_kid))
+
+    def ack_context(self, name_or_kid: str | bytes) -> oscore.Context:
+        """The twin→device context (Sender ID h'') that authenticates acknowledgements."""
+        return self._context(self.store.device(name_or_kid), b"")
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def open(self, frame: bytes, *, expect_kid: bytes | None = None, source: str = "") -> Reading:
+        """Open, check and store one frame; return the :class:`Reading` or raise the refusal."""
+        result = self.open_many([frame], expect_kids=None if expect_kid is None else [expect_kid],
+                                source=source)[0]
+        if isinstance(result, TwinlinkError):
+            raise result
+        return result
+
+    def open_many(self, frames: Sequence[bytes], *, expect_kids: Sequence[bytes | None] | None = None,
+                  source: str = "") -> list[Result]:
+        """Open a batch; store every accepted reading in one transaction.
+
+        Returns one entry per frame, in order: a :class:`Reading` or the :class:`TwinlinkError`
+        that refused it (never raised). ``expect_kids[i]`` is the kid the transport address
+        claims (MQTT topic); a mismatch is refused as ``topic_mismatch``.
+        """
+        be = backend.current()
+        results: list[Result | None] = [None] * len(frames)
+        events: list[Event] = []
+        pending: list[tuple[int, Accepted, str, tuple[senml.Record, ...]]] = []
+        windows: dict[bytes, tuple[DeviceRecord, ReplayWindow, bool]] = {}
+        with self._lock:
+            for i, frame in enumerate(frames):
+                kid: bytes | None = None
+                seq: int | None = None
+                try:
+                    parsed = be.parse(frame)
+                    kid, seq = parsed.kid, parsed.seq
+                    if expect_kids is not None and expect_kids[i] is not None and expect_kids[i] != kid:
+                        raise TopicMismatch(
+                            f"frame kid {parsed.kid.hex()} does not match the address's kid "
+                            f"{expect_kids[i].hex()}")  # type: ignore[union-attr]
+                    if kid not in windows:
+                        st = self.store.lookup(kid)
+                        windows[kid] = (st.device, st.window, st.lost)
+                    dev, win, lost = windows[kid]
+                    if dev.status != "active":
+                        from .errors import RevokedDevice
+                        raise RevokedDevice(f"device {dev.name} is revoked")
+                    if lost:
+                        raise WindowLost(f"replay window of {dev.name} was lost; an operator must "
+                                         "re-anchor it (twinlink twin reanchor)")
+                    if parsed.kind == KIND_LITE and dev.profile != PROFILE_LITE:
+                        raise BadSignature(f"unsigned (lite) frame from {dev.name}, which is "
+                                           "registered for signed frames")
+                    win.check(seq)
+                    ctx = self._context(dev)
+                    if parsed.kind != KIND_LITE:
+                        be.verify(parsed, dev.public_key, oscore.STREAM_TELEMETRY)
+                    plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, oscore.STREAM_TELEMETRY)
+                    payload, records, t = _decode(plaintext)
+                    win.update(seq)  # batch-local copy: catches duplicates inside one batch
+                    prov = "aead-only" if parsed.kind == KIND_LITE else "signed"
+                    pending.append((i, Accepted(
+                        kid, seq, dev.epoch, plaintext, payload,
+                        [(r.name, r.value, r.unit, r.time) for r in records], t, prov,
+                        source=source), dev.name, records))
+                except TwinlinkError as exc:
+                    results[i] = exc
+                    events.append(Event(exc.reason, str(exc), kid, seq, source))
+            outcomes = self.store.commit([p[1] for p in pending], events)
+        for (i, acc, name, records), err in zip(pending, outcomes):
+            results[i] = err if err is not None else Reading(
+                name, acc.kid, acc.seq, acc.payload, records, acc.time, acc.provenance, acc.plaintext)
+        return results  # type: ignore[return-value]
+
+    # -- registry shortcuts -----------------------------------------------------------------
+
+    def register(self, name: str, public_key: bytes | str | os.PathLike[str], **kw: Any) -> DeviceRecord:
+        """Register a device by its Ed25519 public key (raw 32 bytes or a PEM file path)."""
+        pk = public_key if isinstance(public_key, bytes) else keys.load_public(public_key)
+        return self.store.register(name, pk, **kw)
+
+    def revoke(self, name: str, why: str = "") -> None:
+        self.store.revoke(name, why)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Twin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _decode(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
+    obj = senml.loads(plaintext)
+    if not senml.is_pack(obj):
+        return obj, (), None
+    records = tuple(senml.resolve(obj))
+    payload: dict[str, Any] = {}
+    for r in records:
+        payload[r.name] = r.value if r.value is not None else r.sum
+    return payload, records, records[0].time
+
+
+def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
+    """Open hex frames one a line (the ``twinlink open`` filter); yield JSON-ready objects."""
+    from .errors import MalformedFrame
+
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            frame = bytes.fromhex(text)
+        except ValueError:
+            err = MalformedFrame("line is not hex")
+            twin.store.record_events([Event(err.reason, str(err))])
+            yield refusal_json(err)
+            continue
+        result = twin.open_many([frame])[0]
+        yield result.to_json() if isinstance(result, Reading) else refusal_json(result)
