@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from . import backend as _backend
+from . import backends as _backend
 from .device import Device
 from .errors import (BadSignature, DecryptionFailed, FrameTooLarge, KeyFileError, LineError,
                      MalformedFrame, MalformedPayload, Replay, ReplayError, RevokedDevice,

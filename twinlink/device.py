@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from . import frame as _frame
 from . import keys, oscore, senml
-from .backend import current
+from .backends import current
 from .replay import DEFAULT_CHUNK, SequenceStore
 
 #: Where sequence state lives when no ``state_dir`` is given.

@@ -2,7 +2,7 @@
 
 These functions work on keys and contexts you already hold; :class:`twinlink.Device` and
 :class:`twinlink.Twin` add identities, sequence numbers, replay windows and storage on top.
-Every function dispatches to :func:`twinlink.backend.current` (native C core or pure Python),
+Every function dispatches to :func:`twinlink.backends.current` (native C core or pure Python),
 which produce identical bytes and raise identical exceptions.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend, cbor, oscore
+from . import backends as backend, cbor, oscore
 from ._backend_pure import KIND_LITE, KIND_SIGNED, MAX_FRAME, Parsed
 
 __all__ = ["KIND_LITE", "KIND_SIGNED", "MAX_FRAME", "Parsed", "seal", "seal_lite", "parse",

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from . import backend, keys, oscore, senml
+from . import backends as backend, keys, oscore, senml
 from ._backend_pure import KIND_LITE
 from .errors import BadSignature, TopicMismatch, TwinlinkError, WindowLost
 from .replay import ReplayWindow

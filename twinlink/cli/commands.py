@@ -1,0 +1,368 @@
+"""Core commands: keygen, provision, seal, open, inspect, twin, doctor, send, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, frame, keys, oscore
+from .. import backends as backend
+from ..device import Device
+from ..errors import TwinlinkError
+from ..store import PROFILE_LITE, PROFILE_SIGNED, SQLiteStore
+from ..twin import Twin, open_lines, refusal_json
+from . import EXIT_REGISTRY, EXIT_USAGE, fail
+
+
+def _emit(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _kid(text: str) -> bytes:
+    try:
+        kid = bytes.fromhex(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("kid must be hex, e.g. 01 or 0a1b") from None
+    if not 1 <= len(kid) <= oscore.MAX_KID_LEN:
+        raise argparse.ArgumentTypeError("kid must be 1 to 6 bytes")
+    return kid
+
+
+def _store(path: str, must_exist: bool = True) -> SQLiteStore:
+    if must_exist and not Path(path).exists():
+        raise fail(f"no twin database at {path}", EXIT_REGISTRY,
+                   "create one with 'twinlink provision NAME --db PATH …' or give --db")
+    return SQLiteStore(path)
+
+
+# -- keygen / provision ---------------------------------------------------------------------
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.kind == "twin":
+        tk = keys.TwinKey.generate()
+        keys.write_private(out / "twin.key", tk.to_pem(), args.force)
+        keys.write_public(out / "twin.pub", tk.public_pem(), args.force)
+        print(f"twin key written: {out / 'twin.key'} (0600), {out / 'twin.pub'}; "
+              f"fingerprint {keys.fingerprint(tk.public)}", file=sys.stderr)
+    else:
+        name = args.name or "device"
+        dk = keys.DeviceKey.generate()
+        keys.write_private(out / f"{name}.key", dk.to_pem(), args.force)
+        keys.write_public(out / f"{name}.pub", dk.public_pem(), args.force)
+        print(f"device key written: {out / (name + '.key')} (0600); "
+              f"fingerprint {keys.fingerprint(dk.public)}", file=sys.stderr)
+    return 0
+
+
+def provision(name: str, twin_pub: str | os.PathLike[str], out: str | os.PathLike[str],
+              db: str | None = None, kid: bytes | None = None, lite: bool = False,
+              chunk: int | None = None, force: bool = False,
+              settings: dict[str, Any] | None = None) -> keys.Bundle:
+    """Create a device key pair and bundle in ``out``; register it in ``db`` if given."""
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    twin_public = keys.load_public(twin_pub)
+    dk = keys.DeviceKey.generate()
+    store = SQLiteStore(db) if db else None
+    try:
+        if kid is None:
+            kid = store.next_kid() if store is not None else os.urandom(4)
+        bundle_settings: dict[str, Any] = {"stream": "t", "master_salt": "", "id_context": None}
+        if chunk:
+            bundle_settings["sequence_chunk"] = chunk
+        bundle_settings.update(settings or {})
+        bundle = keys.Bundle(name, kid, twin_public, dk, bundle_settings)
+        if lite:
+            ctx = bundle.context()
+            bundle = keys.Bundle(name, kid, twin_public, None, bundle_settings, ctx.key, ctx.common_iv)
+        keys.write_private(outp / f"{name}.key", dk.to_pem(), force)
+        keys.write_public(outp / f"{name}.pub", dk.public_pem(), force)
+        bundle.save(outp / f"{name}.device", force)
+        if store is not None:
+            store.register(name, dk.public, kid, PROFILE_LITE if lite else PROFILE_SIGNED)
+    finally:
+        if store is not None:
+            store.close()
+    return bundle
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    b = provision(args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk,
+                  args.force)
+    out = Path(args.out)
+    print(f"provisioned {b.name}: kid {b.kid.hex()}, profile {b.profile}; bundle "
+          f"{out / (b.name + '.device')} (0600)"
+          + (f"; registered in {args.db}" if args.db else
+             f"; register it with: twinlink twin register {b.name} --pub {out / (b.name + '.pub')}"
+             f" --kid {b.kid.hex()} --db TWIN_DB"), file=sys.stderr)
+    return 0
+
+
+# -- seal / open / inspect ------------------------------------------------------------------
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    dev = Device.load(args.device, args.state)
+    try:
+        for lineno, line in enumerate(sys.stdin, 1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                reading = json.loads(text)
+                if not isinstance(reading, dict):
+                    raise ValueError("not a JSON object")
+                fr = dev.seal(reading)
+            except (ValueError, TypeError) as exc:
+                raise fail(f"line {lineno}: {exc}", EXIT_USAGE,
+                           'each line must be a JSON object like {"temp": 21.5}') from None
+            sys.stdout.write(fr.hex() + "\n")
+            sys.stdout.flush()
+    finally:
+        dev.close()
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    with Twin(_store(args.db), args.twin_key) as twin:
+        for obj in open_lines(twin, sys.stdin):
+            _emit(obj)
+    return 0
+
+
+def _read_frame_arg(arg: str) -> bytes:
+    p = Path(arg)
+    if p.is_file():
+        raw = p.read_bytes()
+        try:
+            return bytes.fromhex(raw.decode().strip())
+        except (UnicodeDecodeError, ValueError):
+            return raw
+    try:
+        return bytes.fromhex(arg.strip())
+    except ValueError:
+        raise fail("argument is neither a file nor hex", EXIT_USAGE,
+                   "pass a hex string or a file holding a frame (hex or binary)") from None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    data = _read_frame_arg(args.frame)
+    try:
+        info = frame.describe(data)
+        diag = frame.diagnostic(data)
+    except TwinlinkError as exc:
+        info, diag = {"size": len(data), "malformed": str(exc)}, None
+    verdict: dict[str, Any] | None = None
+    if args.db and args.twin_key:
+        with Twin(_store(args.db), args.twin_key) as twin:
+            verdict = _verdict(twin, data)
+    elif args.db or args.twin_key:
+        raise fail("--db and --twin-key go together", EXIT_USAGE)
+    if args.json:
+        _emit({"frame": info, "diagnostic": diag, "verdict": verdict})
+        return 0
+    print(f"twinlink frame, {len(data)} bytes")
+    for k, v in info.items():
+        print(f"  {k:22} {json.dumps(v) if isinstance(v, dict) else v}")
+    if diag:
+        print("CBOR diagnostic notation:")
+        print("  " + diag)
+    if verdict is not None:
+        print("verdict: " + json.dumps(verdict))
+    return 0
+
+
+def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
+    """Check a frame without storing it or touching the window (a dry run of ``open``)."""
+    be = backend.current()
+    try:
+        parsed = be.parse(data)
+        st = twin.store.lookup(parsed.kid)
+        try:
+            st.window.check(parsed.seq)
+            window = "fresh"
+        except TwinlinkError as exc:
+            window = exc.reason
+        ctx = twin.device_context(parsed.kid)
+        if parsed.kind == frame.KIND_SIGNED:
+            be.verify(parsed, st.device.public_key, oscore.STREAM_TELEMETRY)
+        plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, oscore.STREAM_TELEMETRY)
+        from ..senml import loads
+        from ..store import to_json
+        return {"ok": True, "device": st.device.name, "status": st.device.status,
+                "window": window, "plaintext": plaintext.hex(), "payload": to_json(loads(plaintext))}
+    except TwinlinkError as exc:
+        return refusal_json(exc)
+
+
+# -- twin registry --------------------------------------------------------------------------
+
+def cmd_twin(args: argparse.Namespace) -> int:
+    store = _store(args.db, must_exist=args.action != "register")
+    try:
+        if args.action == "list":
+            rows = [{"name": d.name, "kid": d.kid.hex(), "profile": d.profile, "status": d.status,
+                     "fingerprint": d.fingerprint} for d in store.devices()]
+            if args.json:
+                for r in rows:
+                    _emit(r)
+            else:
+                print(f"{'NAME':20} {'KID':14} {'PROFILE':11} {'STATUS':8} FINGERPRINT")
+                for r in rows:
+                    print(f"{r['name']:20} {r['kid']:14} {r['profile']:11} {r['status']:8} "
+                          f"{r['fingerprint']}")
+        elif args.action == "show":
+            st = store.status(_need_name(args))
+            if args.json:
+                _emit(st)
+            else:
+                for k, v in st.items():
+                    if k != "state":
+                        print(f"{k:12} {v}")
+                print("state:")
+                for n, v in st["state"].items():
+                    print(f"  {n:18} {json.dumps(v['value'])} {v['unit'] or ''} (seq {v['seq']})")
+        elif args.action == "events":
+            for e in store.events(args.name, args.limit):
+                _emit(e) if args.json else print(
+                    f"{e['at']:.3f} {e['device'] or e['kid'] or '-':16} {e['reason']:16} "
+                    f"seq={e['seq']} {e['detail']}")
+        elif args.action == "readings":
+            for r in store.readings(args.name, args.limit):
+                _emit(r)
+        elif args.action == "register":
+            if not args.pub:
+                raise fail("register needs --pub FILE", EXIT_USAGE)
+            d = store.register(_need_name(args), keys.load_public(args.pub), args.kid,
+                               PROFILE_LITE if args.lite else PROFILE_SIGNED)
+            print(f"registered {d.name}: kid {d.kid.hex()}, profile {d.profile}", file=sys.stderr)
+        elif args.action == "revoke":
+            store.revoke(_need_name(args), args.why or "")
+            print(f"revoked {args.name}", file=sys.stderr)
+        elif args.action == "reanchor":
+            if args.floor is None:
+                raise fail("reanchor needs --floor SEQ (the lowest sequence number to accept)",
+                           EXIT_USAGE)
+            store.reanchor(_need_name(args), args.floor)
+            print(f"re-anchored {args.name}: accepting seq >= {args.floor}", file=sys.stderr)
+    finally:
+        store.close()
+    return 0
+
+
+def _need_name(args: argparse.Namespace) -> str:
+    if not args.name:
+        raise fail(f"'twin {args.action}' needs a device NAME", EXIT_USAGE)
+    return str(args.name)
+
+
+# -- doctor / send / demo -------------------------------------------------------------------
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    info = {"twinlink": __version__, "backend": backend.name(), "why": backend.explain(),
+            "native_error": backend.native_error(), "python": sys.version.split()[0]}
+    if args.json:
+        _emit(info)
+    else:
+        for k, v in info.items():
+            print(f"{k:13} {v}")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    if bool(args.serial) == bool(args.mqtt):
+        raise fail("give exactly one of --serial PORT_OR_URL or --mqtt URL", EXIT_USAGE)
+    if args.serial:
+        from . import serial_cmds
+        return int(serial_cmds.send_serial(args))
+    try:
+        from . import mqtt_cmds  # type: ignore[attr-defined]
+    except ImportError:
+        raise fail("this build has no MQTT transport", EXIT_USAGE) from None
+    return int(mqtt_cmds.send_mqtt(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+    return run_demo(count=args.count, keep=args.keep, out=sys.stdout)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("keygen", help="generate the twin key (or a bare device key)")
+    p.add_argument("kind", choices=["twin", "device"])
+    p.add_argument("name", nargs="?", help="file stem for a device key")
+    p.add_argument("--out", required=True, help="directory for the key files")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("provision", help="create a device key and bundle (and register it)")
+    p.add_argument("name")
+    p.add_argument("--twin-pub", required=True, help="the twin's public key (twin.pub)")
+    p.add_argument("--out", required=True, help="directory for NAME.key, NAME.pub, NAME.device")
+    p.add_argument("--db", help="twin database to register the device in")
+    p.add_argument("--kid", type=_kid, help="kid in hex (default: next free in --db, else random)")
+    p.add_argument("--lite", action="store_true",
+                   help="lite profile: bundle holds derived AEAD keys, frames are not signed")
+    p.add_argument("--chunk", type=int, help="sequence numbers reserved per durable write (K)")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("seal", help="seal JSON readings from stdin into hex frames on stdout")
+    p.add_argument("--device", required=True, help="device bundle (NAME.device)")
+    p.add_argument("--state", help="sequence-state directory (default $TWINLINK_STATE_DIR or "
+                   "~/.local/state/twinlink)")
+    p.set_defaults(func=cmd_seal)
+
+    p = sub.add_parser("open", help="open hex frames from stdin into JSON lines on stdout")
+    p.add_argument("--db", required=True)
+    p.add_argument("--twin-key", required=True)
+    p.set_defaults(func=cmd_open)
+
+    p = sub.add_parser("inspect", help="dump a frame's headers (and verdict, with keys)")
+    p.add_argument("frame", help="hex string or file (hex or binary)")
+    p.add_argument("--db")
+    p.add_argument("--twin-key")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("twin", help="query and administer the twin registry")
+    p.add_argument("action", choices=["list", "show", "events", "readings", "register", "revoke",
+                                      "reanchor"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--db", default=os.environ.get("TWINLINK_DB", "twin.db"))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--pub", help="register: the device's public key PEM")
+    p.add_argument("--kid", type=_kid, help="register: kid in hex")
+    p.add_argument("--lite", action="store_true", help="register: lite-profile device")
+    p.add_argument("--why", help="revoke: reason recorded in the events")
+    p.add_argument("--floor", type=int, help="reanchor: lowest sequence number to accept")
+    p.set_defaults(func=cmd_twin)
+
+    p = sub.add_parser("doctor", help="show the active backend and why")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("send", help="send JSON readings from stdin over serial or MQTT")
+    p.add_argument("--device", required=True)
+    p.add_argument("--state")
+    p.add_argument("--serial", help="serial port or pyserial URL")
+    p.add_argument("--mqtt", help="broker URL mqtt://host:port or mqtts://…")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for the link (MQTT: for the twin's acknowledgements)")
+    p.add_argument("--baudrate", type=int, default=115200)
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("demo", help="the main job on embedded defaults: no broker or hardware")
+    p.add_argument("--count", type=int, default=10, help="readings per device")
+    p.add_argument("--keep", help="directory to keep the demo's keys and database in")
+    p.set_defaults(func=cmd_demo)
+
+
+
