@@ -45,6 +45,16 @@ def outer_protected(kid: bytes, alg: int = -8) -> bytes:
     return b"\xa2\x01" + cbor.int_(alg) + b"\x04" + cbor.bstr(kid)
 
 
+def sig_structure(protected: bytes, external_aad: bytes, payload: bytes) -> bytes:
+    """RFC 9052 §4.4 ToBeSigned for COSE_Sign1: ["Signature1", protected, external_aad, payload]."""
+    return _SIG1_PREFIX + cbor.bstr(protected) + cbor.bstr(external_aad) + cbor.bstr(payload)
+
+
+def enc_structure(protected: bytes, external_aad: bytes) -> bytes:
+    """RFC 9052 §5.3 AAD for COSE_Encrypt0: ["Encrypt0", protected, external_aad]."""
+    return b"\x83\x68Encrypt0" + cbor.bstr(protected) + cbor.bstr(external_aad)
+
+
 def _encrypt0(ctx_key: bytes, common_iv: bytes, kid: bytes, piv: bytes, stream: bytes,
               plaintext: bytes) -> tuple[bytes, bytes]:
     aad_ext = external_aad(kid, piv, stream)
@@ -72,7 +82,7 @@ def seal(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: bytes
     aad_ext, ct = _encrypt0(key, common_iv, kid, piv, stream, plaintext)
     enc0 = b"\xd0\x83\x44" + ENC0_PROTECTED + b"\xa1\x06" + cbor.bstr(piv) + cbor.bstr(ct)
     prot = outer_protected(kid)
-    tbs = _SIG1_PREFIX + cbor.bstr(prot) + cbor.bstr(aad_ext) + cbor.bstr(enc0)
+    tbs = sig_structure(prot, aad_ext, enc0)
     sig = _nacl.crypto_sign(tbs, sign_sk)[:SIG_LEN]
     frame = b"\xd2\x84" + cbor.bstr(prot) + b"\xa0" + cbor.bstr(enc0) + b"\x58\x40" + sig
     if len(frame) > MAX_FRAME:
@@ -177,7 +187,7 @@ def parse(frame: bytes) -> Parsed:
 def verify(parsed: Parsed, sign_pk: bytes, stream: bytes) -> None:
     """Check the Ed25519 signature of a parsed twinlink/1 frame; raise :class:`BadSignature`."""
     aad_ext = external_aad(parsed.kid, parsed.piv, stream)
-    tbs = _SIG1_PREFIX + cbor.bstr(parsed.prot) + cbor.bstr(aad_ext) + cbor.bstr(parsed.enc0)
+    tbs = sig_structure(parsed.prot, aad_ext, parsed.enc0)
     try:
         _nacl.crypto_sign_open(parsed.sig + tbs, sign_pk)
     except (BadSignatureError, CryptoError, ValueError):
