@@ -1,0 +1,195 @@
+"""Frame seal/open on both backends: round trips, strictness, and every mutation refused."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from twinlink import backends, cbor, frame, keys, oscore
+from twinlink.errors import (BadSignature, DecryptionFailed, MalformedFrame, TwinlinkError)
+
+SEED = bytes(range(32))
+DEV = keys.DeviceKey(SEED)
+TWIN = keys.TwinKey(bytes(range(32, 64)))
+KID = b"\x2a"
+CTX = oscore.derive_context(keys.master_secret_device(DEV, TWIN.public), KID)
+SK, PK = DEV.secret64, DEV.public
+HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _ctx(kid: bytes) -> oscore.Context:
+    return oscore.derive_context(keys.master_secret_device(DEV, TWIN.public), kid)
+
+
+def test_key_agreement_is_symmetric():
+    assert keys.master_secret_device(DEV, TWIN.public) == keys.master_secret_twin(TWIN, PK)
+
+
+def test_round_trip_and_layout(backend_name):
+    f = frame.seal(SK, CTX, 5, b"\xa1\x01\x02")
+    # d2 84 46 a2 01 27 04 41 2a a0 ...: tag 18, array 4, protected {1: -8, 4: h'2a'}, {}
+    assert f[:10] == bytes.fromhex("d28446a20127044 12aa0".replace(" ", ""))
+    parsed, pt = frame.open_frame(f, PK, CTX)
+    assert (parsed.kid, parsed.seq, pt) == (KID, 5, b"\xa1\x01\x02")
+    # enc0 = d0 83 | 44 a1011818 | a1 06 41 05 | 53 <3 ciphertext + 16 tag>: 31 bytes
+    enc0_len = 2 + 5 + 4 + 1 + 3 + 16
+    assert len(f) == 10 + 2 + enc0_len + 2 + 64
+
+
+@given(kid=st.binary(min_size=1, max_size=6), seq=st.integers(0, 2**40 - 1),
+       pt=st.binary(max_size=300), stream=st.sampled_from([b"t", b"a", b"cmd"]))
+@settings(HYP)
+def test_round_trip_property(backend_name, kid, seq, pt, stream):
+    ctx = _ctx(kid)
+    f = frame.seal(SK, ctx, seq, pt, stream)
+    parsed, out = frame.open_frame(f, PK, ctx, stream)
+    assert (parsed.kid, parsed.seq, out) == (kid, seq, pt)
+    assert parsed.piv == oscore.piv_bytes(seq)
+
+
+def test_stream_is_bound(backend_name):
+    f = frame.seal(SK, CTX, 1, b"\x01")
+    with pytest.raises(BadSignature):
+        frame.open_frame(f, PK, CTX, b"a")
+
+
+def test_wrong_device_key_is_bad_signature(backend_name):
+    f = frame.seal(SK, CTX, 1, b"\x01")
+    with pytest.raises(BadSignature):
+        frame.open_frame(f, keys.DeviceKey(os.urandom(32)).public, CTX)
+
+
+def test_wrong_context_is_decrypt_failure(backend_name):
+    f = frame.seal(SK, CTX, 1, b"\x01")
+    other = oscore.derive_context(os.urandom(32), KID)
+    with pytest.raises(DecryptionFailed):
+        frame.open_frame(f, PK, other)
+
+
+def test_every_bit_flip_is_refused(backend_name):
+    f = frame.seal(SK, CTX, 300, b"\xa2\x00\x61x\x02\xf9\x4d\x60")
+    for i in range(len(f) * 8):
+        bad = bytearray(f)
+        bad[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(TwinlinkError) as exc:
+            frame.open_frame(bytes(bad), PK, CTX)
+        assert isinstance(exc.value, (MalformedFrame, BadSignature, DecryptionFailed)), i
+
+
+def test_every_truncation_and_extension_is_malformed(backend_name):
+    f = frame.seal(SK, CTX, 7, b"hello")
+    for n in range(len(f)):
+        with pytest.raises(MalformedFrame):
+            frame.parse(f[:n])
+    with pytest.raises(MalformedFrame):
+        frame.parse(f + b"\x00")
+
+
+@given(st.binary(max_size=400))
+@settings(HYP)
+def test_random_bytes_raise_only_twinlink_errors(backend_name, data):
+    try:
+        frame.open_frame(data, PK, CTX)
+    except TwinlinkError:
+        pass
+
+
+@given(st.binary(min_size=1, max_size=60), st.integers(0, 200), st.integers(0, 255))
+@settings(HYP)
+def test_spliced_garbage_raises_only_twinlink_errors(backend_name, junk, at, byte):
+    f = bytearray(frame.seal(SK, CTX, 9, b"payload"))
+    at %= len(f)
+    f[at] = byte
+    mutated = bytes(f[:at]) + junk + bytes(f[at:])
+    with pytest.raises(TwinlinkError):
+        frame.open_frame(mutated, PK, CTX)
+
+
+def _resign(prot: bytes, kid: bytes, seq: int, pt: bytes) -> bytes:
+    """Build a frame with a custom protected header, signed correctly (for alg tests)."""
+    from nacl import bindings
+
+    from twinlink import _backend_pure as ref
+    piv = oscore.piv_bytes(seq)
+    aad_ext = oscore.external_aad(kid, piv, b"t")
+    ct = bindings.crypto_aead_chacha20poly1305_ietf_encrypt(
+        pt, ref.enc_structure(ref.ENC0_PROTECTED, aad_ext), oscore.nonce(CTX.common_iv, kid, piv),
+        CTX.key)
+    enc0 = b"\xd0\x83\x44" + ref.ENC0_PROTECTED + b"\xa1\x06" + cbor.bstr(piv) + cbor.bstr(ct)
+    sig = bindings.crypto_sign(ref.sig_structure(prot, aad_ext, enc0), SK)[:64]
+    return b"\xd2\x84" + cbor.bstr(prot) + b"\xa0" + cbor.bstr(enc0) + b"\x58\x40" + sig
+
+
+def test_alg_minus_19_is_accepted_other_algs_refused(backend_name):
+    ok = _resign(b"\xa2\x01\x32\x04\x41\x2a", KID, 3, b"\x01")  # {1: -19, 4: h'2a'}
+    parsed, pt = frame.open_frame(ok, PK, CTX)
+    assert parsed.alg == -19 and pt == b"\x01"
+    for alg in (b"\x26", b"\x38\x22", b"\x01", b"\x27\x27"):  # ES256, PS256, 1, trailing junk
+        with pytest.raises(MalformedFrame):
+            frame.parse(_resign(b"\xa2\x01" + alg + b"\x04\x41\x2a", KID, 3, b"\x01"))
+
+
+def test_non_canonical_encodings_are_refused(backend_name):
+    f = frame.seal(SK, CTX, 1, b"x")
+    variants = [
+        b"\xd8\x12" + f[1:],  # tag 18 in a one-byte argument
+        b"\xd2\x98\x04" + f[2:],  # array length in a one-byte argument
+        b"\xd2\x9f" + f[2:] + b"\xff",  # indefinite-length array
+        b"\xd2\x84\x58\x06" + f[3:],  # protected bstr length in a one-byte argument
+        f[:9] + b"\xa1\x04\x40" + f[10:],  # non-empty unprotected map
+    ]
+    for v in variants:
+        with pytest.raises(MalformedFrame):
+            frame.parse(v)
+
+
+def test_piv_with_leading_zero_is_malformed(backend_name):
+    f = frame.seal(SK, CTX, 5, b"x")
+    i = f.index(b"\xa1\x06\x41\x05")
+    bad = f[:i] + b"\xa1\x06\x42\x00\x05" + f[i + 4:]
+    with pytest.raises(MalformedFrame):
+        frame.parse(bad)
+
+
+def test_sequence_range(backend_name):
+    top = frame.seal(SK, CTX, 2**40 - 1, b"x")
+    assert frame.parse(top).seq == 2**40 - 1
+    for bad in (-1, 2**40):
+        with pytest.raises(ValueError):
+            frame.seal(SK, CTX, bad, b"x")
+
+
+def test_kid_length_limits(backend_name):
+    for kid in (b"", b"1234567"):
+        with pytest.raises(ValueError):
+            frame.seal(SK, oscore.Context(kid, CTX.key, CTX.common_iv), 1, b"x")
+
+
+def test_oversized_frame_is_malformed(backend_name):
+    with pytest.raises(MalformedFrame):
+        frame.parse(b"\xd2" + bytes(70000))
+
+
+def test_lite_round_trip_and_describe(backend_name):
+    f = frame.seal_lite(CTX, 12, b"\x01")
+    assert f[:1] == b"\xd0"
+    parsed, pt = frame.open_frame(f, None, CTX)
+    assert (parsed.kind, parsed.kid, parsed.seq, pt) == (frame.KIND_LITE, KID, 12, b"\x01")
+    d = frame.describe(f)
+    assert d["profile"] == "lite" and d["seq"] == 12
+    assert "16([" in frame.diagnostic(f)
+
+
+def test_describe_signed(backend_name):
+    f = frame.seal(SK, CTX, 256, b"\x01\x02")
+    d = frame.describe(f)
+    assert d["kid"] == "2a" and d["seq"] == 256 and d["partial_iv"] == "0100"
+    assert d["size"] == len(f) and d["ciphertext_size"] == 2
+    assert frame.diagnostic(f).startswith("18([h'a20127044" "12a'")
+
+
+def test_backend_switch_reports_name(backend_name):
+    assert backends.name() == backend_name

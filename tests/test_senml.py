@@ -1,0 +1,70 @@
+"""SenML encoding and bounded, typed decoding of authenticated-but-untrusted payloads."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from twinlink import senml
+from twinlink.errors import MalformedPayload
+
+names = st.text(min_size=1, max_size=12)
+values = st.one_of(st.integers(-2**53, 2**53), st.floats(allow_nan=False, allow_infinity=False),
+                   st.text(max_size=20), st.booleans(), st.binary(max_size=20))
+
+
+@given(st.dictionaries(names, values, min_size=1, max_size=8),
+       st.one_of(st.none(), st.floats(0, 2e9)))
+@settings(max_examples=150, deadline=None)
+def test_round_trip(reading, t):
+    recs = senml.resolve(senml.loads(senml.encode(reading, t)))
+    assert {r.name: r.value for r in recs} == reading
+    assert all(r.time == t for r in recs)
+
+
+def test_labels_are_rfc8428_integers():
+    pack = cbor2.loads(senml.encode({"temp": 21.5}, 10.0))
+    assert pack == [{0: "temp", 2: 21.5, -3: 10.0}]
+
+
+def test_base_values_resolve():
+    pack = [{-2: "urn:dev:", -3: 100, 0: "a", 2: 1, 6: 5}, {0: "b", 3: "x"}, {0: "c", -5: 10, 2: 1}]
+    recs = senml.resolve(pack)
+    assert [(r.name, r.value, r.time) for r in recs] == [
+        ("urn:dev:a", 1, 105), ("urn:dev:b", "x", 100), ("urn:dev:c", 11, 100)]
+
+
+@pytest.mark.parametrize("pack", [
+    [{2: 1}],  # no name
+    [{0: "a"}],  # no value
+    [{0: "a", 2: "text"}],  # wrong type
+    [{0: "a", 2: 1, 3: "x"}],  # two values
+    [{0: "a", 2: 1, 99: 0}],  # unknown integer label
+    [{0: "a", 2: 1, "x_": 0}],  # must-understand label
+    [{0: "a", 2: True}],  # bool is not a number
+])
+def test_bad_packs_are_refused(pack):
+    with pytest.raises(MalformedPayload):
+        senml.resolve(pack)
+
+
+def test_bounded_decoding():
+    with pytest.raises(MalformedPayload):
+        senml.loads(b"\x81" * 100 + b"\x00")  # nesting deeper than allowed
+    with pytest.raises(MalformedPayload):
+        senml.loads(b"\x9f\x01\xff")  # indefinite length
+    with pytest.raises(MalformedPayload):
+        senml.loads(bytes(senml.MAX_PLAINTEXT + 1))
+    with pytest.raises(MalformedPayload):
+        senml.loads(b"\x5a\xff\xff\xff\xff")  # claims 4 GiB
+
+
+def test_encode_rejects_bad_input():
+    with pytest.raises(ValueError):
+        senml.encode({})
+    with pytest.raises(ValueError):
+        senml.encode({"x": float("nan")})
+    with pytest.raises(TypeError):
+        senml.encode({"x": [1, 2]})
