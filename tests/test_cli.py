@@ -1,4 +1,4 @@
-"""The twinlink command as a user runs it: subprocesses, stdin/stdout, exit codes, one-line errors."""
+"""The twinlink command as a user runs it: subprocesses, exit codes, one-line errors."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ import select
 import subprocess
 
 import pytest
-
 from conftest import CLI, cli_env
 
 
 def run(*args, stdin="", check=True, cwd=None):
-    p = subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, env=cli_env(),
-                       timeout=60, cwd=cwd)
+    p = subprocess.run(
+        [*CLI, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        cwd=cwd,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"{args}: rc={p.returncode}\n{p.stderr}")
     return p
@@ -24,8 +30,16 @@ def run(*args, stdin="", check=True, cwd=None):
 def setup(tmp_path):
     run("keygen", "twin", "--out", str(tmp_path / "keys"))
     db = str(tmp_path / "twin.db")
-    run("provision", "pump-17", "--twin-pub", str(tmp_path / "keys/twin.pub"), "--out",
-        str(tmp_path / "keys"), "--db", db)
+    run(
+        "provision",
+        "pump-17",
+        "--twin-pub",
+        str(tmp_path / "keys/twin.pub"),
+        "--out",
+        str(tmp_path / "keys"),
+        "--db",
+        db,
+    )
     return tmp_path, db
 
 
@@ -42,14 +56,32 @@ def test_keygen_and_provision_files(setup):
 def test_seal_then_open_pipeline(setup):
     tmp, db = setup
     lines = '{"temp": 21.5}\n{"temp": 22.0, "hum": 40}\n'
-    frames = run("seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st"),
-                 stdin=lines).stdout
+    frames = run(
+        "seal",
+        "--device",
+        str(tmp / "keys/pump-17.device"),
+        "--state",
+        str(tmp / "st"),
+        stdin=lines,
+    ).stdout
     assert len(frames.splitlines()) == 2
-    out = run("open", "--db", db, "--twin-key", str(tmp / "keys/twin.key"),
-              stdin=frames + frames.splitlines()[0] + "\nzz\n").stdout
+    out = run(
+        "open",
+        "--db",
+        db,
+        "--twin-key",
+        str(tmp / "keys/twin.key"),
+        stdin=frames + frames.splitlines()[0] + "\nzz\n",
+    ).stdout
     objs = [json.loads(x) for x in out.splitlines()]
-    assert objs[0] == {"ok": True, "device": "pump-17", "seq": 0, "payload": {"temp": 21.5},
-                       "provenance": "signed", "time": objs[0]["time"]}
+    assert objs[0] == {
+        "ok": True,
+        "device": "pump-17",
+        "seq": 0,
+        "payload": {"temp": 21.5},
+        "provenance": "signed",
+        "time": objs[0]["time"],
+    }
     assert objs[1]["payload"] == {"temp": 22.0, "hum": 40}
     assert objs[2]["ok"] is False and objs[2]["error"] == "replay"
     assert objs[3]["ok"] is False and objs[3]["error"] == "malformed"
@@ -61,28 +93,61 @@ def test_seal_then_open_pipeline(setup):
 
 def test_open_reports_each_reason(setup, tmp_path):
     tmp, db = setup
-    run("provision", "valve", "--twin-pub", str(tmp / "keys/twin.pub"), "--out",
-        str(tmp / "keys"), "--db", db)
-    run("provision", "ghost", "--twin-pub", str(tmp / "keys/twin.pub"), "--out",
-        str(tmp / "other"), "--kid", "0f0f")
-    seal = lambda name, d="keys": run("seal", "--device", str(tmp / d / f"{name}.device"),  # noqa: E731
-                                      "--state", str(tmp / "st"), stdin='{"v": 1}\n').stdout.strip()
+    run(
+        "provision",
+        "valve",
+        "--twin-pub",
+        str(tmp / "keys/twin.pub"),
+        "--out",
+        str(tmp / "keys"),
+        "--db",
+        db,
+    )
+    run(
+        "provision",
+        "ghost",
+        "--twin-pub",
+        str(tmp / "keys/twin.pub"),
+        "--out",
+        str(tmp / "other"),
+        "--kid",
+        "0f0f",
+    )
+    def seal(name, d="keys"):
+        return run(
+            "seal",
+            "--device",
+            str(tmp / d / f"{name}.device"),
+            "--state",
+            str(tmp / "st"),
+            stdin='{"v": 1}\n',
+        ).stdout.strip()
     good = seal("pump-17")
     flipped = good[:-2] + ("00" if good[-2:] != "00" else "01")
     ghost = seal("ghost", "other")
     valve = seal("valve")
     run("twin", "revoke", "valve", "--db", db)
-    out = run("open", "--db", db, "--twin-key", str(tmp / "keys/twin.key"),
-              stdin="\n".join([flipped, good, ghost, valve, good[:40]]) + "\n").stdout
+    out = run(
+        "open",
+        "--db",
+        db,
+        "--twin-key",
+        str(tmp / "keys/twin.key"),
+        stdin="\n".join([flipped, good, ghost, valve, good[:40]]) + "\n",
+    ).stdout
     reasons = [json.loads(x).get("error", "ok") for x in out.splitlines()]
     assert reasons == ["bad_signature", "ok", "unknown_device", "revoked", "malformed"]
 
 
 def test_seal_streams_each_line_immediately(setup):
     tmp, _ = setup
-    p = subprocess.Popen([*CLI, "seal", "--device", str(tmp / "keys/pump-17.device"), "--state",
-                          str(tmp / "st")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True, env=cli_env())
+    p = subprocess.Popen(
+        [*CLI, "seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
     try:
         for i in range(3):
             p.stdin.write(json.dumps({"i": i}) + "\n")
@@ -98,13 +163,28 @@ def test_seal_streams_each_line_immediately(setup):
 
 def test_inspect_dump_and_verdict(setup):
     tmp, db = setup
-    f = run("seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st"),
-            stdin='{"temp": 1}\n').stdout.strip()
+    f = run(
+        "seal",
+        "--device",
+        str(tmp / "keys/pump-17.device"),
+        "--state",
+        str(tmp / "st"),
+        stdin='{"temp": 1}\n',
+    ).stdout.strip()
     text = run("inspect", f).stdout
     assert "kid" in text and "18([h'a2012704" in text and "seq" in text
     (tmp / "frame.hex").write_text(f)
-    j = json.loads(run("inspect", str(tmp / "frame.hex"), "--db", db, "--twin-key",
-                       str(tmp / "keys/twin.key"), "--json").stdout)
+    j = json.loads(
+        run(
+            "inspect",
+            str(tmp / "frame.hex"),
+            "--db",
+            db,
+            "--twin-key",
+            str(tmp / "keys/twin.key"),
+            "--json",
+        ).stdout
+    )
     assert j["frame"]["seq"] == 0 and j["verdict"]["ok"] is True
     assert j["verdict"]["payload"][0]["0"] == "temp" and j["verdict"]["window"] == "fresh"
     # inspect is a dry run: the frame is still fresh for open
@@ -114,13 +194,16 @@ def test_inspect_dump_and_verdict(setup):
     assert "malformed" in bad["frame"]
 
 
-@pytest.mark.parametrize("args,code,needle", [
-    (["open", "--db", "/nonexistent/twin.db", "--twin-key", "/x"], 7, "no twin database"),
-    (["seal", "--device", "/nonexistent.device"], 3, "cannot read"),
-    (["twin", "show", "nobody", "--db", "{db}"], 7, "no device nobody"),
-    (["inspect", "not-hex"], 2, "neither a file nor hex"),
-    (["provision", "x", "--twin-pub", "/nope.pub", "--out", "{tmp}/o"], 3, "cannot read"),
-])
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (["open", "--db", "/nonexistent/twin.db", "--twin-key", "/x"], 7, "no twin database"),
+        (["seal", "--device", "/nonexistent.device"], 3, "cannot read"),
+        (["twin", "show", "nobody", "--db", "{db}"], 7, "no device nobody"),
+        (["inspect", "not-hex"], 2, "neither a file nor hex"),
+        (["provision", "x", "--twin-pub", "/nope.pub", "--out", "{tmp}/o"], 3, "cannot read"),
+    ],
+)
 def test_errors_are_one_line_with_hint_and_code(setup, args, code, needle):
     tmp, db = setup
     args = [a.format(db=db, tmp=tmp) for a in args]
@@ -133,8 +216,15 @@ def test_errors_are_one_line_with_hint_and_code(setup, args, code, needle):
 
 def test_bad_json_line_is_usage_error(setup):
     tmp, _ = setup
-    p = run("seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st"),
-            stdin="[1,2]\n", check=False)
+    p = run(
+        "seal",
+        "--device",
+        str(tmp / "keys/pump-17.device"),
+        "--state",
+        str(tmp / "st"),
+        stdin="[1,2]\n",
+        check=False,
+    )
     assert p.returncode == 2 and "line 1" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -147,15 +237,26 @@ def test_insecure_bundle_refused(setup):
 
 def test_state_locked_exit_code(setup):
     tmp, _ = setup
-    holder = subprocess.Popen([*CLI, "seal", "--device", str(tmp / "keys/pump-17.device"),
-                               "--state", str(tmp / "st")], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=cli_env())
+    holder = subprocess.Popen(
+        [*CLI, "seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
     try:
         holder.stdin.write('{"a": 1}\n')
         holder.stdin.flush()
         holder.stdout.readline()  # the holder has the lock once it sealed
-        p = run("seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st"),
-                stdin='{"a": 1}\n', check=False)
+        p = run(
+            "seal",
+            "--device",
+            str(tmp / "keys/pump-17.device"),
+            "--state",
+            str(tmp / "st"),
+            stdin='{"a": 1}\n',
+            check=False,
+        )
         assert p.returncode == 4 and "another process" in p.stderr
     finally:
         holder.stdin.close()

@@ -36,8 +36,11 @@ def test_sigkill_never_reuses_a_sequence_number(rig):
     frames: list[bytes] = []
     kills = 40
     for _ in range(kills):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(bundle), str(state), "4"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(bundle), str(state), "4"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert child.stdout is not None
         # Wait for the first frame so the kill lands while sealing, not while importing.
         first = child.stdout.readline()

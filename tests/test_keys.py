@@ -40,12 +40,14 @@ def test_twin_key_pem_is_standard(tmp_path):
 
 def test_key_written_by_cryptography_loads(tmp_path):
     priv = ed25519.Ed25519PrivateKey.generate()
-    pem = priv.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    pem = priv.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     p = tmp_path / "c.key"
     keys.write_private(p, pem.decode())
-    seed = priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                              serialization.NoEncryption())
+    seed = priv.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
     assert keys.load_device_key(p).seed == seed
 
 
@@ -56,11 +58,19 @@ def test_openssl_reads_the_files(tmp_path):
     keys.write_private(tmp_path / "t.key", tk.to_pem())
     keys.write_public(tmp_path / "d.pub", dk.public_pem())
     for f, kind in (("d.key", "ED25519"), ("t.key", "X25519")):
-        out = subprocess.run(["openssl", "pkey", "-in", str(tmp_path / f), "-noout", "-text"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["openssl", "pkey", "-in", str(tmp_path / f), "-noout", "-text"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert kind in out
-    out = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(tmp_path / "d.pub"), "-noout",
-                          "-text"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-in", str(tmp_path / "d.pub"), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "ED25519" in out
 
 
@@ -80,8 +90,14 @@ def test_refuses_to_overwrite(tmp_path):
         keys.write_private(tmp_path / "k", "y")
 
 
-@pytest.mark.parametrize("text", ["", "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
-                                  keys.TwinKey(bytes(32)).to_pem()])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
+        keys.TwinKey(bytes(32)).to_pem(),
+    ],
+)
 def test_malformed_device_key_is_key_file_error(tmp_path, text):
     p = tmp_path / "bad.key"
     keys.write_private(p, text)
@@ -95,7 +111,12 @@ def test_bundle_round_trip_and_errors(tmp_path):
     b.save(tmp_path / "pump.device")
     b2 = keys.Bundle.load(tmp_path / "pump.device")
     assert (b2.name, b2.kid, b2.twin_public, b2.device_key.seed, b2.settings) == (
-        "pump", b"\x01\x02", tk.public, dk.seed, {"sequence_chunk": 64})
+        "pump",
+        b"\x01\x02",
+        tk.public,
+        dk.seed,
+        {"sequence_chunk": 64},
+    )
     assert b.context() == b2.context()
     (tmp_path / "bad.device").write_text('{"format": "something else"}')
     os.chmod(tmp_path / "bad.device", 0o600)

@@ -109,8 +109,9 @@ def test_second_process_is_locked_out(tmp_path):
         print("locked", flush=True)
         sys.stdin.read()
     """)
-    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert child.stdout.readline().strip() == "locked"
         with pytest.raises(StateLocked):
@@ -134,6 +135,7 @@ def test_exhaustion_refused(tmp_path):
 
 def _slot(value: int) -> bytes:
     from twinlink.replay import _slot_text
+
     return _slot_text(value)
 
 

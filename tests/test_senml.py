@@ -11,12 +11,18 @@ from twinlink import senml
 from twinlink.errors import MalformedPayload
 
 names = st.text(min_size=1, max_size=12)
-values = st.one_of(st.integers(-2**53, 2**53), st.floats(allow_nan=False, allow_infinity=False),
-                   st.text(max_size=20), st.booleans(), st.binary(max_size=20))
+values = st.one_of(
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.booleans(),
+    st.binary(max_size=20),
+)
 
 
-@given(st.dictionaries(names, values, min_size=1, max_size=8),
-       st.one_of(st.none(), st.floats(0, 2e9)))
+@given(
+    st.dictionaries(names, values, min_size=1, max_size=8), st.one_of(st.none(), st.floats(0, 2e9))
+)
 @settings(max_examples=150, deadline=None)
 def test_round_trip(reading, t):
     recs = senml.resolve(senml.loads(senml.encode(reading, t)))
@@ -33,18 +39,24 @@ def test_base_values_resolve():
     pack = [{-2: "urn:dev:", -3: 100, 0: "a", 2: 1, 6: 5}, {0: "b", 3: "x"}, {0: "c", -5: 10, 2: 1}]
     recs = senml.resolve(pack)
     assert [(r.name, r.value, r.time) for r in recs] == [
-        ("urn:dev:a", 1, 105), ("urn:dev:b", "x", 100), ("urn:dev:c", 11, 100)]
+        ("urn:dev:a", 1, 105),
+        ("urn:dev:b", "x", 100),
+        ("urn:dev:c", 11, 100),
+    ]
 
 
-@pytest.mark.parametrize("pack", [
-    [{2: 1}],  # no name
-    [{0: "a"}],  # no value
-    [{0: "a", 2: "text"}],  # wrong type
-    [{0: "a", 2: 1, 3: "x"}],  # two values
-    [{0: "a", 2: 1, 99: 0}],  # unknown integer label
-    [{0: "a", 2: 1, "x_": 0}],  # must-understand label
-    [{0: "a", 2: True}],  # bool is not a number
-])
+@pytest.mark.parametrize(
+    "pack",
+    [
+        [{2: 1}],  # no name
+        [{0: "a"}],  # no value
+        [{0: "a", 2: "text"}],  # wrong type
+        [{0: "a", 2: 1, 3: "x"}],  # two values
+        [{0: "a", 2: 1, 99: 0}],  # unknown integer label
+        [{0: "a", 2: 1, "x_": 0}],  # must-understand label
+        [{0: "a", 2: True}],  # bool is not a number
+    ],
+)
 def test_bad_packs_are_refused(pack):
     with pytest.raises(MalformedPayload):
         senml.resolve(pack)

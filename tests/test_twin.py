@@ -8,8 +8,17 @@ import pytest
 
 import twinlink
 from twinlink import keys
-from twinlink.errors import (BadSignature, DecryptionFailed, MalformedFrame, Replay, RevokedDevice, TooOld,
-                             TopicMismatch, UnknownDevice, WindowLost)
+from twinlink.errors import (
+    BadSignature,
+    DecryptionFailed,
+    MalformedFrame,
+    Replay,
+    RevokedDevice,
+    TooOld,
+    TopicMismatch,
+    UnknownDevice,
+    WindowLost,
+)
 
 
 def _window_top(rig, name):
@@ -107,7 +116,8 @@ def test_topic_mismatch(rig, backend_name):
 
 def test_lite_frame_from_signed_device_refused(rig, backend_name):
     from twinlink import frame
-    pump, twin = rig.device("pump"), rig.twin()
+
+    _pump, twin = rig.device("pump"), rig.twin()
     ctx = twin.device_context("pump")
     with pytest.raises(BadSignature):
         twin.open(frame.seal_lite(ctx, 0, b"\x01"))
@@ -174,6 +184,7 @@ def test_two_twins_on_one_database_accept_once(rig, backend_name):
 def test_commit_rechecks_window_under_the_write_lock(rig, backend_name):
     """Two ingests that both pre-checked a frame: only the first commit stores it."""
     from twinlink.store import Accepted
+
     dev, twin = rig.device("pump"), rig.twin()
     kid = dev.kid
     a = Accepted(kid, 3, 0, b"\xa0", {}, [], None, "signed")

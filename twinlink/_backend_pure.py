@@ -16,7 +16,7 @@ from nacl import bindings as _nacl
 from nacl.exceptions import BadSignatureError, CryptoError
 
 from . import cbor
-from .cbor import ARRAY, BSTR, MAP, NINT, TAG, UINT, Reader
+from .cbor import ARRAY, MAP, NINT, TAG, UINT, Reader
 from .errors import BadSignature, DecryptionFailed, MalformedFrame
 from .oscore import MAX_KID_LEN, external_aad, nonce
 
@@ -55,12 +55,14 @@ def enc_structure(protected: bytes, external_aad: bytes) -> bytes:
     return b"\x83\x68Encrypt0" + cbor.bstr(protected) + cbor.bstr(external_aad)
 
 
-def _encrypt0(ctx_key: bytes, common_iv: bytes, kid: bytes, piv: bytes, stream: bytes,
-              plaintext: bytes) -> tuple[bytes, bytes]:
+def _encrypt0(
+    ctx_key: bytes, common_iv: bytes, kid: bytes, piv: bytes, stream: bytes, plaintext: bytes
+) -> tuple[bytes, bytes]:
     aad_ext = external_aad(kid, piv, stream)
     aad = _ENC0_AAD_PREFIX + cbor.bstr(aad_ext)
     ct = _nacl.crypto_aead_chacha20poly1305_ietf_encrypt(
-        plaintext, aad, nonce(common_iv, kid, piv), ctx_key)
+        plaintext, aad, nonce(common_iv, kid, piv), ctx_key
+    )
     return aad_ext, ct
 
 
@@ -71,8 +73,15 @@ def _check_sizes(kid: bytes, key: bytes, common_iv: bytes) -> None:
         raise ValueError("key must be 32 bytes and common IV 12 bytes")
 
 
-def seal(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: bytes,
-         seq: int, plaintext: bytes) -> bytes:
+def seal(
+    sign_sk: bytes,
+    kid: bytes,
+    key: bytes,
+    common_iv: bytes,
+    stream: bytes,
+    seq: int,
+    plaintext: bytes,
+) -> bytes:
     """Seal ``plaintext`` as a twinlink/1 frame with sequence number ``seq``.
 
     ``sign_sk`` is the 64-byte libsodium Ed25519 secret key (seed || public key).
@@ -90,21 +99,38 @@ def seal(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: bytes
     return frame
 
 
-def seal_many(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: bytes,
-              first_seq: int, plaintexts: list[bytes]) -> list[bytes]:
+def seal_many(
+    sign_sk: bytes,
+    kid: bytes,
+    key: bytes,
+    common_iv: bytes,
+    stream: bytes,
+    first_seq: int,
+    plaintexts: list[bytes],
+) -> list[bytes]:
     """Seal ``plaintexts`` with consecutive sequence numbers starting at ``first_seq``."""
-    return [seal(sign_sk, kid, key, common_iv, stream, first_seq + i, p)
-            for i, p in enumerate(plaintexts)]
+    return [
+        seal(sign_sk, kid, key, common_iv, stream, first_seq + i, p)
+        for i, p in enumerate(plaintexts)
+    ]
 
 
-def seal_lite(kid: bytes, key: bytes, common_iv: bytes, stream: bytes, seq: int,
-              plaintext: bytes) -> bytes:
+def seal_lite(
+    kid: bytes, key: bytes, common_iv: bytes, stream: bytes, seq: int, plaintext: bytes
+) -> bytes:
     """Seal ``plaintext`` as a lite-profile frame (COSE_Encrypt0 only, kid unprotected)."""
     _check_sizes(kid, key, common_iv)
     piv = _piv(seq)
     _, ct = _encrypt0(key, common_iv, kid, piv, stream, plaintext)
-    frame = (b"\xd0\x83\x44" + ENC0_PROTECTED + b"\xa2\x04" + cbor.bstr(kid) + b"\x06"
-             + cbor.bstr(piv) + cbor.bstr(ct))
+    frame = (
+        b"\xd0\x83\x44"
+        + ENC0_PROTECTED
+        + b"\xa2\x04"
+        + cbor.bstr(kid)
+        + b"\x06"
+        + cbor.bstr(piv)
+        + cbor.bstr(ct)
+    )
     if len(frame) > MAX_FRAME:
         raise ValueError("frame would exceed the maximum frame size")
     return frame
@@ -119,10 +145,19 @@ def _piv(seq: int) -> bytes:
 class Parsed:
     """Offsets and header values of a frame that passed strict structural parsing."""
 
-    __slots__ = ("kind", "kid", "piv", "seq", "alg", "prot", "enc0", "ct", "sig")
+    __slots__ = ("alg", "ct", "enc0", "kid", "kind", "piv", "prot", "seq", "sig")
 
-    def __init__(self, kind: int, kid: bytes, piv: bytes, alg: int, prot: bytes, enc0: bytes,
-                 ct: bytes, sig: bytes) -> None:
+    def __init__(
+        self,
+        kind: int,
+        kid: bytes,
+        piv: bytes,
+        alg: int,
+        prot: bytes,
+        enc0: bytes,
+        ct: bytes,
+        sig: bytes,
+    ) -> None:
         self.kind, self.kid, self.piv, self.alg = kind, kid, piv, alg
         self.seq = _piv_to_seq(piv)
         self.prot, self.enc0, self.ct, self.sig = prot, enc0, ct, sig
@@ -199,13 +234,15 @@ def decrypt(parsed: Parsed, key: bytes, common_iv: bytes, stream: bytes) -> byte
     aad = _ENC0_AAD_PREFIX + cbor.bstr(external_aad(parsed.kid, parsed.piv, stream))
     try:
         return _nacl.crypto_aead_chacha20poly1305_ietf_decrypt(
-            parsed.ct, aad, nonce(common_iv, parsed.kid, parsed.piv), key)
+            parsed.ct, aad, nonce(common_iv, parsed.kid, parsed.piv), key
+        )
     except (CryptoError, ValueError):
         raise DecryptionFailed("AEAD tag does not verify") from None
 
 
-def open_frame(frame: bytes, sign_pk: bytes | None, key: bytes, common_iv: bytes,
-               stream: bytes) -> tuple[Parsed, bytes]:
+def open_frame(
+    frame: bytes, sign_pk: bytes | None, key: bytes, common_iv: bytes, stream: bytes
+) -> tuple[Parsed, bytes]:
     """Parse, verify (twinlink/1; skipped for lite when ``sign_pk`` is None) and decrypt."""
     parsed = parse(frame)
     if parsed.kind == KIND_SIGNED:

@@ -28,7 +28,7 @@ def _load_native() -> ModuleType:
 
 
 def use(name: str) -> None:
-    """Switch the active backend to ``"native"`` or ``"python"``; raise ImportError if unavailable."""
+    """Switch to ``"native"`` or ``"python"``; raise ImportError if that one is unavailable."""
     global _current, _why
     if name == "python":
         _current, _why = _backend_pure, "selected"
@@ -66,8 +66,11 @@ def _init() -> None:
         return
     try:
         _current = _load_native()
-        _why = ("forced by TWINLINK_BACKEND=native" if forced == "native"
-                else "C extension twinlink._native loaded")
+        _why = (
+            "forced by TWINLINK_BACKEND=native"
+            if forced == "native"
+            else "C extension twinlink._native loaded"
+        )
     except ImportError:
         if forced == "native":
             raise

@@ -48,7 +48,7 @@ class Reader:
     Any violation raises :class:`MalformedFrame` with ``what`` naming the place.
     """
 
-    __slots__ = ("buf", "pos", "end")
+    __slots__ = ("buf", "end", "pos")
 
     def __init__(self, buf: bytes, pos: int = 0, end: int | None = None) -> None:
         self.buf = buf

@@ -19,12 +19,15 @@ from . import keys, oscore, senml
 from .backends import current
 from .replay import DEFAULT_CHUNK, SequenceStore
 
+
 #: Where sequence state lives when no ``state_dir`` is given.
 def default_state_dir() -> Path:
     env = os.environ.get("TWINLINK_STATE_DIR")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
     return Path(base) / "twinlink"
 
 
@@ -37,8 +40,14 @@ class Link(Protocol):
 class Device:
     """A device identity with its durable sequence numbers; optionally attached to a link."""
 
-    def __init__(self, bundle: keys.Bundle, state_dir: str | os.PathLike[str] | None = None,
-                 link: Link | None = None, *, chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle: keys.Bundle,
+        state_dir: str | os.PathLike[str] | None = None,
+        link: Link | None = None,
+        *,
+        chunk: int | None = None,
+    ) -> None:
         self.bundle = bundle
         self.name, self.kid = bundle.name, bundle.kid
         self.link = link
@@ -47,15 +56,23 @@ class Device:
         self._lite = bundle.lite_key is not None
         self.stream = oscore.STREAM_TELEMETRY
         # The counter belongs to (identity, security context): a re-key starts a fresh one.
-        ctx_tag = hashlib.sha256(bundle.master_salt + b"|" + (bundle.id_context or b"")).hexdigest()[:8]
+        ctx_tag = hashlib.sha256(
+            bundle.master_salt + b"|" + (bundle.id_context or b"")
+        ).hexdigest()[:8]
         sdir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.state_path = sdir / f"{bundle.name}-{bundle.kid.hex()}-{ctx_tag}.seq"
-        self.seq = SequenceStore(self.state_path,
-                                 chunk or int(bundle.settings.get("sequence_chunk", DEFAULT_CHUNK)))
+        self.seq = SequenceStore(
+            self.state_path, chunk or int(bundle.settings.get("sequence_chunk", DEFAULT_CHUNK))
+        )
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike[str], state_dir: str | os.PathLike[str] | None = None,
-             link: Link | None = None, **kw: Any) -> Device:
+    def load(
+        cls,
+        bundle: str | os.PathLike[str],
+        state_dir: str | os.PathLike[str] | None = None,
+        link: Link | None = None,
+        **kw: Any,
+    ) -> Device:
         """Load a device bundle file (mode 0600) and open its sequence state."""
         return cls(keys.Bundle.load(bundle), state_dir, link, **kw)
 
@@ -70,8 +87,15 @@ class Device:
         if self._lite:
             return _frame.seal_lite(self._ctx, seq, plaintext, self.stream)
         assert self._sk is not None
-        return current().seal(self._sk, self.kid, self._ctx.key, self._ctx.common_iv,  # type: ignore[no-any-return]
-                              self.stream, seq, plaintext)
+        return current().seal(
+            self._sk,
+            self.kid,
+            self._ctx.key,
+            self._ctx.common_iv,  # type: ignore[no-any-return]
+            self.stream,
+            seq,
+            plaintext,
+        )
 
     @staticmethod
     def encode(reading: Mapping[str, Any], time: float | bool | None = True) -> bytes:
@@ -88,8 +112,9 @@ class Device:
         senml.loads(plaintext)
         return self._seal(self.seq.take(), plaintext)
 
-    def seal_many(self, readings: Iterable[Mapping[str, Any]], *,
-                  time: float | bool | None = True) -> list[bytes]:
+    def seal_many(
+        self, readings: Iterable[Mapping[str, Any]], *, time: float | bool | None = True
+    ) -> list[bytes]:
         """Seal several readings with consecutive sequence numbers, reserved durably once."""
         plaintexts = [self.encode(r, time) for r in readings]
         if not plaintexts:
@@ -98,8 +123,15 @@ class Device:
         if self._lite:
             return [self._seal(first + i, p) for i, p in enumerate(plaintexts)]
         assert self._sk is not None
-        return current().seal_many(self._sk, self.kid, self._ctx.key, self._ctx.common_iv,  # type: ignore[no-any-return]
-                                   self.stream, first, plaintexts)
+        return current().seal_many(
+            self._sk,
+            self.kid,
+            self._ctx.key,
+            self._ctx.common_iv,  # type: ignore[no-any-return]
+            self.stream,
+            first,
+            plaintexts,
+        )
 
     def send(self, reading: Mapping[str, Any], **kw: Any) -> bytes:
         """Seal a reading and hand the frame to the attached link; return the frame."""

@@ -137,11 +137,15 @@ def x25519_public_pem(public: bytes) -> str:
 
 
 def parse_device_key(text: str, where: str = "device key") -> DeviceKey:
-    return DeviceKey(_strip(_unpem(text, "PRIVATE KEY", where), _ED25519_PKCS8, "Ed25519 private key", where))
+    return DeviceKey(
+        _strip(_unpem(text, "PRIVATE KEY", where), _ED25519_PKCS8, "Ed25519 private key", where)
+    )
 
 
 def parse_twin_key(text: str, where: str = "twin key") -> TwinKey:
-    return TwinKey(_strip(_unpem(text, "PRIVATE KEY", where), _X25519_PKCS8, "X25519 private key", where))
+    return TwinKey(
+        _strip(_unpem(text, "PRIVATE KEY", where), _X25519_PKCS8, "X25519 private key", where)
+    )
 
 
 def parse_ed25519_public(text: str, where: str = "public key") -> bytes:
@@ -159,7 +163,8 @@ def _read_text(path: PathLike, private: bool) -> str:
         if private and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeyFileError(
                 f"{p} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-                f"private keys must be 0600 — run: chmod 600 {p}")
+                f"private keys must be 0600 — run: chmod 600 {p}"
+            )
         return p.read_text()
     except OSError as exc:
         raise KeyFileError(f"cannot read {p}: {exc.strerror or exc}") from None
@@ -300,8 +305,7 @@ class Bundle:
             if not 1 <= len(kid) <= oscore.MAX_KID_LEN:
                 raise ValueError
             twin_public = parse_x25519_public(doc["twin_public_key"], where)
-            device_key = (parse_device_key(doc["device_key"], where)
-                          if "device_key" in doc else None)
+            device_key = parse_device_key(doc["device_key"], where) if "device_key" in doc else None
             lite = doc.get("lite")
             lite_key = bytes.fromhex(lite["key"]) if lite else None
             lite_iv = bytes.fromhex(lite["common_iv"]) if lite else None
@@ -310,7 +314,9 @@ class Bundle:
         except KeyFileError:
             raise
         except (KeyError, TypeError, ValueError):
-            raise KeyFileError(f"{where}: bundle is missing a field or has a malformed one") from None
+            raise KeyFileError(
+                f"{where}: bundle is missing a field or has a malformed one"
+            ) from None
         if device_key is None and lite_key is None:
             raise KeyFileError(f"{where}: bundle has neither a device key nor lite keys")
         return cls(name, kid, twin_public, device_key, settings, lite_key, lite_iv)

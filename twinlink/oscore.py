@@ -44,20 +44,29 @@ def hkdf_sha256(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
 def hkdf_info(id_: bytes, id_context: bytes | None, alg_aead: int, kind: str, length: int) -> bytes:
     """The RFC 8613 §3.2.1 ``info`` array: [id, id_context, alg_aead, type, L] in CBOR."""
     ctx = cbor.bstr(id_context) if id_context is not None else b"\xf6"
-    return b"\x85" + cbor.bstr(id_) + ctx + cbor.int_(alg_aead) + cbor.tstr(kind) + cbor.int_(length)
+    return (
+        b"\x85" + cbor.bstr(id_) + ctx + cbor.int_(alg_aead) + cbor.tstr(kind) + cbor.int_(length)
+    )
 
 
 def derive_key(
-    secret: bytes, salt: bytes, id_: bytes, id_context: bytes | None,
-    alg_aead: int = ALG_CHACHA20_POLY1305, key_len: int = KEY_LEN,
+    secret: bytes,
+    salt: bytes,
+    id_: bytes,
+    id_context: bytes | None,
+    alg_aead: int = ALG_CHACHA20_POLY1305,
+    key_len: int = KEY_LEN,
 ) -> bytes:
     """Derive the Sender (or Recipient) Key of the endpoint whose Sender ID is ``id_``."""
     return hkdf_sha256(salt, secret, hkdf_info(id_, id_context, alg_aead, "Key", key_len), key_len)
 
 
 def derive_common_iv(
-    secret: bytes, salt: bytes, id_context: bytes | None,
-    alg_aead: int = ALG_CHACHA20_POLY1305, iv_len: int = IV_LEN,
+    secret: bytes,
+    salt: bytes,
+    id_context: bytes | None,
+    alg_aead: int = ALG_CHACHA20_POLY1305,
+    iv_len: int = IV_LEN,
 ) -> bytes:
     """Derive the Common IV shared by both directions of a context."""
     return hkdf_sha256(salt, secret, hkdf_info(b"", id_context, alg_aead, "IV", iv_len), iv_len)
@@ -99,7 +108,10 @@ class Context:
 
 
 def derive_context(
-    master_secret: bytes, sender_id: bytes, master_salt: bytes = b"", id_context: bytes | None = None
+    master_secret: bytes,
+    sender_id: bytes,
+    master_salt: bytes = b"",
+    id_context: bytes | None = None,
 ) -> Context:
     """Derive key and Common IV for messages sent by the endpoint ``sender_id``."""
     return Context(

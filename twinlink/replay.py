@@ -28,7 +28,7 @@ DEFAULT_CHUNK = 1024
 class ReplayWindow:
     """Sliding window over sequence numbers; ``top`` is -1 until the first accept."""
 
-    __slots__ = ("size", "top", "bits")
+    __slots__ = ("bits", "size", "top")
 
     def __init__(self, size: int = DEFAULT_WINDOW, top: int = -1, bits: int = 0) -> None:
         if size < 1 or size % 8:
@@ -49,7 +49,9 @@ class ReplayWindow:
         """Mark ``seq`` accepted (call only after :meth:`check` passed and the frame verified)."""
         if seq > self.top:
             shift = seq - self.top
-            self.bits = ((self.bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            self.bits = (
+                ((self.bits << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            )
             self.top = seq
         else:
             self.bits |= 1 << (self.top - seq)
@@ -100,7 +102,9 @@ class SequenceStore:
     ``path`` is a prefix: the store uses ``path.lock``, ``path.a`` and ``path.b``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], chunk: int = DEFAULT_CHUNK, margin: int = 1) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], chunk: int = DEFAULT_CHUNK, margin: int = 1
+    ) -> None:
         if chunk < 1 or margin < 1:
             raise ValueError("chunk and margin must be positive")
         self.path = Path(path)
@@ -112,7 +116,8 @@ class SequenceStore:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StateLocked(
-                f"another process is sealing with this identity (lock {self.path}.lock)") from None
+                f"another process is sealing with this identity (lock {self.path}.lock)"
+            ) from None
         self._slot = 0
         try:
             stored = self._load()
@@ -146,8 +151,10 @@ class SequenceStore:
                 if v == max(values):
                     self._slot = 1 - i  # next write goes to the other slot
         if present and not values:
-            raise StateError(f"sequence state {self.path}.a/.b is corrupt; refusing to guess "
-                             "(re-provision or re-key the device)")
+            raise StateError(
+                f"sequence state {self.path}.a/.b is corrupt; refusing to guess "
+                "(re-provision or re-key the device)"
+            )
         return max(values) if values else None
 
     def _persist(self, value: int) -> None:

@@ -40,8 +40,9 @@ class Record:
     sum: float | None = None
 
 
-def encode(reading: Mapping[str, Any], time: float | None = None,
-           units: Mapping[str, str] | None = None) -> bytes:
+def encode(
+    reading: Mapping[str, Any], time: float | None = None, units: Mapping[str, str] | None = None
+) -> bytes:
     """Encode ``{name: value}`` (numbers, strings, booleans, bytes) as a CBOR SenML pack."""
     if not reading:
         raise ValueError("a reading needs at least one value")
@@ -75,8 +76,9 @@ def loads(plaintext: bytes) -> Any:
     if len(plaintext) > MAX_PLAINTEXT:
         raise MalformedPayload("payload exceeds the maximum size")
     try:
-        return cbor2.loads(plaintext, max_depth=16, allow_indefinite=False,
-                           allow_duplicate_keys=False)
+        return cbor2.loads(
+            plaintext, max_depth=16, allow_indefinite=False, allow_duplicate_keys=False
+        )
     except Exception as exc:  # cbor2 raises several types on hostile input
         raise MalformedPayload(f"payload is not valid CBOR ({type(exc).__name__})") from None
 
@@ -91,6 +93,7 @@ def resolve(pack: list[dict[Any, Any]]) -> list[Record]:
     if len(pack) > MAX_RECORDS:
         raise MalformedPayload("too many SenML records")
     bn, bt, bu, bv, bs = "", 0, None, 0, 0
+    timed = False  # whether any base time has been seen so far in the pack
     out: list[Record] = []
     for rec in pack:
         for label in rec:
@@ -99,6 +102,7 @@ def resolve(pack: list[dict[Any, Any]]) -> list[Record]:
                     raise MalformedPayload(f"SenML record has an unknown label {label!r}")
         bn = _typed(rec, BN, str, bn)
         bt = _typed(rec, BT, (int, float), bt)
+        timed = timed or BT in rec
         bu = _typed(rec, BU, str, bu)
         bv = _typed(rec, BV, (int, float), bv)
         bs = _typed(rec, BS, (int, float), bs)
@@ -124,8 +128,15 @@ def resolve(pack: list[dict[Any, Any]]) -> list[Record]:
             raise MalformedPayload(f"SenML record {name!r} has no value")
         unit = _typed(rec, U, str, bu)
         t = bt + _typed(rec, T, (int, float), 0)
-        out.append(Record(name, value, unit, t if (BT in rec or T in rec or bt) else None,
-                          None if s is None else bs + s))
+        out.append(
+            Record(
+                name,
+                value,
+                unit,
+                t if (timed or T in rec) else None,
+                None if s is None else bs + s,
+            )
+        )
     return out
 
 
@@ -133,8 +144,11 @@ def _typed(rec: Mapping[Any, Any], label: int, kinds: Any, default: Any) -> Any:
     if label not in rec:
         return default
     v = rec[label]
-    if not isinstance(v, kinds) or (kinds is not bool and isinstance(v, bool)
-                                     and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))):
+    if not isinstance(v, kinds) or (
+        kinds is not bool
+        and isinstance(v, bool)
+        and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
+    ):
         raise MalformedPayload(f"SenML label {label} has the wrong type")
     if isinstance(v, float) and not math.isfinite(v):
         raise MalformedPayload(f"SenML label {label} is not finite")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import keys as _keys
-from .errors import (RevokedDevice, TwinlinkError, UnknownDevice, WindowLost)
+from .errors import RevokedDevice, TwinlinkError, UnknownDevice, WindowLost
 from .replay import DEFAULT_WINDOW, ReplayWindow
 
 PROFILE_SIGNED = "twinlink/1"
@@ -105,9 +105,16 @@ class TwinStore(ABC):
     """What the twin needs from a store. Every method is safe to call from one thread at a time."""
 
     @abstractmethod
-    def register(self, name: str, public_key: bytes, kid: bytes | None = None,
-                 profile: str = PROFILE_SIGNED, master_salt: bytes = b"",
-                 id_context: bytes | None = None, window: int = DEFAULT_WINDOW) -> DeviceRecord: ...
+    def register(
+        self,
+        name: str,
+        public_key: bytes,
+        kid: bytes | None = None,
+        profile: str = PROFILE_SIGNED,
+        master_salt: bytes = b"",
+        id_context: bytes | None = None,
+        window: int = DEFAULT_WINDOW,
+    ) -> DeviceRecord: ...
 
     @abstractmethod
     def next_kid(self) -> bytes: ...
@@ -125,7 +132,9 @@ class TwinStore(ABC):
     def lookup(self, kid: bytes) -> WindowState: ...
 
     @abstractmethod
-    def commit(self, accepted: Sequence[Accepted], events: Sequence[Event]) -> list[TwinlinkError | None]: ...
+    def commit(
+        self, accepted: Sequence[Accepted], events: Sequence[Event]
+    ) -> list[TwinlinkError | None]: ...
 
     @abstractmethod
     def record_events(self, events: Iterable[Event]) -> None: ...
@@ -141,6 +150,11 @@ class TwinStore(ABC):
 
     @abstractmethod
     def take_ack_seq(self, kid: bytes) -> int: ...
+
+    def stored_seqs(self, kid: bytes, seqs: Iterable[int]) -> set[int]:
+        """Which of ``seqs`` are stored for ``kid`` in its current epoch (for re-acking
+        duplicates). A store that cannot tell returns an empty set: the sender then retries."""
+        return set()
 
     @abstractmethod
     def close(self) -> None: ...
@@ -204,8 +218,10 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_kid ON events (kid, at);
 """
 
-_DEVICE_COLS = ("name, kid, public_key, profile, status, master_salt, id_context, epoch, "
-                "win_size, registered_at")
+_DEVICE_COLS = (
+    "name, kid, public_key, profile, status, master_salt, id_context, epoch, "
+    "win_size, registered_at"
+)
 
 
 class SQLiteStore(TwinStore):
@@ -219,8 +235,9 @@ class SQLiteStore(TwinStore):
         self.path = str(path)
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -239,9 +256,16 @@ class SQLiteStore(TwinStore):
                 n += 1
             return _keys.kid_from_int(n)
 
-    def register(self, name: str, public_key: bytes, kid: bytes | None = None,
-                 profile: str = PROFILE_SIGNED, master_salt: bytes = b"",
-                 id_context: bytes | None = None, window: int = DEFAULT_WINDOW) -> DeviceRecord:
+    def register(
+        self,
+        name: str,
+        public_key: bytes,
+        kid: bytes | None = None,
+        profile: str = PROFILE_SIGNED,
+        master_salt: bytes = b"",
+        id_context: bytes | None = None,
+        window: int = DEFAULT_WINDOW,
+    ) -> DeviceRecord:
         if profile not in (PROFILE_SIGNED, PROFILE_LITE):
             raise ValueError(f"unknown profile {profile!r}")
         if len(public_key) != 32:
@@ -255,25 +279,39 @@ class SQLiteStore(TwinStore):
                 self._db.execute(
                     "INSERT INTO devices (kid, name, public_key, profile, master_salt, id_context,"
                     " registered_at, win_size, win_bits) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (kid, name, public_key, profile, master_salt, id_context, _time.time(), window,
-                     bytes(window // 8)))
+                    (
+                        kid,
+                        name,
+                        public_key,
+                        profile,
+                        master_salt,
+                        id_context,
+                        _time.time(),
+                        window,
+                        bytes(window // 8),
+                    ),
+                )
             except sqlite3.IntegrityError:
                 raise TwinlinkError(
-                    f"a device named {name!r} or with kid {kid.hex()} is already registered") from None
+                    f"a device named {name!r} or with kid {kid.hex()} is already registered"
+                ) from None
             return self.device(kid)
 
     def revoke(self, name: str, why: str = "") -> None:
         with self._lock:
             dev = self.device(name)
-            self._db.execute("UPDATE devices SET status='revoked', revoked_at=? WHERE kid=?",
-                             (_time.time(), dev.kid))
+            self._db.execute(
+                "UPDATE devices SET status='revoked', revoked_at=? WHERE kid=?",
+                (_time.time(), dev.kid),
+            )
             self.record_events([Event("revoked_by_operator", why or "revoked", dev.kid)])
 
     def device(self, name_or_kid: str | bytes) -> DeviceRecord:
         col = "name" if isinstance(name_or_kid, str) else "kid"
         with self._lock:
-            row = self._db.execute(f"SELECT {_DEVICE_COLS} FROM devices WHERE {col}=?",
-                                   (name_or_kid,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_DEVICE_COLS} FROM devices WHERE {col}=?", (name_or_kid,)
+            ).fetchone()
         if row is None:
             what = name_or_kid if isinstance(name_or_kid, str) else f"kid {name_or_kid.hex()}"
             raise UnknownDevice(f"no device {what} is registered")
@@ -281,8 +319,18 @@ class SQLiteStore(TwinStore):
 
     @staticmethod
     def _record(row: Sequence[Any]) -> DeviceRecord:
-        return DeviceRecord(row[0], bytes(row[1]), bytes(row[2]), row[3], row[4], bytes(row[5]),
-                            None if row[6] is None else bytes(row[6]), row[7], row[8], row[9])
+        return DeviceRecord(
+            row[0],
+            bytes(row[1]),
+            bytes(row[2]),
+            row[3],
+            row[4],
+            bytes(row[5]),
+            None if row[6] is None else bytes(row[6]),
+            row[7],
+            row[8],
+            row[9],
+        )
 
     def devices(self) -> list[DeviceRecord]:
         with self._lock:
@@ -295,13 +343,18 @@ class SQLiteStore(TwinStore):
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_DEVICE_COLS}, win_top, win_bits, win_lost FROM devices WHERE kid=?",
-                (kid,)).fetchone()
+                (kid,),
+            ).fetchone()
         if row is None:
             raise UnknownDevice(f"no device with kid {kid.hex()} is registered")
         dev = self._record(row)
-        return WindowState(dev, ReplayWindow.from_state(dev.window_size, row[10], row[11]), bool(row[12]))
+        return WindowState(
+            dev, ReplayWindow.from_state(dev.window_size, row[10], row[11]), bool(row[12])
+        )
 
-    def commit(self, accepted: Sequence[Accepted], events: Sequence[Event]) -> list[TwinlinkError | None]:
+    def commit(
+        self, accepted: Sequence[Accepted], events: Sequence[Event]
+    ) -> list[TwinlinkError | None]:
         """Atomically: re-check each window, store accepted readings, advance windows, log events.
 
         Returns one entry per ``accepted`` item: None if stored, else the refusal (a replay that
@@ -318,13 +371,21 @@ class SQLiteStore(TwinStore):
                 counts: dict[bytes, list[Any]] = {}
                 for a in accepted:
                     if a.kid not in windows:
-                        r = db.execute("SELECT win_size, win_top, win_bits, status, epoch, win_lost"
-                                       " FROM devices WHERE kid=?", (a.kid,)).fetchone()
+                        r = db.execute(
+                            "SELECT win_size, win_top, win_bits, status, epoch, win_lost"
+                            " FROM devices WHERE kid=?",
+                            (a.kid,),
+                        ).fetchone()
                         if r is None:
                             err: TwinlinkError | None = UnknownDevice("device was removed")
                             results.append(err)
                             continue
-                        windows[a.kid] = (ReplayWindow.from_state(r[0], r[1], r[2]), r[3], r[4], bool(r[5]))
+                        windows[a.kid] = (
+                            ReplayWindow.from_state(r[0], r[1], r[2]),
+                            r[3],
+                            r[4],
+                            bool(r[5]),
+                        )
                     win, status, epoch, lost = windows[a.kid]
                     err = None
                     try:
@@ -345,28 +406,48 @@ class SQLiteStore(TwinStore):
                         continue
                     c[0] += 1
                     c[2], c[3] = a.received_at, a.seq
-                    rows.append((a.kid, a.epoch, a.seq, a.received_at, a.time, a.provenance,
-                                 a.source, json.dumps(to_json(a.payload)), a.plaintext))
+                    rows.append(
+                        (
+                            a.kid,
+                            a.epoch,
+                            a.seq,
+                            a.received_at,
+                            a.time,
+                            a.provenance,
+                            a.source,
+                            json.dumps(to_json(a.payload)),
+                            a.plaintext,
+                        )
+                    )
                     for name, value, unit, t in a.records:
-                        state_rows.append((a.kid, name, json.dumps(to_json(value)), unit, t, a.seq,
-                                           a.received_at))
+                        state_rows.append(
+                            (a.kid, name, json.dumps(to_json(value)), unit, t, a.seq, a.received_at)
+                        )
                 db.executemany(
                     "INSERT INTO readings (kid, epoch, seq, received_at, time, provenance, source,"
-                    " payload, plaintext) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                    " payload, plaintext) VALUES (?,?,?,?,?,?,?,?,?)",
+                    rows,
+                )
                 db.executemany(
                     "INSERT INTO state (kid, name, value, unit, time, seq, updated_at)"
                     " VALUES (?,?,?,?,?,?,?) ON CONFLICT (kid, name) DO UPDATE SET"
                     " value=excluded.value, unit=excluded.unit, time=excluded.time,"
                     " seq=excluded.seq, updated_at=excluded.updated_at"
-                    " WHERE excluded.seq >= state.seq", state_rows)
+                    " WHERE excluded.seq >= state.seq",
+                    state_rows,
+                )
                 for kid, (win, _, _, _) in windows.items():
-                    db.execute("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
-                               (win.top, win.to_bytes(), kid))
+                    db.execute(
+                        "UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
+                        (win.top, win.to_bytes(), kid),
+                    )
                 for kid, (acc, ref, seen, seq) in counts.items():
-                    db.execute("UPDATE devices SET accepted=accepted+?, refused=refused+?,"
-                               " last_seen=COALESCE(?, last_seen),"
-                               " last_seq=MAX(COALESCE(last_seq, -1), COALESCE(?, -1)) WHERE kid=?",
-                               (acc, ref, seen, seq, kid))
+                    db.execute(
+                        "UPDATE devices SET accepted=accepted+?, refused=refused+?,"
+                        " last_seen=COALESCE(?, last_seen),"
+                        " last_seq=MAX(COALESCE(last_seq, -1), COALESCE(?, -1)) WHERE kid=?",
+                        (acc, ref, seen, seq, kid),
+                    )
                 self._insert_events(extra_events)
                 db.execute("COMMIT")
             except BaseException:
@@ -380,13 +461,15 @@ class SQLiteStore(TwinStore):
             return
         self._db.executemany(
             "INSERT INTO events (at, kid, seq, reason, detail, source) VALUES (?,?,?,?,?,?)",
-            [(e.at, e.kid, e.seq, e.reason, e.detail, e.source) for e in evs])
+            [(e.at, e.kid, e.seq, e.reason, e.detail, e.source) for e in evs],
+        )
         refused: dict[bytes, int] = {}
         for e in evs:
             if e.kid is not None and e.reason != "revoked_by_operator":
                 refused[e.kid] = refused.get(e.kid, 0) + 1
-        self._db.executemany("UPDATE devices SET refused=refused+? WHERE kid=?",
-                             [(n, k) for k, n in refused.items()])
+        self._db.executemany(
+            "UPDATE devices SET refused=refused+? WHERE kid=?", [(n, k) for k, n in refused.items()]
+        )
 
     def record_events(self, events: Iterable[Event]) -> None:
         with self._lock:
@@ -405,8 +488,10 @@ class SQLiteStore(TwinStore):
         with self._lock:
             dev = self.device(name)
             win = ReplayWindow.anchored(dev.window_size, floor)
-            self._db.execute("UPDATE devices SET win_top=?, win_bits=?, win_lost=0 WHERE kid=?",
-                             (win.top, win.to_bytes(), dev.kid))
+            self._db.execute(
+                "UPDATE devices SET win_top=?, win_bits=?, win_lost=0 WHERE kid=?",
+                (win.top, win.to_bytes(), dev.kid),
+            )
             self.record_events([Event("reanchored", f"window re-anchored at {floor}", dev.kid)])
 
     def mark_window_lost(self, name: str) -> None:
@@ -422,9 +507,11 @@ class SQLiteStore(TwinStore):
             self._db.execute(
                 "UPDATE devices SET master_salt=?, id_context=?, epoch=epoch+1, win_top=-1,"
                 " win_bits=?, win_lost=0, ack_seq=0 WHERE kid=?",
-                (master_salt, id_context, bytes(dev.window_size // 8), dev.kid))
-            self.record_events([Event("rekeyed", f"new security context, epoch {dev.epoch + 1}",
-                                      dev.kid)])
+                (master_salt, id_context, bytes(dev.window_size // 8), dev.kid),
+            )
+            self.record_events(
+                [Event("rekeyed", f"new security context, epoch {dev.epoch + 1}", dev.kid)]
+            )
             return self.device(dev.kid)
 
     def take_ack_seq(self, kid: bytes) -> int:
@@ -444,58 +531,112 @@ class SQLiteStore(TwinStore):
 
     # -- queries ----------------------------------------------------------------------------
 
+    def stored_seqs(self, kid: bytes, seqs: Iterable[int]) -> set[int]:
+        want = sorted(set(seqs))
+        if not want:
+            return set()
+        with self._lock:
+            row = self._db.execute("SELECT epoch FROM devices WHERE kid=?", (kid,)).fetchone()
+            if row is None:
+                return set()
+            found: set[int] = set()
+            for i in range(0, len(want), 500):
+                part = want[i:i + 500]
+                found.update(int(r[0]) for r in self._db.execute(
+                    "SELECT seq FROM readings WHERE kid=? AND epoch=? AND seq IN"
+                    f" ({','.join('?' * len(part))})", (kid, row[0], *part)))
+            return found
+
     def status(self, name: str) -> dict[str, Any]:
         """Registry entry, counters and last values of one device, JSON-friendly."""
         dev = self.device(name)
         with self._lock:
             r = self._db.execute(
                 "SELECT status, last_seen, last_seq, accepted, refused, win_top, win_lost, epoch"
-                " FROM devices WHERE kid=?", (dev.kid,)).fetchone()
-            st = self._db.execute("SELECT name, value, unit, time, seq FROM state WHERE kid=?"
-                                  " ORDER BY name", (dev.kid,)).fetchall()
+                " FROM devices WHERE kid=?",
+                (dev.kid,),
+            ).fetchone()
+            st = self._db.execute(
+                "SELECT name, value, unit, time, seq FROM state WHERE kid=? ORDER BY name",
+                (dev.kid,),
+            ).fetchall()
         return {
-            "name": dev.name, "kid": dev.kid.hex(), "profile": dev.profile, "status": r[0],
-            "fingerprint": dev.fingerprint, "last_seen": r[1], "last_seq": r[2],
-            "accepted": r[3], "refused": r[4], "window_top": r[5], "window_lost": bool(r[6]),
+            "name": dev.name,
+            "kid": dev.kid.hex(),
+            "profile": dev.profile,
+            "status": r[0],
+            "fingerprint": dev.fingerprint,
+            "last_seen": r[1],
+            "last_seq": r[2],
+            "accepted": r[3],
+            "refused": r[4],
+            "window_top": r[5],
+            "window_lost": bool(r[6]),
             "epoch": r[7],
-            "state": {n: {"value": json.loads(v), "unit": u, "time": t, "seq": s}
-                      for n, v, u, t, s in st},
+            "state": {
+                n: {"value": json.loads(v), "unit": u, "time": t, "seq": s} for n, v, u, t, s in st
+            },
         }
 
     def readings(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = ("SELECT d.name, r.seq, r.received_at, r.time, r.provenance, r.payload FROM readings r"
-             " JOIN devices d ON d.kid = r.kid")
+        q = (
+            "SELECT d.name, r.seq, r.received_at, r.time, r.provenance, r.payload FROM readings r"
+            " JOIN devices d ON d.kid = r.kid"
+        )
         args: tuple[Any, ...] = ()
         if name is not None:
             q += " WHERE d.name=?"
             args = (name,)
         q += " ORDER BY r.id DESC LIMIT ?"
         with self._lock:
-            rows = self._db.execute(q, args + (limit,)).fetchall()
-        return [{"device": n, "seq": s, "received_at": ra, "time": t, "provenance": p,
-                 "payload": json.loads(pl)} for n, s, ra, t, p, pl in reversed(rows)]
+            rows = self._db.execute(q, (*args, limit)).fetchall()
+        return [
+            {
+                "device": n,
+                "seq": s,
+                "received_at": ra,
+                "time": t,
+                "provenance": p,
+                "payload": json.loads(pl),
+            }
+            for n, s, ra, t, p, pl in reversed(rows)
+        ]
 
     def count_readings(self, name: str | None = None) -> int:
         with self._lock:
             if name is None:
                 return int(self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
-            return int(self._db.execute(
-                "SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid=r.kid WHERE d.name=?",
-                (name,)).fetchone()[0])
+            return int(
+                self._db.execute(
+                    "SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid=r.kid WHERE d.name=?",
+                    (name,),
+                ).fetchone()[0]
+            )
 
     def events(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = ("SELECT e.at, e.kid, d.name, e.seq, e.reason, e.detail, e.source FROM events e"
-             " LEFT JOIN devices d ON d.kid = e.kid")
+        q = (
+            "SELECT e.at, e.kid, d.name, e.seq, e.reason, e.detail, e.source FROM events e"
+            " LEFT JOIN devices d ON d.kid = e.kid"
+        )
         args: tuple[Any, ...] = ()
         if name is not None:
             q += " WHERE d.name=?"
             args = (name,)
         q += " ORDER BY e.id DESC LIMIT ?"
         with self._lock:
-            rows = self._db.execute(q, args + (limit,)).fetchall()
-        return [{"at": at, "kid": None if k is None else bytes(k).hex(), "device": n, "seq": s,
-                 "reason": r, "detail": d, "source": src}
-                for at, k, n, s, r, d, src in reversed(rows)]
+            rows = self._db.execute(q, (*args, limit)).fetchall()
+        return [
+            {
+                "at": at,
+                "kid": None if k is None else bytes(k).hex(),
+                "device": n,
+                "seq": s,
+                "reason": r,
+                "detail": d,
+                "source": src,
+            }
+            for at, k, n, s, r, d, src in reversed(rows)
+        ]
 
     def close(self) -> None:
         with self._lock:

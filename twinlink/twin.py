@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from . import backends as backend, keys, oscore, senml
+from . import backends as backend
+from . import keys, oscore, senml
 from ._backend_pure import KIND_LITE
 from .errors import BadSignature, TopicMismatch, TwinlinkError, WindowLost
 from .replay import ReplayWindow
@@ -37,8 +38,14 @@ class Reading:
 
     def to_json(self) -> dict[str, Any]:
         """The ``twinlink open`` output object."""
-        return {"ok": True, "device": self.device, "seq": self.seq, "payload": to_json(self.payload),
-                "provenance": self.provenance, **({"time": self.time} if self.time is not None else {})}
+        return {
+            "ok": True,
+            "device": self.device,
+            "seq": self.seq,
+            "payload": to_json(self.payload),
+            "provenance": self.provenance,
+            **({"time": self.time} if self.time is not None else {}),
+        }
 
 
 def refusal_json(err: TwinlinkError) -> dict[str, Any]:
@@ -55,8 +62,13 @@ class Twin:
     ``Twin("twin.db", twin_key="keys/twin.key")``. Methods are thread-safe (serialised).
     """
 
-    def __init__(self, db: str | os.PathLike[str] | TwinStore,
-                 twin_key: str | os.PathLike[str] | keys.TwinKey, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | TwinStore,
+        twin_key: str | os.PathLike[str] | keys.TwinKey,
+        *,
+        cache_size: int = 4096,
+    ) -> None:
         self.store: TwinStore = db if isinstance(db, TwinStore) else SQLiteStore(os.fspath(db))
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self._contexts: OrderedDict[tuple[bytes, int, bytes], oscore.Context] = OrderedDict()
@@ -94,14 +106,20 @@ class Twin:
 
     def open(self, frame: bytes, *, expect_kid: bytes | None = None, source: str = "") -> Reading:
         """Open, check and store one frame; return the :class:`Reading` or raise the refusal."""
-        result = self.open_many([frame], expect_kids=None if expect_kid is None else [expect_kid],
-                                source=source)[0]
+        result = self.open_many(
+            [frame], expect_kids=None if expect_kid is None else [expect_kid], source=source
+        )[0]
         if isinstance(result, TwinlinkError):
             raise result
         return result
 
-    def open_many(self, frames: Sequence[bytes], *, expect_kids: Sequence[bytes | None] | None = None,
-                  source: str = "") -> list[Result]:
+    def open_many(
+        self,
+        frames: Sequence[bytes],
+        *,
+        expect_kids: Sequence[bytes | None] | None = None,
+        source: str = "",
+    ) -> list[Result]:
         """Open a batch; store every accepted reading in one transaction.
 
         Returns one entry per frame, in order: a :class:`Reading` or the :class:`TwinlinkError`
@@ -120,23 +138,30 @@ class Twin:
                 try:
                     parsed = be.parse(frame)
                     kid, seq = parsed.kid, parsed.seq
-                    if expect_kids is not None and expect_kids[i] is not None and expect_kids[i] != kid:
+                    claimed = expect_kids[i] if expect_kids is not None else None
+                    if claimed is not None and claimed != kid:
                         raise TopicMismatch(
-                            f"frame kid {parsed.kid.hex()} does not match the address's kid "
-                            f"{expect_kids[i].hex()}")  # type: ignore[union-attr]
+                            f"frame kid {kid.hex()} does not match the address's kid "
+                            f"{claimed.hex()}"
+                        )
                     if kid not in windows:
                         st = self.store.lookup(kid)
                         windows[kid] = (st.device, st.window, st.lost)
                     dev, win, lost = windows[kid]
                     if dev.status != "active":
                         from .errors import RevokedDevice
+
                         raise RevokedDevice(f"device {dev.name} is revoked")
                     if lost:
-                        raise WindowLost(f"replay window of {dev.name} was lost; an operator must "
-                                         "re-anchor it (twinlink twin reanchor)")
+                        raise WindowLost(
+                            f"replay window of {dev.name} was lost; an operator must "
+                            "re-anchor it (twinlink twin reanchor)"
+                        )
                     if parsed.kind == KIND_LITE and dev.profile != PROFILE_LITE:
-                        raise BadSignature(f"unsigned (lite) frame from {dev.name}, which is "
-                                           "registered for signed frames")
+                        raise BadSignature(
+                            f"unsigned (lite) frame from {dev.name}, which is "
+                            "registered for signed frames"
+                        )
                     win.check(seq)
                     ctx = self._context(dev)
                     if parsed.kind != KIND_LITE:
@@ -145,22 +170,50 @@ class Twin:
                     payload, records, t = _decode(plaintext)
                     win.update(seq)  # batch-local copy: catches duplicates inside one batch
                     prov = "aead-only" if parsed.kind == KIND_LITE else "signed"
-                    pending.append((i, Accepted(
-                        kid, seq, dev.epoch, plaintext, payload,
-                        [(r.name, r.value, r.unit, r.time) for r in records], t, prov,
-                        source=source), dev.name, records))
+                    pending.append(
+                        (
+                            i,
+                            Accepted(
+                                kid,
+                                seq,
+                                dev.epoch,
+                                plaintext,
+                                payload,
+                                [(r.name, r.value, r.unit, r.time) for r in records],
+                                t,
+                                prov,
+                                source=source,
+                            ),
+                            dev.name,
+                            records,
+                        )
+                    )
                 except TwinlinkError as exc:
                     results[i] = exc
                     events.append(Event(exc.reason, str(exc), kid, seq, source))
             outcomes = self.store.commit([p[1] for p in pending], events)
         for (i, acc, name, records), err in zip(pending, outcomes):
-            results[i] = err if err is not None else Reading(
-                name, acc.kid, acc.seq, acc.payload, records, acc.time, acc.provenance, acc.plaintext)
+            results[i] = (
+                err
+                if err is not None
+                else Reading(
+                    name,
+                    acc.kid,
+                    acc.seq,
+                    acc.payload,
+                    records,
+                    acc.time,
+                    acc.provenance,
+                    acc.plaintext,
+                )
+            )
         return results  # type: ignore[return-value]
 
     # -- registry shortcuts -----------------------------------------------------------------
 
-    def register(self, name: str, public_key: bytes | str | os.PathLike[str], **kw: Any) -> DeviceRecord:
+    def register(
+        self, name: str, public_key: bytes | str | os.PathLike[str], **kw: Any
+    ) -> DeviceRecord:
         """Register a device by its Ed25519 public key (raw 32 bytes or a PEM file path)."""
         pk = public_key if isinstance(public_key, bytes) else keys.load_public(public_key)
         return self.store.register(name, pk, **kw)

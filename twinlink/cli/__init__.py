@@ -15,7 +15,7 @@ from typing import Callable
 
 from .. import __version__
 from .. import backends as backend
-from ..errors import (KeyFileError, StateError, TransportError, TwinlinkError, UnknownDevice)
+from ..errors import KeyFileError, StateError, TransportError, TwinlinkError, UnknownDevice
 
 #: Exit codes, stable and documented.
 EXIT_OK = 0
@@ -71,9 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="twinlink",
         description="Signed, encrypted, replay-proof CBOR telemetry for devices and their twins.",
-        epilog="Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
-    p.add_argument("--version", action="version",
-                   version=f"twinlink {__version__}, backend {backend.explain()}")
+        epilog="Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"twinlink {__version__}, backend {backend.explain()}",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -110,13 +114,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         for cls, code, hint in _HINTS:
             if isinstance(exc, cls):
-                msg = str(exc) if isinstance(exc, TwinlinkError) else (
-                    f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.filename
-                    else str(exc) or type(exc).__name__)
+                msg = (
+                    str(exc)
+                    if isinstance(exc, TwinlinkError)
+                    else (
+                        f"{exc.strerror}: {exc.filename}"
+                        if isinstance(exc, OSError) and exc.filename
+                        else str(exc) or type(exc).__name__
+                    )
+                )
                 print(f"twinlink: {msg} — {hint}", file=sys.stderr)
                 return code
-        print(f"twinlink: unexpected {type(exc).__name__}: {exc} — please report this with --debug",
-              file=sys.stderr)
+        print(
+            f"twinlink: unexpected {type(exc).__name__}: {exc} — please report this with --debug",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 

@@ -35,12 +35,16 @@ def _kid(text: str) -> bytes:
 
 def _store(path: str, must_exist: bool = True) -> SQLiteStore:
     if must_exist and not Path(path).exists():
-        raise fail(f"no twin database at {path}", EXIT_REGISTRY,
-                   "create one with 'twinlink provision NAME --db PATH …' or give --db")
+        raise fail(
+            f"no twin database at {path}",
+            EXIT_REGISTRY,
+            "create one with 'twinlink provision NAME --db PATH …' or give --db",
+        )
     return SQLiteStore(path)
 
 
 # -- keygen / provision ---------------------------------------------------------------------
+
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     out = Path(args.out)
@@ -49,22 +53,35 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         tk = keys.TwinKey.generate()
         keys.write_private(out / "twin.key", tk.to_pem(), args.force)
         keys.write_public(out / "twin.pub", tk.public_pem(), args.force)
-        print(f"twin key written: {out / 'twin.key'} (0600), {out / 'twin.pub'}; "
-              f"fingerprint {keys.fingerprint(tk.public)}", file=sys.stderr)
+        print(
+            f"twin key written: {out / 'twin.key'} (0600), {out / 'twin.pub'}; "
+            f"fingerprint {keys.fingerprint(tk.public)}",
+            file=sys.stderr,
+        )
     else:
         name = args.name or "device"
         dk = keys.DeviceKey.generate()
         keys.write_private(out / f"{name}.key", dk.to_pem(), args.force)
         keys.write_public(out / f"{name}.pub", dk.public_pem(), args.force)
-        print(f"device key written: {out / (name + '.key')} (0600); "
-              f"fingerprint {keys.fingerprint(dk.public)}", file=sys.stderr)
+        print(
+            f"device key written: {out / (name + '.key')} (0600); "
+            f"fingerprint {keys.fingerprint(dk.public)}",
+            file=sys.stderr,
+        )
     return 0
 
 
-def provision(name: str, twin_pub: str | os.PathLike[str], out: str | os.PathLike[str],
-              db: str | None = None, kid: bytes | None = None, lite: bool = False,
-              chunk: int | None = None, force: bool = False,
-              settings: dict[str, Any] | None = None) -> keys.Bundle:
+def provision(
+    name: str,
+    twin_pub: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    db: str | None = None,
+    kid: bytes | None = None,
+    lite: bool = False,
+    chunk: int | None = None,
+    force: bool = False,
+    settings: dict[str, Any] | None = None,
+) -> keys.Bundle:
     """Create a device key pair and bundle in ``out``; register it in ``db`` if given."""
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
@@ -81,7 +98,9 @@ def provision(name: str, twin_pub: str | os.PathLike[str], out: str | os.PathLik
         bundle = keys.Bundle(name, kid, twin_public, dk, bundle_settings)
         if lite:
             ctx = bundle.context()
-            bundle = keys.Bundle(name, kid, twin_public, None, bundle_settings, ctx.key, ctx.common_iv)
+            bundle = keys.Bundle(
+                name, kid, twin_public, None, bundle_settings, ctx.key, ctx.common_iv
+            )
         keys.write_private(outp / f"{name}.key", dk.to_pem(), force)
         keys.write_public(outp / f"{name}.pub", dk.public_pem(), force)
         bundle.save(outp / f"{name}.device", force)
@@ -94,18 +113,27 @@ def provision(name: str, twin_pub: str | os.PathLike[str], out: str | os.PathLik
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    b = provision(args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk,
-                  args.force)
+    b = provision(
+        args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force
+    )
     out = Path(args.out)
-    print(f"provisioned {b.name}: kid {b.kid.hex()}, profile {b.profile}; bundle "
-          f"{out / (b.name + '.device')} (0600)"
-          + (f"; registered in {args.db}" if args.db else
-             f"; register it with: twinlink twin register {b.name} --pub {out / (b.name + '.pub')}"
-             f" --kid {b.kid.hex()} --db TWIN_DB"), file=sys.stderr)
+    print(
+        f"provisioned {b.name}: kid {b.kid.hex()}, profile {b.profile}; bundle "
+        f"{out / (b.name + '.device')} (0600)"
+        + (
+            f"; registered in {args.db}"
+            if args.db
+            else f"; register it with: twinlink twin register {b.name} --pub "
+            f"{out / (b.name + '.pub')}"
+            f" --kid {b.kid.hex()} --db TWIN_DB"
+        ),
+        file=sys.stderr,
+    )
     return 0
 
 
 # -- seal / open / inspect ------------------------------------------------------------------
+
 
 def cmd_seal(args: argparse.Namespace) -> int:
     dev = Device.load(args.device, args.state)
@@ -120,8 +148,11 @@ def cmd_seal(args: argparse.Namespace) -> int:
                     raise ValueError("not a JSON object")
                 fr = dev.seal(reading)
             except (ValueError, TypeError) as exc:
-                raise fail(f"line {lineno}: {exc}", EXIT_USAGE,
-                           'each line must be a JSON object like {"temp": 21.5}') from None
+                raise fail(
+                    f"line {lineno}: {exc}",
+                    EXIT_USAGE,
+                    'each line must be a JSON object like {"temp": 21.5}',
+                ) from None
             sys.stdout.write(fr.hex() + "\n")
             sys.stdout.flush()
     finally:
@@ -147,8 +178,11 @@ def _read_frame_arg(arg: str) -> bytes:
     try:
         return bytes.fromhex(arg.strip())
     except ValueError:
-        raise fail("argument is neither a file nor hex", EXIT_USAGE,
-                   "pass a hex string or a file holding a frame (hex or binary)") from None
+        raise fail(
+            "argument is neither a file nor hex",
+            EXIT_USAGE,
+            "pass a hex string or a file holding a frame (hex or binary)",
+        ) from None
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -195,28 +229,46 @@ def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
         plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, oscore.STREAM_TELEMETRY)
         from ..senml import loads
         from ..store import to_json
-        return {"ok": True, "device": st.device.name, "status": st.device.status,
-                "window": window, "plaintext": plaintext.hex(), "payload": to_json(loads(plaintext))}
+
+        return {
+            "ok": True,
+            "device": st.device.name,
+            "status": st.device.status,
+            "window": window,
+            "plaintext": plaintext.hex(),
+            "payload": to_json(loads(plaintext)),
+        }
     except TwinlinkError as exc:
         return refusal_json(exc)
 
 
 # -- twin registry --------------------------------------------------------------------------
 
+
 def cmd_twin(args: argparse.Namespace) -> int:
     store = _store(args.db, must_exist=args.action != "register")
     try:
         if args.action == "list":
-            rows = [{"name": d.name, "kid": d.kid.hex(), "profile": d.profile, "status": d.status,
-                     "fingerprint": d.fingerprint} for d in store.devices()]
+            rows = [
+                {
+                    "name": d.name,
+                    "kid": d.kid.hex(),
+                    "profile": d.profile,
+                    "status": d.status,
+                    "fingerprint": d.fingerprint,
+                }
+                for d in store.devices()
+            ]
             if args.json:
                 for r in rows:
                     _emit(r)
             else:
                 print(f"{'NAME':20} {'KID':14} {'PROFILE':11} {'STATUS':8} FINGERPRINT")
                 for r in rows:
-                    print(f"{r['name']:20} {r['kid']:14} {r['profile']:11} {r['status']:8} "
-                          f"{r['fingerprint']}")
+                    print(
+                        f"{r['name']:20} {r['kid']:14} {r['profile']:11} {r['status']:8} "
+                        f"{r['fingerprint']}"
+                    )
         elif args.action == "show":
             st = store.status(_need_name(args))
             if args.json:
@@ -232,23 +284,29 @@ def cmd_twin(args: argparse.Namespace) -> int:
             for e in store.events(args.name, args.limit):
                 _emit(e) if args.json else print(
                     f"{e['at']:.3f} {e['device'] or e['kid'] or '-':16} {e['reason']:16} "
-                    f"seq={e['seq']} {e['detail']}")
+                    f"seq={e['seq']} {e['detail']}"
+                )
         elif args.action == "readings":
             for r in store.readings(args.name, args.limit):
                 _emit(r)
         elif args.action == "register":
             if not args.pub:
                 raise fail("register needs --pub FILE", EXIT_USAGE)
-            d = store.register(_need_name(args), keys.load_public(args.pub), args.kid,
-                               PROFILE_LITE if args.lite else PROFILE_SIGNED)
+            d = store.register(
+                _need_name(args),
+                keys.load_public(args.pub),
+                args.kid,
+                PROFILE_LITE if args.lite else PROFILE_SIGNED,
+            )
             print(f"registered {d.name}: kid {d.kid.hex()}, profile {d.profile}", file=sys.stderr)
         elif args.action == "revoke":
             store.revoke(_need_name(args), args.why or "")
             print(f"revoked {args.name}", file=sys.stderr)
         elif args.action == "reanchor":
             if args.floor is None:
-                raise fail("reanchor needs --floor SEQ (the lowest sequence number to accept)",
-                           EXIT_USAGE)
+                raise fail(
+                    "reanchor needs --floor SEQ (the lowest sequence number to accept)", EXIT_USAGE
+                )
             store.reanchor(_need_name(args), args.floor)
             print(f"re-anchored {args.name}: accepting seq >= {args.floor}", file=sys.stderr)
     finally:
@@ -264,9 +322,15 @@ def _need_name(args: argparse.Namespace) -> str:
 
 # -- doctor / send / demo -------------------------------------------------------------------
 
+
 def cmd_doctor(args: argparse.Namespace) -> int:
-    info = {"twinlink": __version__, "backend": backend.name(), "why": backend.explain(),
-            "native_error": backend.native_error(), "python": sys.version.split()[0]}
+    info = {
+        "twinlink": __version__,
+        "backend": backend.name(),
+        "why": backend.explain(),
+        "native_error": backend.native_error(),
+        "python": sys.version.split()[0],
+    }
     if args.json:
         _emit(info)
     else:
@@ -280,6 +344,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise fail("give exactly one of --serial PORT_OR_URL or --mqtt URL", EXIT_USAGE)
     if args.serial:
         from . import serial_cmds
+
         return int(serial_cmds.send_serial(args))
     try:
         from . import mqtt_cmds  # type: ignore[attr-defined]
@@ -290,6 +355,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+
     return run_demo(count=args.count, keep=args.keep, out=sys.stdout)
 
 
@@ -307,16 +373,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="directory for NAME.key, NAME.pub, NAME.device")
     p.add_argument("--db", help="twin database to register the device in")
     p.add_argument("--kid", type=_kid, help="kid in hex (default: next free in --db, else random)")
-    p.add_argument("--lite", action="store_true",
-                   help="lite profile: bundle holds derived AEAD keys, frames are not signed")
+    p.add_argument(
+        "--lite",
+        action="store_true",
+        help="lite profile: bundle holds derived AEAD keys, frames are not signed",
+    )
     p.add_argument("--chunk", type=int, help="sequence numbers reserved per durable write (K)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("seal", help="seal JSON readings from stdin into hex frames on stdout")
     p.add_argument("--device", required=True, help="device bundle (NAME.device)")
-    p.add_argument("--state", help="sequence-state directory (default $TWINLINK_STATE_DIR or "
-                   "~/.local/state/twinlink)")
+    p.add_argument(
+        "--state",
+        help="sequence-state directory (default $TWINLINK_STATE_DIR or ~/.local/state/twinlink)",
+    )
     p.set_defaults(func=cmd_seal)
 
     p = sub.add_parser("open", help="open hex frames from stdin into JSON lines on stdout")
@@ -332,8 +403,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("twin", help="query and administer the twin registry")
-    p.add_argument("action", choices=["list", "show", "events", "readings", "register", "revoke",
-                                      "reanchor"])
+    p.add_argument(
+        "action", choices=["list", "show", "events", "readings", "register", "revoke", "reanchor"]
+    )
     p.add_argument("name", nargs="?")
     p.add_argument("--db", default=os.environ.get("TWINLINK_DB", "twin.db"))
     p.add_argument("--json", action="store_true")
@@ -354,8 +426,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--state")
     p.add_argument("--serial", help="serial port or pyserial URL")
     p.add_argument("--mqtt", help="broker URL mqtt://host:port or mqtts://…")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds to wait for the link (MQTT: for the twin's acknowledgements)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the link (MQTT: for the twin's acknowledgements)",
+    )
     p.add_argument("--baudrate", type=int, default=115200)
     p.set_defaults(func=cmd_send)
 
@@ -363,6 +439,3 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--count", type=int, default=10, help="readings per device")
     p.add_argument("--keep", help="directory to keep the demo's keys and database in")
     p.set_defaults(func=cmd_demo)
-
-
-
