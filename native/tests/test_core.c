@@ -1,0 +1,311 @@
+/* C test runner for the twinlink core, built against libsodium under ASan + UBSan
+ * (make -C native test). Public vectors are hardcoded with their source noted. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../tl_cobs.h"
+#include "../tl_crc.h"
+#include "../tl_crypto.h"
+#include "../tl_error.h"
+#include "../tl_frame.h"
+#include "../tl_oscore.h"
+#include "../tl_window.h"
+#include "golden.h"
+
+int tl_crypto_sodium_init(void);
+
+static int failures, checks;
+
+#define CHECK(cond)                                                                   \
+    do {                                                                              \
+        checks++;                                                                     \
+        if (!(cond)) {                                                                \
+            failures++;                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
+        }                                                                             \
+    } while (0)
+
+static size_t unhex(uint8_t *out, const char *hex)
+{
+    size_t n = 0;
+    unsigned v;
+    while (hex[0] && hex[1] && sscanf(hex, "%2x", &v) == 1) {
+        out[n++] = (uint8_t)v;
+        hex += 2;
+    }
+    return n;
+}
+
+static int eq_hex(const uint8_t *got, size_t len, const char *hex)
+{
+    uint8_t want[512];
+    size_t n = unhex(want, hex);
+    return n == len && memcmp(got, want, n) == 0;
+}
+
+static void test_hkdf_rfc5869(void)
+{
+    /* RFC 5869 Appendix A.1 (Test Case 1, SHA-256). */
+    uint8_t ikm[22], salt[13], info[10], okm[42];
+    unhex(ikm, "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b");
+    unhex(salt, "000102030405060708090a0b0c");
+    unhex(info, "f0f1f2f3f4f5f6f7f8f9");
+    CHECK(tl_hkdf_sha256(okm, 42, salt, 13, ikm, 22, info, 10) == TL_OK);
+    CHECK(eq_hex(okm, 42, "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+                          "34007208d5b887185865"));
+    CHECK(tl_hkdf_sha256(okm, 0, salt, 13, ikm, 22, info, 10) == TL_E_RANGE);
+    CHECK(tl_hkdf_sha256(okm, 255 * 32 + 1, salt, 13, ikm, 22, info, 10) == TL_E_RANGE);
+}
+
+static void test_oscore_rfc8613(void)
+{
+    /* RFC 8613 Appendix C.1.1 (tests/vectors/rfc8613-oscore.json, derivation_c_1_1):
+     * AES-CCM-16-64-128 (alg 10), so key 16 bytes and IV 13; the derivation is the same. */
+    uint8_t secret[16], salt[8], info[64], out[32], rid = 0x01, n12[12], iv12[12];
+    size_t info_len = sizeof info, need = 0;
+    unhex(secret, "0102030405060708090a0b0c0d0e0f10");
+    unhex(salt, "9e7ca92223786340");
+    CHECK(tl_oscore_info(info, &info_len, NULL, 0, 0, NULL, 0, 10, "Key", 16) == TL_OK);
+    CHECK(eq_hex(info, info_len, "8540f60a634b657910"));
+    CHECK(tl_oscore_info(NULL, &need, NULL, 0, 0, NULL, 0, 10, "Key", 16) == TL_OK);
+    CHECK(need == info_len);
+    CHECK(tl_hkdf_sha256(out, 16, salt, 8, secret, 16, info, info_len) == TL_OK);
+    CHECK(eq_hex(out, 16, "f0910ed7295e6ad4b54fc793154302ff"));
+    info_len = sizeof info;
+    CHECK(tl_oscore_info(info, &info_len, &rid, 1, 0, NULL, 0, 10, "Key", 16) == TL_OK);
+    CHECK(tl_hkdf_sha256(out, 16, salt, 8, secret, 16, info, info_len) == TL_OK);
+    CHECK(eq_hex(out, 16, "ffb14e093c94c9cac9471648b4f98710"));
+    info_len = sizeof info;
+    CHECK(tl_oscore_info(info, &info_len, NULL, 0, 0, NULL, 0, 10, "IV", 13) == TL_OK);
+    CHECK(tl_hkdf_sha256(out, 13, salt, 8, secret, 16, info, info_len) == TL_OK);
+    CHECK(eq_hex(out, 13, "4622d4dd6d944168eefb54987c"));
+    /* Nonce layout (RFC 8613 §5.2) on a 12-byte IV: len(id) | padded id | padded PIV. */
+    memset(iv12, 0, 12);
+    {
+        uint8_t piv = 0x14, id = 0x01;
+        CHECK(tl_oscore_nonce(n12, iv12, &id, 1, &piv, 1) == TL_OK);
+        CHECK(eq_hex(n12, 12, "010000000000010000000014"));
+        CHECK(tl_oscore_nonce(n12, iv12, golden_kid, 7, &piv, 1) == TL_E_RANGE);
+    }
+}
+
+static void test_piv(void)
+{
+    uint8_t piv[5];
+    CHECK(tl_piv_encode(piv, 0) == 1 && piv[0] == 0);
+    CHECK(tl_piv_encode(piv, 255) == 1 && piv[0] == 0xFF);
+    CHECK(tl_piv_encode(piv, 256) == 2 && piv[0] == 1 && piv[1] == 0);
+    CHECK(tl_piv_encode(piv, TL_MAX_SEQ) == 5 && piv[0] == 0xFF);
+    CHECK(tl_piv_encode(piv, TL_MAX_SEQ + 1) == 0);
+}
+
+static void test_cobs_crc(void)
+{
+    /* Known answers: Cheshire & Baker examples (as on Wikipedia) and the cobs package. */
+    static const struct {
+        const char *in, *out;
+    } kat[] = {
+        {"", "01"},
+        {"00", "0101"},
+        {"0000", "010101"},
+        {"11220033", "0311220233"},
+        {"11223344", "0511223344"},
+        {"11000000", "0211010101"},
+    };
+    uint8_t in[600], out[700], back[700];
+    size_t i, n, m, len;
+    for (i = 0; i < sizeof kat / sizeof kat[0]; i++) {
+        len = unhex(in, kat[i].in);
+        n = sizeof out;
+        CHECK(tl_cobs_encode(out, &n, in, len) == TL_OK && eq_hex(out, n, kat[i].out));
+        m = sizeof back;
+        CHECK(tl_cobs_decode(back, &m, out, n) == TL_OK && m == len && !memcmp(back, in, len));
+    }
+    for (i = 0; i < 254; i++) {
+        in[i] = (uint8_t)(i + 1); /* 01..FE: one full block, no trailing code byte */
+    }
+    n = 0;
+    CHECK(tl_cobs_encode(NULL, &n, in, 254) == TL_OK && n == 255);
+    n = sizeof out;
+    CHECK(tl_cobs_encode(out, &n, in, 254) == TL_OK && n == 255 && out[0] == 0xFF);
+    m = sizeof back;
+    CHECK(tl_cobs_decode(back, &m, out, n) == TL_OK && m == 254 && !memcmp(back, in, 254));
+    n = 254; /* one short: untouched, TL_E_BUFFER */
+    memset(out, 0xAA, sizeof out);
+    CHECK(tl_cobs_encode(out, &n, in, 254) == TL_E_BUFFER && out[0] == 0xAA && n == 254);
+    m = sizeof back;
+    CHECK(tl_cobs_decode(back, &m, (const uint8_t *)"\x02\x00", 2) == TL_E_LINE);
+    CHECK(tl_cobs_decode(back, &m, (const uint8_t *)"\x05\x11", 2) == TL_E_LINE);
+    CHECK(tl_cobs_decode(back, &m, (const uint8_t *)"\x00", 1) == TL_E_LINE);
+    /* CRC-16/CCITT-FALSE check value. */
+    CHECK(tl_crc16((const uint8_t *)"123456789", 9, TL_CRC16_INIT) == 0x29B1);
+    CHECK(tl_crc16(NULL, 0, TL_CRC16_INIT) == 0xFFFF);
+}
+
+static void window_case(uint32_t size)
+{
+    uint64_t ring[64];
+    uint8_t state[128];
+    tl_window w, r;
+    CHECK(tl_window_init(&w, size, ring, 64) == TL_OK);
+    CHECK(tl_window_check(&w, 0) == TL_OK);
+    CHECK(tl_window_update(&w, 0) == TL_OK);
+    CHECK(tl_window_check(&w, 0) == TL_E_REPLAY);
+    CHECK(tl_window_update(&w, 10) == TL_OK);
+    CHECK(tl_window_check(&w, 5) == TL_OK);
+    CHECK(tl_window_check(&w, 10) == TL_E_REPLAY);
+    CHECK(tl_window_update(&w, 5) == TL_OK);
+    CHECK(tl_window_check(&w, 5) == TL_E_REPLAY);
+    CHECK(tl_window_update(&w, 10 + size - 1) == TL_OK);
+    CHECK(tl_window_check(&w, 10) == TL_E_REPLAY); /* still inside: top - 10 = size - 1 */
+    CHECK(tl_window_check(&w, 9) == TL_E_TOO_OLD);
+    CHECK(tl_window_update(&w, 9) == TL_E_TOO_OLD);
+    CHECK(tl_window_update(&w, 5000) == TL_OK); /* jump far: everything old is gone */
+    CHECK(tl_window_check(&w, 5000 - size + 1) == TL_OK);
+    CHECK(tl_window_check(&w, 5000 - size) == TL_E_TOO_OLD);
+    CHECK(tl_window_update(&w, 4999) == TL_OK);
+    CHECK(tl_window_export(state, size / 8, &w) == TL_OK);
+    CHECK((state[size / 8 - 1] & 3) == 3);
+    {
+        uint64_t ring2[64];
+        CHECK(tl_window_init(&r, size, ring2, 64) == TL_OK);
+        CHECK(tl_window_import(&r, w.top, state, size / 8) == TL_OK);
+        CHECK(tl_window_check(&r, 4999) == TL_E_REPLAY);
+        CHECK(tl_window_check(&r, 4998) == TL_OK);
+    }
+}
+
+static void test_window(void)
+{
+    uint64_t ring[2];
+    tl_window w;
+    window_case(8);
+    window_case(64);
+    window_case(72);
+    window_case(128);
+    window_case(1024);
+    CHECK(tl_window_init(&w, 0, ring, 2) == TL_E_RANGE);
+    CHECK(tl_window_init(&w, 12, ring, 2) == TL_E_RANGE);
+    CHECK(tl_window_init(&w, 1024, ring, 2) == TL_E_RANGE); /* ring too short */
+    CHECK(tl_window_blocks(64) == 0 && tl_window_blocks(128) == 4);
+}
+
+static void test_frames(void)
+{
+    uint8_t frame[1024], work[1024], pt[1024], mutated[1024];
+    size_t n = 0, m, i;
+    tl_parsed p;
+
+    /* NULL output: the exact size. */
+    CHECK(tl_seal(NULL, &n, NULL, 0, golden_sk, golden_kid, sizeof golden_kid, golden_key,
+                  golden_iv, golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed);
+    /* Golden bytes from the Python reference. */
+    n = sizeof frame;
+    CHECK(tl_seal(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                  golden_key, golden_iv, golden_stream, 1, GOLDEN_SEQ, golden_pt,
+                  sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed && memcmp(frame, golden_signed, n) == 0);
+    n = sizeof frame;
+    CHECK(tl_seal_lite(frame, &n, work, sizeof work, golden_kid, sizeof golden_kid, golden_key,
+                       golden_iv, golden_stream, 1, GOLDEN_LITE_SEQ, golden_pt,
+                       sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_lite && memcmp(frame, golden_lite, n) == 0);
+    {
+        uint8_t many[1024], x[300];
+        size_t lens[2], pl[2] = {0, 300}, total = sizeof many;
+        memset(x, 'x', sizeof x);
+        CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
+                           sizeof golden_kid, golden_key, golden_iv, golden_stream, 1, 255, x,
+                           pl, 2) == TL_OK);
+        CHECK(lens[0] == sizeof golden_many0 && !memcmp(many, golden_many0, lens[0]));
+        CHECK(lens[1] == sizeof golden_many1 &&
+              !memcmp(many + lens[0], golden_many1, lens[1]));
+        CHECK(total == lens[0] + lens[1]);
+        CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
+                           sizeof golden_kid, golden_key, golden_iv, golden_stream, 1,
+                           TL_MAX_SEQ, x, pl, 2) == TL_E_RANGE);
+    }
+    /* Range checks, and outputs untouched on failure. */
+    memset(frame, 0xAA, sizeof frame);
+    n = sizeof frame;
+    CHECK(tl_seal(frame, &n, work, sizeof work, golden_sk, golden_kid, 7, golden_key, golden_iv,
+                  golden_stream, 1, 1, golden_pt, sizeof golden_pt) == TL_E_RANGE);
+    CHECK(tl_seal(frame, &n, work, sizeof work, golden_sk, golden_kid, 0, golden_key, golden_iv,
+                  golden_stream, 1, 1, golden_pt, sizeof golden_pt) == TL_E_RANGE);
+    CHECK(tl_seal(frame, &n, work, sizeof work, golden_sk, golden_kid, 2, golden_key, golden_iv,
+                  golden_stream, 1, TL_MAX_SEQ + 1, golden_pt, sizeof golden_pt) == TL_E_RANGE);
+    n = 10;
+    CHECK(tl_seal(frame, &n, work, sizeof work, golden_sk, golden_kid, 2, golden_key, golden_iv,
+                  golden_stream, 1, 1, golden_pt, sizeof golden_pt) == TL_E_BUFFER);
+    CHECK(n == 10 && frame[0] == 0xAA && frame[sizeof frame - 1] == 0xAA);
+
+    /* Open the golden frames. */
+    m = 0;
+    CHECK(tl_open(NULL, &m, &p, NULL, 0, golden_signed, sizeof golden_signed, golden_pk,
+                  golden_key, golden_iv, golden_stream, 1) == TL_OK);
+    CHECK(m == sizeof golden_pt);
+    m = sizeof pt;
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, golden_signed, sizeof golden_signed, golden_pk,
+                  golden_key, golden_iv, golden_stream, 1) == TL_OK);
+    CHECK(m == sizeof golden_pt && !memcmp(pt, golden_pt, m));
+    CHECK(p.kind == TL_KIND_SIGNED && p.seq == GOLDEN_SEQ && p.alg == -8 && p.kid_len == 2);
+    m = sizeof pt;
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, golden_lite, sizeof golden_lite, NULL,
+                  golden_key, golden_iv, golden_stream, 1) == TL_OK);
+    CHECK(p.kind == TL_KIND_LITE && p.seq == GOLDEN_LITE_SEQ && p.alg == 24);
+    m = sizeof pt;
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, golden_signed, sizeof golden_signed, NULL,
+                  golden_key, golden_iv, golden_stream, 1) == TL_E_BAD_SIGNATURE);
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, golden_signed, sizeof golden_signed, golden_pk,
+                  golden_key, golden_iv, (const uint8_t *)"a", 1) == TL_E_BAD_SIGNATURE);
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, golden_lite, sizeof golden_lite, NULL,
+                  golden_pk, golden_iv, golden_stream, 1) == TL_E_DECRYPT);
+    CHECK(tl_open(pt, &m, &p, work, 8, golden_signed, sizeof golden_signed, golden_pk,
+                  golden_key, golden_iv, golden_stream, 1) == TL_E_BUFFER);
+
+    /* Every truncation is malformed; every bit flip is refused. */
+    for (i = 0; i < sizeof golden_signed; i++) {
+        CHECK(tl_parse(&p, golden_signed, i) == TL_E_MALFORMED);
+    }
+    for (i = 0; i < sizeof golden_signed * 8; i++) {
+        memcpy(mutated, golden_signed, sizeof golden_signed);
+        mutated[i / 8] ^= (uint8_t)(1u << (i % 8));
+        m = sizeof pt;
+        CHECK(tl_open(pt, &m, &p, work, sizeof work, mutated, sizeof golden_signed, golden_pk,
+                      golden_key, golden_iv, golden_stream, 1) != TL_OK);
+    }
+    for (i = 0; i < sizeof golden_lite * 8; i++) {
+        memcpy(mutated, golden_lite, sizeof golden_lite);
+        mutated[i / 8] ^= (uint8_t)(1u << (i % 8));
+        m = sizeof pt;
+        CHECK(tl_open(pt, &m, &p, work, sizeof work, mutated, sizeof golden_lite, NULL,
+                      golden_key, golden_iv, golden_stream, 1) != TL_OK);
+    }
+    /* Non-shortest head for the Sign1 tag; trailing byte; empty input. */
+    mutated[0] = 0xD8;
+    mutated[1] = 0x12;
+    memcpy(mutated + 2, golden_signed + 1, sizeof golden_signed - 1);
+    CHECK(tl_parse(&p, mutated, sizeof golden_signed + 1) == TL_E_MALFORMED);
+    memcpy(mutated, golden_signed, sizeof golden_signed);
+    mutated[sizeof golden_signed] = 0;
+    CHECK(tl_parse(&p, mutated, sizeof golden_signed + 1) == TL_E_MALFORMED);
+    CHECK(tl_parse(&p, golden_signed, 0) == TL_E_MALFORMED);
+}
+
+int main(void)
+{
+    if (tl_crypto_sodium_init() != 0) {
+        fprintf(stderr, "sodium_init failed\n");
+        return 2;
+    }
+    test_hkdf_rfc5869();
+    test_oscore_rfc8613();
+    test_piv();
+    test_cobs_crc();
+    test_window();
+    test_frames();
+    printf("%d checks, %d failures\n", checks, failures);
+    return failures ? 1 : 0;
+}
