@@ -80,3 +80,24 @@ def test_encode_rejects_bad_input():
         senml.encode({"x": float("nan")})
     with pytest.raises(TypeError):
         senml.encode({"x": [1, 2]})
+
+
+@given(
+    st.dictionaries(names, values, min_size=1, max_size=8),
+    st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+)
+@settings(max_examples=300, deadline=None)
+def test_encoding_matches_cbor2_canonical(reading, t):
+    pack = []
+    for i, (name, value) in enumerate(reading.items()):
+        label = {bool: 4, str: 3, bytes: 8}.get(type(value), 2)
+        rec = {0: name, label: value}
+        if i == 0 and t is not None:
+            rec[-3] = t
+        pack.append(rec)
+    assert senml.encode(reading, t) == cbor2.dumps(pack, canonical=True)
+
+
+def test_float_forms_are_shortest():
+    for value, form in ((1.5, "f93e00"), (100000.0, "fa47c35000"), (0.1, "fb3fb999999999999a")):
+        assert senml.encode({"x": value})[-len(form) // 2 :].hex() == form

@@ -105,7 +105,8 @@ class Device:
 
     def seal(self, reading: Mapping[str, Any], *, time: float | bool | None = True) -> bytes:
         """Seal a ``{name: value}`` reading as a SenML frame with the next sequence number."""
-        return self.seal_raw(self.encode(reading, time))
+        plaintext = self.encode(reading, time)  # well-formed by construction: no re-check
+        return self._seal(self.seq.take(), plaintext)
 
     def seal_raw(self, plaintext: bytes) -> bytes:
         """Seal an already CBOR-encoded plaintext (it must be one well-formed CBOR item)."""

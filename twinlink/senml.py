@@ -9,12 +9,14 @@ hostile device): decoding is bounded and raises :class:`MalformedPayload` on any
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
 import cbor2
 
+from . import cbor
 from .errors import MalformedPayload
 
 # RFC 8428 §6 CBOR labels
@@ -40,35 +42,70 @@ class Record:
     sum: float | None = None
 
 
+def _float(value: float) -> bytes:
+    # Preferred serialization (RFC 8949 §4.2.1): the shortest of half, single, double that
+    # represents the value exactly.
+    try:
+        half = struct.pack(">e", value)
+        if struct.unpack(">e", half)[0] == value:
+            return b"\xf9" + half
+    except OverflowError:
+        pass
+    single = struct.pack(">f", value) if abs(value) <= 3.4028234663852886e38 else b""
+    if single and struct.unpack(">f", single)[0] == value:
+        return b"\xfa" + single
+    return b"\xfb" + struct.pack(">d", value)
+
+
+def _number(value: int | float) -> bytes:
+    if isinstance(value, float):
+        return _float(value)
+    if -(2**64) <= value < 2**64:
+        return cbor.int_(value)
+    raise ValueError("SenML integer values must fit in 64 bits")
+
+
 def encode(
     reading: Mapping[str, Any], time: float | None = None, units: Mapping[str, str] | None = None
 ) -> bytes:
-    """Encode ``{name: value}`` (numbers, strings, booleans, bytes) as a CBOR SenML pack."""
+    """Encode ``{name: value}`` (numbers, strings, booleans, bytes) as a CBOR SenML pack.
+
+    Deterministic encoding (RFC 8949 §4.2.1): map keys in bytewise order n(0) u(1) value(2/3/4/8)
+    bt(-3), shortest integer and float forms — byte-identical to ``cbor2.dumps(...,
+    canonical=True)`` of the same pack, and several times faster.
+    """
     if not reading:
         raise ValueError("a reading needs at least one value")
-    pack = []
+    if len(reading) > MAX_RECORDS:
+        raise ValueError("too many values in one reading")
+    parts = [cbor.head(cbor.ARRAY, len(reading))]
     for i, (name, value) in enumerate(reading.items()):
         if not isinstance(name, str) or not name:
             raise ValueError("SenML names must be non-empty strings")
-        rec: dict[int, Any] = {N: name}
-        if i == 0 and time is not None:
-            rec[BT] = time
+        unit = units.get(name) if units else None
+        timed = i == 0 and time is not None
+        parts.append(cbor.head(cbor.MAP, 2 + (unit is not None) + timed))
+        parts.append(b"\x00" + cbor.tstr(name))
+        if unit is not None:
+            parts.append(b"\x01" + cbor.tstr(unit))
         if isinstance(value, bool):
-            rec[VB] = value
+            parts.append(b"\x04\xf5" if value else b"\x04\xf4")
         elif isinstance(value, (int, float)):
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{name}: SenML values must be finite")
-            rec[V] = value
+            parts.append(b"\x02" + _number(value))
         elif isinstance(value, str):
-            rec[VS] = value
+            parts.append(b"\x03" + cbor.tstr(value))
         elif isinstance(value, (bytes, bytearray)):
-            rec[VD] = bytes(value)
+            parts.append(b"\x08" + cbor.bstr(bytes(value)))
         else:
             raise TypeError(f"{name}: unsupported value type {type(value).__name__}")
-        if units and name in units:
-            rec[U] = units[name]
-        pack.append(rec)
-    return cbor2.dumps(pack, canonical=True)
+        if timed:
+            t = float(time)  # type: ignore[arg-type]
+            if not math.isfinite(t):
+                raise ValueError("SenML time must be finite")
+            parts.append(b"\x22" + _float(t))
+    return b"".join(parts)
 
 
 def loads(plaintext: bytes) -> Any:
@@ -88,6 +125,10 @@ def is_pack(obj: Any) -> bool:
     return isinstance(obj, list) and bool(obj) and all(isinstance(r, dict) for r in obj)
 
 
+_KNOWN_SET = frozenset(_KNOWN)
+_NUM = (int, float)
+
+
 def resolve(pack: list[dict[Any, Any]]) -> list[Record]:
     """Resolve base values (RFC 8428 §4.6) into full records; raise :class:`MalformedPayload`."""
     if len(pack) > MAX_RECORDS:
@@ -96,60 +137,77 @@ def resolve(pack: list[dict[Any, Any]]) -> list[Record]:
     timed = False  # whether any base time has been seen so far in the pack
     out: list[Record] = []
     for rec in pack:
-        for label in rec:
-            if not isinstance(label, int) or label not in _KNOWN:
-                if isinstance(label, int) or (isinstance(label, str) and label.endswith("_")):
+        if not rec.keys() <= _KNOWN_SET:
+            for label in rec:
+                if isinstance(label, int) and label not in _KNOWN_SET:
                     raise MalformedPayload(f"SenML record has an unknown label {label!r}")
-        bn = _typed(rec, BN, str, bn)
-        bt = _typed(rec, BT, (int, float), bt)
-        timed = timed or BT in rec
-        bu = _typed(rec, BU, str, bu)
-        bv = _typed(rec, BV, (int, float), bv)
-        bs = _typed(rec, BS, (int, float), bs)
+                if isinstance(label, str) and label.endswith("_"):
+                    raise MalformedPayload(f"SenML record has an unknown label {label!r}")
+            rec = {k: v for k, v in rec.items() if k in _KNOWN_SET}
+        if len(rec) == 2:  # fast path for the common {n, value} record
+            name, v = rec.get(N), None
+            for label, kinds in _FAST:
+                if label in rec:
+                    v = rec[label]
+                    if type(v) in kinds and type(name) is str and (name or bn):
+                        if label == V:
+                            if type(v) is float and not math.isfinite(v):
+                                break
+                            v = bv + v
+                        out.append(Record(bn + name, v, bu, bt if timed else None, None))
+                        v = _DONE
+                    break
+            if v is _DONE:
+                continue
+        if len(rec) > 2 or N not in rec or not (rec.keys() & _VALUE_SET):
+            bn = _typed(rec, BN, str, bn)
+            if BT in rec:
+                bt, timed = _typed(rec, BT, _NUM, bt), True
+            bu = _typed(rec, BU, str, bu)
+            bv = _typed(rec, BV, _NUM, bv)
+            bs = _typed(rec, BS, _NUM, bs)
         name = bn + _typed(rec, N, str, "")
         if not name:
             raise MalformedPayload("SenML record without a name")
-        values = [label for label in _VALUE_LABELS if label in rec]
-        if len(values) > 1:
-            raise MalformedPayload(f"SenML record {name!r} has more than one value")
         value: Value | None = None
-        if values:
-            label = values[0]
-            kinds = {V: (int, float), VS: str, VB: bool, VD: bytes}[label]
-            value = _typed(rec, label, kinds, None)
-            if label == V:
-                value = bv + value  # type: ignore[operator]
-        elif BV in rec:
+        found = 0
+        if V in rec:
+            value, found = bv + _typed(rec, V, _NUM, 0), found + 1
+        if VS in rec:
+            value, found = _typed(rec, VS, str, None), found + 1
+        if VB in rec:
+            value, found = _typed(rec, VB, bool, None), found + 1
+        if VD in rec:
+            value, found = _typed(rec, VD, bytes, None), found + 1
+        if found > 1:
+            raise MalformedPayload(f"SenML record {name!r} has more than one value")
+        if not found and BV in rec:
             value = bv
         s = rec.get(S)
-        if s is not None and (not isinstance(s, (int, float)) or isinstance(s, bool)):
+        if s is not None and (not isinstance(s, _NUM) or isinstance(s, bool)):
             raise MalformedPayload("SenML sum is not a number")
         if value is None and s is None:
             raise MalformedPayload(f"SenML record {name!r} has no value")
         unit = _typed(rec, U, str, bu)
-        t = bt + _typed(rec, T, (int, float), 0)
-        out.append(
-            Record(
-                name,
-                value,
-                unit,
-                t if (timed or T in rec) else None,
-                None if s is None else bs + s,
-            )
-        )
+        t = bt + _typed(rec, T, _NUM, 0) if (timed or T in rec) else None
+        out.append(Record(name, value, unit, t, None if s is None else bs + s))
     return out
 
 
+_VALUE_SET = frozenset(_VALUE_LABELS)
+_FAST = ((V, (int, float)), (VS, (str,)), (VB, (bool,)), (VD, (bytes,)))
+_DONE = object()
+
+
+_MISSING = object()
+
+
 def _typed(rec: Mapping[Any, Any], label: int, kinds: Any, default: Any) -> Any:
-    if label not in rec:
+    v = rec.get(label, _MISSING)
+    if v is _MISSING:
         return default
-    v = rec[label]
-    if not isinstance(v, kinds) or (
-        kinds is not bool
-        and isinstance(v, bool)
-        and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
-    ):
+    if (type(v) is bool and kinds is not bool) or not isinstance(v, kinds):
         raise MalformedPayload(f"SenML label {label} has the wrong type")
-    if isinstance(v, float) and not math.isfinite(v):
+    if type(v) is float and not math.isfinite(v):
         raise MalformedPayload(f"SenML label {label} is not finite")
     return v

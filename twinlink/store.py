@@ -86,6 +86,20 @@ class Event:
     at: float = field(default_factory=_time.time)
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    return repr(value)
+
+
+def dumps_json(value: Any) -> str:
+    """JSON text of a decoded CBOR value: bytes as hex, anything exotic as its repr."""
+    try:
+        return json.dumps(value, allow_nan=False, default=_json_default, separators=(",", ":"))
+    except (ValueError, TypeError):  # NaN/infinity, or non-string map keys
+        return json.dumps(to_json(value), separators=(",", ":"))
+
+
 def to_json(value: Any) -> Any:
     """Make a decoded CBOR value JSON-friendly (bytes become hex strings)."""
     if isinstance(value, (bytes, bytearray)):
@@ -367,7 +381,8 @@ class SQLiteStore(TwinStore):
             db.execute("BEGIN IMMEDIATE")
             try:
                 windows: dict[bytes, tuple[ReplayWindow, str, int, bool]] = {}
-                rows, state_rows, extra_events = [], [], list(events)
+                rows, extra_events = [], list(events)
+                state_rows: dict[tuple[bytes, str], tuple[Any, ...]] = {}
                 counts: dict[bytes, list[Any]] = {}
                 for a in accepted:
                     if a.kid not in windows:
@@ -415,14 +430,23 @@ class SQLiteStore(TwinStore):
                             a.time,
                             a.provenance,
                             a.source,
-                            json.dumps(to_json(a.payload)),
+                            dumps_json(a.payload),
                             a.plaintext,
                         )
                     )
                     for name, value, unit, t in a.records:
-                        state_rows.append(
-                            (a.kid, name, json.dumps(to_json(value)), unit, t, a.seq, a.received_at)
-                        )
+                        # Newest seq per (device, name) within the batch: one upsert each.
+                        prev = state_rows.get((a.kid, name))
+                        if prev is None or a.seq >= prev[5]:
+                            state_rows[(a.kid, name)] = (
+                                a.kid,
+                                name,
+                                value,
+                                unit,
+                                t,
+                                a.seq,
+                                a.received_at,
+                            )
                 db.executemany(
                     "INSERT INTO readings (kid, epoch, seq, received_at, time, provenance, source,"
                     " payload, plaintext) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -434,7 +458,10 @@ class SQLiteStore(TwinStore):
                     " value=excluded.value, unit=excluded.unit, time=excluded.time,"
                     " seq=excluded.seq, updated_at=excluded.updated_at"
                     " WHERE excluded.seq >= state.seq",
-                    state_rows,
+                    [
+                        (k, n, dumps_json(v), u, t, q, r)
+                        for k, n, v, u, t, q, r in state_rows.values()
+                    ],
                 )
                 for kid, (win, _, _, _) in windows.items():
                     db.execute(
@@ -541,10 +568,15 @@ class SQLiteStore(TwinStore):
                 return set()
             found: set[int] = set()
             for i in range(0, len(want), 500):
-                part = want[i:i + 500]
-                found.update(int(r[0]) for r in self._db.execute(
-                    "SELECT seq FROM readings WHERE kid=? AND epoch=? AND seq IN"
-                    f" ({','.join('?' * len(part))})", (kid, row[0], *part)))
+                part = want[i : i + 500]
+                found.update(
+                    int(r[0])
+                    for r in self._db.execute(
+                        "SELECT seq FROM readings WHERE kid=? AND epoch=? AND seq IN"
+                        f" ({','.join('?' * len(part))})",
+                        (kid, row[0], *part),
+                    )
+                )
             return found
 
     def status(self, name: str) -> dict[str, Any]:
