@@ -209,3 +209,35 @@ def test_repr_hides_secrets(rig):
         text = repr(obj)
         assert secret_hex not in text and rig.twin_key.secret.hex() not in text
         assert dev._ctx.key.hex() not in text
+
+
+def test_hostile_frames_only_raise_twinlink_errors_and_leave_the_window(rig, backend_name):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from twinlink.errors import TwinlinkError
+
+    dev, twin = rig.device("pump"), rig.twin()
+    twin.open(dev.seal({"v": 0}))
+    good = dev.seal({"v": 1})
+
+    @given(
+        st.one_of(
+            st.binary(max_size=300),
+            st.tuples(st.integers(0, len(good) - 1), st.binary(min_size=1, max_size=8)).map(
+                lambda m: good[: m[0]] + m[1] + good[m[0] + len(m[1]) :]
+            ),
+        )
+    )
+    @settings(
+        max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    def check(data):
+        if data == good:
+            return
+        with pytest.raises(TwinlinkError):
+            twin.open(data)
+
+    check()
+    assert _window_top(rig, "pump") == 0
+    assert twin.open(good).seq == 1
