@@ -15,6 +15,7 @@ import pytest
 
 from twinlink import _backend_pure as pure
 from twinlink import backends, keys, oscore, senml
+from twinlink.errors import MalformedFrame
 from twinlink.transport import framing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,3 +152,52 @@ def test_vectors_cover_the_required_cases():
     assert {f["profile"] for f in FRAMES} == {"twinlink/1", "lite"}
     assert {f["payload_kind"] for f in FRAMES} == {"senml", "raw"}
     assert any(c["id_context"] and c["master_salt"] for c in GOLDEN["contexts"].values())
+
+
+def _sign1(prot: bytes, enc0: bytes, unprot: bytes = b"\xa0", sig: bytes = bytes(64)) -> bytes:
+    return b"\xd2\x84" + pure.cbor.bstr(prot) + unprot + pure.cbor.bstr(enc0) + pure.cbor.bstr(sig)
+
+
+def _enc0(piv: bytes = b"\x00", ct: bytes = bytes(40), unprot: bytes | None = None) -> bytes:
+    unprot = b"\xa1\x06" + pure.cbor.bstr(piv) if unprot is None else unprot
+    return b"\xd0\x83\x44\xa1\x01\x18\x18" + unprot + pure.cbor.bstr(ct)
+
+
+OK_PROT = bytes.fromhex("a20127044101")
+BASE = h(FRAMES[0]["frame"])
+# docs/PROTOCOL.md §8: each of these MUST be refused as malformed, before any cryptography.
+MALFORMED = {
+    "1-too-long": _sign1(OK_PROT, _enc0(ct=bytes(65536))),
+    "2-other-tag": b"\xd3" + BASE[1:],
+    "2-untagged": BASE[1:],
+    "3-non-shortest-tag": b"\xd8\x12" + BASE[1:],
+    "3-non-shortest-bstr": BASE[:2] + b"\x58\x06" + BASE[3:],
+    "3-indefinite-array": b"\xd2\x9f" + BASE[2:] + b"\xff",
+    "4-extra-outer-header": _sign1(bytes.fromhex("a3012704410105f6"), _enc0()),
+    "4-headers-reordered": _sign1(bytes.fromhex("a20441010127"), _enc0()),
+    "4-unprotected-not-empty": _sign1(OK_PROT, _enc0(), unprot=b"\xa1\x05\x40"),
+    "4-enc0-protected-other": _sign1(OK_PROT, _enc0().replace(b"\xa1\x01\x18\x18",
+                                                              b"\xa1\x01\x03\xf6")),
+    "4-enc0-unprotected-extra": _sign1(OK_PROT, _enc0(unprot=b"\xa2\x04\x41\x01\x06\x41\x00")),
+    "5-alg-es256": _sign1(bytes.fromhex("a20126044101"), _enc0()),
+    "6-kid-empty": _sign1(bytes.fromhex("a201270440"), _enc0()),
+    "6-kid-7-bytes": _sign1(bytes.fromhex("a201270447") + bytes(7), _enc0()),
+    "7-piv-leading-zero": _sign1(OK_PROT, _enc0(piv=b"\x00\x01")),
+    "7-piv-6-bytes": _sign1(OK_PROT, _enc0(piv=b"\x01" + bytes(5))),
+    "7-piv-empty": _sign1(OK_PROT, _enc0(piv=b"")),
+    "8-ciphertext-short": _sign1(OK_PROT, _enc0(ct=bytes(15))),
+    "8-signature-63": _sign1(OK_PROT, _enc0(), sig=bytes(63)),
+    "9-trailing-byte": BASE + b"\x00",
+    "9-trailing-in-payload": _sign1(OK_PROT, _enc0() + b"\x00"),
+    "10-length-past-end": BASE[:-1],
+}
+
+
+def test_strict_rules_base_frame_parses():
+    pure.parse(_sign1(OK_PROT, _enc0()))  # the mutations below differ from this in one rule
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_strict_parsing_rules(name: str, backend):
+    with pytest.raises(MalformedFrame):
+        backend.parse(MALFORMED[name])
