@@ -1,0 +1,220 @@
+"""The legacy-sensor bridge: parsing, config, and recorded transcripts through real ptys."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+import tty
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
+import pytest
+from conftest import CLI, cli_env
+
+from twinlink.bridge import (
+    Bridge,
+    ConfigError,
+    LineParser,
+    MalformedLine,
+    SensorConfig,
+    config_from_dict,
+    load_config,
+    parse_transcript,
+    parse_value,
+)
+from twinlink.transport.serial import SerialLink, SerialReceiver, VirtualCable
+from twinlink.twin import Reading
+
+DATA = Path(__file__).parent / "data"
+
+
+def _lines(name: str) -> list[str]:
+    return (DATA / name).read_bytes().decode("latin-1").replace("\r\n", "\n").split("\n")[:-1]
+
+
+def _sensor(name: str) -> SensorConfig:
+    cfg = tomllib.loads((DATA / "bridge.toml").read_text())
+    return next(SensorConfig(**s) for s in cfg["sensor"] if s["name"] == name)
+
+
+def test_values_are_numbers_and_text_only_where_configured():
+    assert parse_value("t", "21") == 21 and isinstance(parse_value("t", "21"), int)
+    assert parse_value("t", "-1.5e1") == -15.0
+    assert parse_value("t", ".5") == 0.5
+    assert parse_value("t", "TRUE") is True
+    assert parse_value("id", "007", keep_string=True) == "007"
+    for bad in ("2#.5", "nan", "inf", "1,5", "", "12abc"):
+        with pytest.raises(MalformedLine):
+            parse_value("t", bad)
+
+
+def test_csv_kv_and_regex_parsers():
+    csvp = LineParser(_sensor("boiler-1"))
+    assert csvp.parse("61.2, 1.82 ,12.0,OK\r") == {"temp": 61.2, "pressure": 1.82, "flow": 12.0,
+                                                   "status": "OK"}
+    assert csvp.parse("temp,pressure,flow,status") is None  # repeated header
+    assert csvp.parse("BOILERCTL v2.3") is None and csvp.parse("   ") is None
+    assert csvp.parse("61.2,1.82,,OK") == {"temp": 61.2, "pressure": 1.82, "status": "OK"}
+    with pytest.raises(MalformedLine, match="missing temp"):
+        csvp.parse(",1.82,12,OK")
+    kv = LineParser(_sensor("ws7"))
+    assert kv.parse("id=WS7 T=18.03 RH=36,P=1013.9; rain=false") == {
+        "id": "WS7", "T": 18.03, "RH": 36, "P": 1013.9, "rain": False}
+    for bad in ("id=WS7 RH", "T=1 T=2", "=3", "T="):
+        with pytest.raises(MalformedLine):
+            kv.parse(bad)
+    rx = LineParser(SensorConfig("tank", format="regex",
+                                 pattern=r"\S+ \S+ tank=(?P<tank>\d+) level: (?P<level>[\d.]+) cm"))
+    assert rx.parse("2024-05-01 12:00:00 tank=3 level: 55.2 cm") == {"tank": 3, "level": 55.2}
+    with pytest.raises(MalformedLine):
+        rx.parse("2024-05-01 12:00:00 tank=3 level: ?? cm")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"format": "xml"}, "format must be"),
+    ({"format": "csv", "columns": []}, "needs columns"),
+    ({"format": "regex", "pattern": "(unclosed"}, "bad pattern"),
+    ({"format": "regex", "pattern": r"\d+"}, "named groups"),
+])
+def test_sensor_config_errors(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        SensorConfig("s", **bad)
+
+
+def test_config_file_and_its_errors(tmp_path):
+    cfg = load_config(DATA / "bridge.toml")
+    assert [s.name for s in cfg.sensors] == ["boiler-1", "ws7"]
+    assert cfg.device == DATA / "keys" / "gateway.device"  # relative to the file
+    assert cfg.output == "/dev/ttyUSB0" and cfg.output_options == {"write_timeout": 5.0}
+    with pytest.raises(ConfigError, match="unknown keys"):
+        config_from_dict({"gateway": {"device": "d"}, "output": {"url": "loop://"},
+                          "sensor": [{"name": "a", "columns": ["x"], "colums": 1}]})
+    with pytest.raises(ConfigError, match="no sensors"):
+        config_from_dict({"gateway": {"device": "d"}, "output": {"url": "loop://"}})
+    with pytest.raises(ConfigError, match=r"\[output\]"):
+        config_from_dict({"gateway": {"device": "d"}, "sensor": {"name": "a", "columns": ["x"]}})
+    (tmp_path / "bad.toml").write_text("[gateway\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_transcript_dry_run_counts():
+    res = parse_transcript(_sensor("boiler-1"), _lines("boiler-1.log"))
+    ok = [r for r in res if r.error is None]
+    bad = [r for r in res if r.error is not None]
+    assert len(ok) == 52
+    assert len(bad) == 6
+    assert [b.detail for b in bad][-1] == "line longer than 1024 bytes"
+    assert "temp: '60#9' is not a number" in bad[1].detail
+    assert all(isinstance(v, (int, float)) for r in ok for k, v in r.values.items()
+               if k != "status")
+
+
+def _pty() -> tuple[int, str]:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    os.close(slave)
+    os.set_blocking(master, False)
+    return master, path
+
+
+def _feed(master: int, data: bytes, rng: random.Random) -> None:
+    """Write like a slow UART: random chunk sizes, so lines arrive split across reads."""
+    i = 0
+    while i < len(data):
+        n = rng.randrange(1, 200)
+        try:
+            i += os.write(master, data[i:i + n])
+        except BlockingIOError:
+            time.sleep(0.005)
+
+
+def _config(rig, out_url: str, ports: dict[str, str]) -> dict:
+    data = tomllib.loads((DATA / "bridge.toml").read_text())
+    data["gateway"] = {"device": str(rig.provision("gateway")), "state": str(rig.root / "state")}
+    data["output"] = {"url": out_url, "write_timeout": 5.0}
+    for s in data["sensor"]:
+        s["port"] = ports[s["name"]]
+    return data
+
+
+def test_bridge_forwards_recorded_transcripts_through_ptys(rig):
+    (m1, p1), (m2, p2) = _pty(), _pty()
+    results = []
+    try:
+        with VirtualCable() as cable, rig.twin() as twin:
+            cfg = config_from_dict(_config(rig, cable.a, {"boiler-1": p1, "ws7": p2}))
+            rx = SerialReceiver(cable.b, twin, on_result=results.append)
+            bridge = Bridge.from_config(cfg)
+            try:
+                bridge.start()
+                rng = random.Random(7)
+                _feed(m1, (DATA / "boiler-1.log").read_bytes(), rng)
+                _feed(m2, (DATA / "weather-ws7.log").read_bytes(), rng)
+                want = 52 + 27
+                assert rx.wait_for(want, 20), (rx.counts, bridge.counts)
+                time.sleep(0.2)
+            finally:
+                bridge.close()
+                rx.close()
+            assert bridge.per_sensor["boiler-1"] == {"forwarded": 52, "malformed": 6}
+            assert bridge.per_sensor["ws7"] == {"forwarded": 27, "malformed": 3}
+            assert rx.counts == {"ok": 79}
+            readings = [r for r in results if isinstance(r, Reading)]
+            assert {r.device for r in readings} == {"gateway"}
+            boiler = [r.payload for r in readings if "boiler-1:temp" in r.payload]
+            ws7 = [r.payload for r in readings if "ws7:T" in r.payload]
+            assert len(boiler) == 52 and len(ws7) == 27
+            assert isinstance(boiler[0]["boiler-1:temp"], float)
+            assert boiler[0]["boiler-1:status"] == "OK"
+            assert ws7[0]["ws7:id"] == "WS7" and isinstance(ws7[0]["ws7:RH"], int)
+            units = {(rec.name, rec.unit) for r in readings for rec in r.records}
+            assert ("boiler-1:temp", "Cel") in units
+            st = twin.store.status("gateway")
+            assert st["accepted"] == 79 and "boiler-1:pressure" in st["state"]
+    finally:
+        os.close(m1)
+        os.close(m2)
+
+
+def test_bridge_survives_a_failing_output(rig, tmp_path):
+    """A send that fails is counted; the bridge goes on with the next line."""
+    gone = str(tmp_path / "ttyOUT")
+    cfg = config_from_dict(_config(rig, "loop://", {"boiler-1": "", "ws7": ""}))
+    bridge = Bridge.from_config(cfg)
+    try:
+        bridge.output = SerialLink(gone, require_open=False, queue_size=2)
+        for line in ["61.0,1.8,12,OK"] * 4 + ["garbage"]:
+            bridge.handle_line("boiler-1", line)
+        assert bridge.counts == {"forwarded": 2, "send_failed": 2, "malformed": 1}
+    finally:
+        bridge.output.close()
+        bridge.close()
+
+
+def test_bridge_cli_parse_dry_run():
+    out = subprocess.run([*CLI, "bridge", "--config", str(DATA / "bridge.toml"), "--sensor", "ws7",
+                          "--parse", str(DATA / "weather-ws7.log")],
+                         capture_output=True, text=True, env=cli_env(), timeout=30)
+    assert out.returncode == 0, out.stderr
+    objs = [json.loads(x) for x in out.stdout.splitlines()]
+    assert sum(o["ok"] for o in objs) == 27
+    assert [o["error"] for o in objs if not o["ok"]] == ["malformed_line"] * 3
+    assert objs[0] == {"ok": True, "sensor": "ws7", "seq": None,
+                       "reading": {"id": "WS7", "T": 18.03, "RH": 36, "P": 1013.9, "rain": False}}
+
+
+def test_bridge_cli_bad_config_is_one_line(tmp_path):
+    (tmp_path / "b.toml").write_text('[gateway]\ndevice="x"\n[output]\nurl="loop://"\n')
+    out = subprocess.run([*CLI, "bridge", "--config", str(tmp_path / "b.toml")],
+                         capture_output=True, text=True, env=cli_env(), timeout=30)
+    assert out.returncode != 0
+    assert out.stderr.startswith("twinlink: no sensors") and "Traceback" not in out.stderr
