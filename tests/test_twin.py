@@ -241,3 +241,18 @@ def test_hostile_frames_only_raise_twinlink_errors_and_leave_the_window(rig, bac
     check()
     assert _window_top(rig, "pump") == 0
     assert twin.open(good).seq == 1
+
+
+def test_rekey_refuses_a_context_used_before(rig):
+    from twinlink.errors import TwinlinkError
+
+    rig.provision("pump")
+    twin = rig.twin()
+    with pytest.raises(TwinlinkError, match="already used"):
+        twin.store.rekey("pump", b"", None)  # the current context
+    twin.store.rekey("pump", b"\x01", None)
+    twin.store.rekey("pump", b"\x01", b"\x02")
+    for salt, ctx in ((b"", None), (b"\x01", None)):
+        with pytest.raises(TwinlinkError, match="already used"):
+            twin.store.rekey("pump", salt, ctx)
+    assert twin.store.device("pump").epoch == 2

@@ -86,6 +86,10 @@ class Event:
     at: float = field(default_factory=_time.time)
 
 
+def _context_key(master_salt: bytes, id_context: bytes | None) -> str:
+    return master_salt.hex() + "|" + ("-" if id_context is None else id_context.hex())
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).hex()
@@ -230,6 +234,13 @@ CREATE TABLE IF NOT EXISTS events (
     source TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_kid ON events (kid, at);
+CREATE TABLE IF NOT EXISTS retired_contexts (
+    kid BLOB NOT NULL,
+    context TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    retired_at REAL NOT NULL,
+    PRIMARY KEY (kid, context)
+);
 """
 
 _DEVICE_COLS = (
@@ -531,6 +542,21 @@ class SQLiteStore(TwinStore):
         """Switch the device to a new security context; history stays, the window restarts."""
         with self._lock:
             dev = self.device(name)
+            old, new = _context_key(dev.master_salt, dev.id_context), _context_key(
+                master_salt, id_context
+            )
+            used = self._db.execute(
+                "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?", (dev.kid, new)
+            ).fetchone()
+            if new == old or used:
+                # Same key again with a fresh window would let every old frame be replayed.
+                raise TwinlinkError(
+                    f"{name} already used this Master Salt / ID Context; a re-key needs a new one"
+                )
+            self._db.execute(
+                "INSERT INTO retired_contexts VALUES (?,?,?,?)",
+                (dev.kid, old, dev.epoch, _time.time()),
+            )
             self._db.execute(
                 "UPDATE devices SET master_salt=?, id_context=?, epoch=epoch+1, win_top=-1,"
                 " win_bits=?, win_lost=0, ack_seq=0 WHERE kid=?",
