@@ -1,4 +1,5 @@
-"""``twinlink demo``: provision a twin and two devices, stream over a real pty serial pair,
+"""``twinlink demo``: provision a twin and two devices, stream over a real pty serial line
+(:class:`~twinlink.transport.serial.SerialLink` → virtual cable → :class:`SerialReceiver`),
 then replay, tamper and impersonate, and show the twin refusing each attempt.
 
 Needs no broker and no hardware. Exits 0 only if every reading arrived exactly once and every
@@ -11,32 +12,21 @@ import json
 import os
 import random
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import serial
-
-from . import backends as backend, keys
+from . import backends as backend
+from . import keys
 from .device import Device
-from .errors import LineError
+from .errors import LineError, TwinlinkError
 from .transport import framing
+from .transport.serial import SerialLink, SerialReceiver, VirtualCable
 from .twin import Reading, Twin
 
 
-def _pty_pair() -> tuple[int, str]:
-    master, slave = os.openpty()
-    name = os.ttyname(slave)
-    import tty
-
-    tty.setraw(slave)
-    os.close(slave)
-    return master, name
-
-
 def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None) -> int:
-    out = out or open(os.devnull, "w")  # noqa: SIM115
+    out = out or open(os.devnull, "w")
     say = lambda s: (out.write(s + "\n"), out.flush())  # noqa: E731
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="twinlink-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -53,43 +43,34 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     say(f"twinlink demo — backend {backend.explain()}")
     say(f"  workspace {work}: twin key, twin.db, keys/pump-17.device, keys/valve-3.device")
 
-    master, slave_name = _pty_pair()
-    say(f"  serial link: pty pair, device side fd {master}, twin side {slave_name}")
+    cable = VirtualCable()
+    say(f"  serial link: two pty pairs joined by a virtual cable; device side {cable.a}, "
+        f"twin side {cable.b}")
     twin = Twin(db, work / "twin.key")
     results: list[dict[str, Any]] = []
-    line_errors = [0]
-    stop = threading.Event()
 
-    def twin_reader() -> None:
-        port = serial.Serial(slave_name, timeout=0.1, exclusive=True)
-        dec = framing.Decoder()
-        try:
-            while not stop.is_set() or port.in_waiting:
-                data = port.read(4096)
-                for item in dec.feed(data):
-                    if isinstance(item, LineError):
-                        line_errors[0] += 1
-                        say(f"  ~ line error ({item}) — noise, not shown to the twin")
-                        results.append({"ok": False, "error": "line"})
-                        continue
-                    r = twin.open_many([item], source=f"serial:{slave_name}")[0]
-                    if isinstance(r, Reading):
-                        say(f"  ✓ {r.device:8} seq {r.seq:<3} {json.dumps(r.payload)}")
-                        results.append(r.to_json())
-                    else:
-                        say(f"  ✗ refused: {r.reason:14} {r}")
-                        results.append({"ok": False, "error": r.reason})
-        finally:
-            port.close()
+    def on_result(r: Reading | TwinlinkError) -> None:
+        # Runs on the receiver's serial I/O thread (see twinlink.transport.serial).
+        if isinstance(r, LineError):
+            say(f"  ~ line error ({r}) — noise, not shown to the twin")
+            results.append({"ok": False, "error": "line"})
+        elif isinstance(r, Reading):
+            say(f"  ✓ {r.device:8} seq {r.seq:<3} {json.dumps(r.payload)}")
+            results.append(r.to_json())
+        else:
+            say(f"  ✗ refused: {r.reason:14} {r}")
+            results.append({"ok": False, "error": r.reason})
 
-    reader = threading.Thread(target=twin_reader, name="twin-reader", daemon=True)
-    reader.start()
-    time.sleep(0.1)
+    receiver = SerialReceiver(cable.b, twin, on_result=on_result)
+    link = SerialLink(cable.a)
 
     def wire(frame: bytes, raw: bytes | None = None) -> None:
         # Wait for the twin's verdict so the story prints in order (the link itself is async).
         before = len(results)
-        os.write(master, raw if raw is not None else framing.wire(frame, flush_prefix=True))
+        if raw is None:
+            link.send(frame)
+        else:
+            cable.inject(raw)
         deadline = time.monotonic() + 5
         while len(results) == before and time.monotonic() < deadline:
             time.sleep(0.002)
@@ -132,9 +113,9 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     say("  revoking valve-3, then it sends again:")
     twin.revoke("valve-3", "demo: device reported stolen")
     wire(valve.seal({"open": False}))
-    stop.set()
-    reader.join(5)
-    os.close(master)
+    receiver.close()
+    link.close()
+    cable.close()
     pump.close()
     valve.close()
 
@@ -145,8 +126,8 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     accepted = sum(1 for r in results if r["ok"])
     say("\n3. the twin's view")
     st = twin.store.status("pump-17")  # type: ignore[attr-defined]
-    say(f"  pump-17: {st['accepted']} accepted, {st['refused']} refused, last seq {st['last_seq']}, "
-        f"state {json.dumps({k: v['value'] for k, v in st['state'].items()})}")
+    say(f"  pump-17: {st['accepted']} accepted, {st['refused']} refused, "
+        f"last seq {st['last_seq']}, state {json.dumps({k: v['value'] for k, v in st['state'].items()})}")
     say(f"  accepted {accepted} readings; refused {json.dumps(refused)}")
     say("  security events:")
     for e in twin.store.events(limit=10):  # type: ignore[attr-defined]
