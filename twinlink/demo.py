@@ -127,7 +127,8 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     say("\n3. the twin's view")
     st = twin.store.status("pump-17")  # type: ignore[attr-defined]
     say(f"  pump-17: {st['accepted']} accepted, {st['refused']} refused, "
-        f"last seq {st['last_seq']}, state {json.dumps({k: v['value'] for k, v in st['state'].items()})}")
+        f"last seq {st['last_seq']}, "
+        f"state {json.dumps({k: v['value'] for k, v in st['state'].items()})}")
     say(f"  accepted {accepted} readings; refused {json.dumps(refused)}")
     say("  security events:")
     for e in twin.store.events(limit=10):  # type: ignore[attr-defined]
