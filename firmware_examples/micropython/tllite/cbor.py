@@ -94,13 +94,18 @@ def senml(pairs, time=None, units=None):
         pairs = list(pairs.items())
     if not pairs:
         raise ValueError("a reading needs at least one value")
+    if len(pairs) > 256:
+        raise ValueError("too many values in one reading")
     pack = []
     for i, (name, value) in enumerate(pairs):
         if not isinstance(name, str) or not name:
             raise ValueError("SenML names must be non-empty strings")
         rec = {N: name}
         if i == 0 and time is not None:
-            rec[BT] = time
+            # twinlink.senml always encodes the base time as a float (shortest exact form).
+            # Ports with single-precision floats (ESP8266, many Cortex-M builds) cannot hold
+            # today's Unix time to the second in a float: send time=None there (README).
+            rec[BT] = float(time)
         if isinstance(value, bool):
             rec[VB] = value
         elif isinstance(value, (int, float)):
