@@ -122,3 +122,16 @@ def test_garbage_never_crashes_and_every_item_is_typed(garbage):
     for item in dec.feed(garbage):
         assert isinstance(item, (bytes, LineError))
     assert len(dec._buf) <= dec.max_record
+
+
+def test_golden_vector_record():
+    """The serial record of the golden frame in tests/vectors/twinlink-golden.json."""
+    import json
+    from pathlib import Path
+
+    golden = json.loads((Path(__file__).parent / "vectors" / "twinlink-golden.json").read_text())
+    ser = golden["serial"]
+    frame = next(bytes.fromhex(f["frame"]) for f in golden["frames"] if f["name"] == ser["frame"])
+    assert framing.crc16(frame).to_bytes(2, "big").hex() == ser["crc16"]
+    assert framing.encode_record(frame).hex() == ser["record"]
+    assert list(framing.Decoder().feed(bytes.fromhex(ser["record"]))) == [frame]
