@@ -140,6 +140,10 @@ class Broker:
                  "max_inflight_messages 0",
                  "log_type error", "log_type warning", "log_type notice",
                  f"log_dest file {self.dir}/mosquitto.log"]
+        if os.geteuid() == 0:
+            # Run as root, mosquitto would switch to user "mosquitto", which cannot read the
+            # test's private temp dir (persistence, log, certificates): stay the same user.
+            lines.append("user root")
         if tls is not None:
             lines += [f"cafile {tls.ca}", f"certfile {tls.server_cert}",
                       f"keyfile {tls.server_key}", "require_certificate true",

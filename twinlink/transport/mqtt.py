@@ -359,11 +359,14 @@ class MqttLink(Session):
         self._dirty = True
         self._next_due = float("inf")
         self._closed = False
+        #: Set once the broker confirmed the subscription to this device's ack topic.
+        self.ack_subscribed = threading.Event()
         if start:
             self.start()
 
     def __repr__(self) -> str:
-        return (f"MqttLink({self.url.host}:{self.url.port}, kid={self.kid.hex() if self.kid else None},"
+        kid = self.kid.hex() if self.kid else None
+        return (f"MqttLink({self.url.host}:{self.url.port}, kid={kid},"
                 f" pending={len(self.outbox)}, connected={self.connected})")
 
     # -- caller side (any thread) --------------------------------------------------------------
@@ -430,6 +433,9 @@ class MqttLink(Session):
 
     # -- session thread ------------------------------------------------------------------------
 
+    def on_down(self) -> None:
+        self.ack_subscribed.clear()
+
     def on_up(self) -> None:
         c = self.client
         c.publish(self.status_topic, b"online", qos=1, retain=True)
@@ -441,6 +447,10 @@ class MqttLink(Session):
             if rec[2] is not None:
                 rec[0] = self.gen
         self._dirty = True
+
+    def on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any,
+                     props: Any) -> None:
+        self.ack_subscribed.set()
 
     def on_stopping(self) -> None:
         info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
@@ -466,7 +476,7 @@ class MqttLink(Session):
         if kid is None or kid != self.kid or self._ack_ctx is None:
             return
         try:
-            a = _ack.open_ack(self._ack_ctx, kid, msg.payload)
+            a = _ack.open_ack(self._ack_ctx, kid, bytes(msg.payload))
         except TwinlinkError:
             self.stats.forged_acks += 1
             return

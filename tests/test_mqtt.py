@@ -1,0 +1,165 @@
+"""MQTT transport on a real mosquitto: round trip, --jsonl, Device(link=MqttLink), the gateway
+mode the serial bridge uses, TLS with client certificates and passwords, and a caller that is
+never blocked longer than its timeout while the broker is down."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mosquitto import (  # noqa: F401
+    Proc,
+    assert_exactly_once,
+    broker_factory,
+    free_port,
+    make_tls,
+    requires_mosquitto,
+    start_send,
+    start_serve,
+    stored_count,
+    twin_rig,
+    wait_until,
+)
+
+from twinlink import Device, Twin
+from twinlink.outbox import OutboxFull
+from twinlink.serve import Ingest
+from twinlink.transport.mqtt import MqttLink, MqttOptions, for_device, parse_url, topic_kid
+
+pytestmark = [pytest.mark.mqtt, requires_mosquitto]
+
+
+def test_urls_and_topics() -> None:
+    assert parse_url("mqtt://h").port == 1883 and not parse_url("mqtt://h").tls
+    u = parse_url("mqtts://user:p%40ss@broker.example:9999")
+    assert (u.host, u.port, u.tls, u.username, u.password) == ("broker.example", 9999, True,
+                                                              "user", "p@ss")
+    with pytest.raises(ValueError):
+        parse_url("http://h")
+    assert topic_kid("twinlink/0a1b/t") == b"\x0a\x1b"
+    for bad in ("twinlink/0A1B/t", "twinlink/xyz/t", "twinlink/01/a", "x/01/t", "twinlink//t",
+                "twinlink/01020304050607/t", "twinlink/01/t/x"):
+        assert topic_kid(bad) is None
+
+
+def test_cli_round_trip_with_jsonl(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+    rig = twin_rig(tmp_path)
+    broker = broker_factory(persistence=False)
+    out = open(tmp_path / "serve.jsonl", "wb")
+    serve = Proc(["serve", "--mqtt", broker.url, "--db", str(rig.db), "--twin-key",
+                  str(rig.twin_key), "--jsonl"], stdout=out.fileno())
+    wait_until(lambda: "serving" in serve.stderr(), 20, what="serve to subscribe")
+    send = start_send(broker.url, rig.bundle("pump"), rig.state, 50, timeout=30)
+    assert send.wait(30) == 0, send.stderr()
+    assert_exactly_once(rig.db, set(range(50)))
+    assert serve.terminate() == 0  # SIGTERM: clean shutdown
+    out.close()
+    lines = [json.loads(x) for x in (tmp_path / "serve.jsonl").read_text().splitlines()]
+    assert [x["seq"] for x in lines] == list(range(50))
+    assert lines[3] == {"ok": True, "device": "pump", "seq": 3, "payload": {"i": 3},
+                        "provenance": "signed", "time": lines[3]["time"]}
+    assert "50 stored" in serve.stderr()
+
+
+def test_device_link_and_in_process_ingest(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+    rig = twin_rig(tmp_path)
+    broker = broker_factory(persistence=False)
+    twin = Twin(rig.db, rig.twin_key)
+    ing = Ingest(broker.url, twin, batch_wait=0.002)
+    stop = threading.Event()
+    t = threading.Thread(target=ing.run, args=(stop,))
+    t.start()
+    try:
+        assert ing.subscribed.wait(10)
+        dev = Device.load(rig.bundle("pump"), rig.state)
+        dev.link = for_device(dev, broker.url, timeout=5)
+        for i in range(30):
+            dev.send({"temp": 20 + i / 10})
+        assert dev.link.flush(20) == 0
+        assert dev.link.stats.acks >= 1 and dev.link.stats.released == 30
+        dev.close()
+    finally:
+        stop.set()
+        t.join(10)
+        twin.close()
+    assert_exactly_once(rig.db, set(range(30)))
+
+
+def test_gateway_mode_releases_on_puback(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+    """What the serial bridge uses: no device key, frames of any device, send() + close()."""
+    rig = twin_rig(tmp_path, ("pump", "valve"))
+    broker = broker_factory(persistence=False)
+    serve = start_serve(broker.url, rig.db, rig.twin_key)
+    frames = []
+    for name in ("pump", "valve"):
+        d = Device.load(rig.bundle(name), rig.state)
+        frames += d.seal_many([{"i": i} for i in range(20)])
+        d.close()
+    link = MqttLink(broker.url, outbox=tmp_path / "gw.outbox", timeout=5)
+    assert not link.e2e
+    for f in frames:
+        link.send(f)
+    assert link.flush(20) == 0
+    link.close()
+    wait_until(lambda: stored_count(rig.db) == 40, 20, what="40 readings stored")
+    serve.terminate()
+
+
+def test_never_blocks_longer_than_timeout_when_broker_is_down(tmp_path: Path) -> None:
+    rig = twin_rig(tmp_path)
+    dev = Device.load(rig.bundle("pump"), rig.state)
+    url = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens here
+    link = for_device(dev, url, timeout=1.0, capacity=10, when_full="block",
+                      options=MqttOptions(connect_timeout=1.0, backoff_max=0.5))
+    dev.link = link
+    t0 = time.monotonic()
+    for i in range(10):
+        dev.send({"i": i})
+    assert time.monotonic() - t0 < 1.0  # queued on disk, no network wait
+    t0 = time.monotonic()
+    with pytest.raises(OutboxFull):
+        dev.send({"i": 10})
+    assert 0.9 < time.monotonic() - t0 < 1.6
+    t0 = time.monotonic()
+    assert link.flush(0.5) == 10
+    assert time.monotonic() - t0 < 1.0
+    assert "cannot reach broker" in link.last_error
+    t0 = time.monotonic()
+    dev.close()
+    assert time.monotonic() - t0 < 1.5
+    link2 = for_device(Device.load(rig.bundle("pump"), rig.state), url, start=False)
+    assert link2.pending() == 10  # still queued for the next run
+    link2.outbox.close()
+
+
+def test_tls_with_client_certificate_and_password(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+    tls = make_tls(tmp_path / "tls")
+    rig = twin_rig(tmp_path)
+    broker = broker_factory(persistence=False, tls=tls,
+                            passwords={"pump": "pump-secret", "twin": "twin-secret"})
+    assert broker.url.startswith("mqtts://")
+    (tmp_path / "pump.pw").write_text("pump-secret\n")
+    (tmp_path / "twin.pw").write_text("twin-secret\n")
+    tls_args = ["--ca", str(tls.ca), "--cert", str(tls.client_cert), "--key", str(tls.client_key)]
+    serve = start_serve(broker.url, rig.db, rig.twin_key, *tls_args, "--username", "twin",
+                        "--password-file", str(tmp_path / "twin.pw"))
+    send = start_send(broker.url, rig.bundle("pump"), rig.state, 100, *tls_args, "--username",
+                      "pump", "--password-file", str(tmp_path / "pump.pw"), timeout=30)
+    assert send.wait(40) == 0, send.stderr()
+    assert_exactly_once(rig.db, set(range(100)))
+    # A wrong password is refused by the broker: the device keeps its readings and says why.
+    (tmp_path / "bad.pw").write_text("nope\n")
+    bad = start_send(broker.url, rig.bundle("pump"), rig.state, 3, *tls_args, "--username",
+                     "pump", "--password-file", str(tmp_path / "bad.pw"), timeout=2)
+    assert bad.wait(30) == 6
+    assert "3 reading(s) still awaiting" in bad.stderr() and "refused" in bad.stderr()
+    # Without the client certificate the TLS handshake fails.
+    nocert = start_send(broker.url, rig.bundle("pump"), rig.state, 0, "--ca", str(tls.ca),
+                        "--username", "pump", "--password-file", str(tmp_path / "pump.pw"),
+                        timeout=2)
+    assert nocert.wait(30) == 6
+    serve.terminate()
+    assert stored_count(rig.db) == 100
