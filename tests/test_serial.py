@@ -342,6 +342,9 @@ def test_unplug_and_replug_through_a_symlink_loses_no_queued_frame(tmp_path: Pat
         for i in range(10):
             link.send(b"before %d" % i)
         assert _until(lambda: len(first.frames) == 10, 5)
+        # Unplug as udev does it: the by-id symlink goes first, then the device node. (Closing
+        # only the pty would leave a dangling /dev/pts/N that another process may get next.)
+        os.unlink(link_path)
         first.unplug()
         assert _until(lambda: not link.connected, 5), "link did not notice the unplug"
         for i in range(25):  # sent while unplugged: queued in order
