@@ -352,3 +352,58 @@ def test_window_matches_replay_window(size, ops):
         assert win.to_bytes() == ref.to_bytes()
     restored = N.Window(size, ref.top, ref.to_bytes())
     assert restored.to_bytes() == ref.to_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# Argument types: bytes-like arguments behave alike; wrong types raise the same classes.
+
+def same_refusal(name: str, *args):
+    """As :func:`same`, except that where the pure path's duck typing surfaces a wrong argument
+    type as AttributeError (``memoryview.rjust``, ``float.to_bytes``), native says TypeError."""
+    a = outcome(getattr(P, name), *args)
+    b = outcome(getattr(N, name), *args)
+    if a == ("raise", AttributeError):
+        a = ("raise", TypeError)
+    assert a == b, f"{name}: pure {a!r} != native {b!r}"
+
+
+def _variants(value: bytes):
+    return [bytearray(value), memoryview(value), value.hex(), len(value), None]
+
+
+SEAL_ARGS = (SK, KID, KEY, IV, STREAM, 9, b"reading")
+
+
+@pytest.mark.parametrize("pos", range(7))
+def test_argument_types_seal(pos):
+    for v in _variants(SEAL_ARGS[pos]) if pos != 5 else [-1, 2**41, None, "9", 9.0]:
+        args = list(SEAL_ARGS)
+        args[pos] = v
+        same_refusal("seal", *args)
+        if pos:
+            same_refusal("seal_lite", *args[1:])
+        many = [*args[:6], [args[6]]]
+        same_refusal("seal_many", *many)
+
+
+@pytest.mark.parametrize("frame", [SIGNED, LITE], ids=["signed", "lite"])
+@pytest.mark.parametrize("pos", range(1, 5))
+def test_argument_types_open(frame, pos):
+    base = (frame, PK, KEY, IV, STREAM)
+    for v in _variants(base[pos]):
+        args = list(base)
+        args[pos] = v
+        same("open_frame", *args)
+
+
+@pytest.mark.parametrize("pos", range(1, 4))
+def test_argument_types_verify_decrypt(pos):
+    parsed = P.parse(SIGNED)
+    for v in _variants((None, KEY, IV, STREAM)[pos]):
+        args = [parsed, KEY, IV, STREAM]
+        args[pos] = v
+        same("decrypt", *args)
+    for v in _variants((None, PK, STREAM)[min(pos, 2)]):
+        args = [parsed, PK, STREAM]
+        args[min(pos, 2)] = v
+        same("verify", *args)

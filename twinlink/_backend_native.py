@@ -82,12 +82,35 @@ def _ensure(rc: int) -> int:
     raise cls(msg)
 
 
-def _check_keys(key: bytes, common_iv: bytes) -> None:
+def _b(x: object) -> bytes:
+    """bytes from any bytes-like argument (as the pure path accepts); TypeError otherwise."""
+    return x if type(x) is bytes else bytes(memoryview(x))  # type: ignore[arg-type]
+
+
+def _kid(x: object) -> bytes:
+    """The kid as bytes; the pure path takes bytes or bytearray (it pads with ``rjust``)."""
+    if type(x) is bytes:
+        return x
+    if not isinstance(x, (bytes, bytearray)):
+        raise TypeError("kid must be bytes")
+    return bytes(x)
+
+
+def _check_args(kid: bytes, key: bytes, common_iv: bytes, seq: int) -> None:
+    """The pure path's argument checks, in its order and with its exception classes."""
+    if not isinstance(seq, int):
+        raise TypeError("sequence number must be an int")
+    if not 1 <= len(kid) <= 6:
+        raise ValueError("kid must be 1 to 6 bytes")
     if len(key) != 32 or len(common_iv) != 12:
         raise ValueError("key must be 32 bytes and common IV 12 bytes")
+    if not 0 <= seq <= _MAX_SEQ:
+        raise ValueError("sequence number out of range")
 
 
 def _check_sk(sign_sk: bytes) -> None:
+    if type(sign_sk) is not bytes:
+        raise TypeError("sign_sk must be bytes")
     if len(sign_sk) != 64:
         raise ValueError("sign_sk must be the 64-byte libsodium Ed25519 secret key")
 
@@ -95,12 +118,14 @@ def _check_sk(sign_sk: bytes) -> None:
 def seal(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: bytes,
          seq: int, plaintext: bytes) -> bytes:
     """Seal ``plaintext`` as a twinlink/1 frame with sequence number ``seq``."""
-    # The hot path: checks inlined (each helper call would cost ~50 ns per frame).
-    if len(key) != 32 or len(common_iv) != 12 or len(sign_sk) != 64:
-        _check_keys(key, common_iv)
+    # The hot path: the common case costs one combined test, helpers only on the rare path.
+    if not (type(seq) is int and 0 < len(kid) < 7 and len(key) == 32 and len(common_iv) == 12
+            and 0 <= seq <= _MAX_SEQ):
+        _check_args(kid, key, common_iv, seq)
+    if type(kid) is not bytes or type(common_iv) is not bytes or type(stream) is not bytes:
+        kid, common_iv, stream = _kid(kid), _b(common_iv), _b(stream)
+    if type(sign_sk) is not bytes or len(sign_sk) != 64:
         _check_sk(sign_sk)
-    if not 0 <= seq <= _MAX_SEQ:
-        raise ValueError("sequence number out of range")
     n, s = len(plaintext), len(stream)
     cap = 2 * n + 2 * s + 320  # TL_SEAL_FRAME_BOUND(n) + TL_SEAL_WORK_BOUND(n, s)
     buf = _alloc("char[]", cap)
@@ -115,11 +140,15 @@ def seal_many(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: 
     pts = plaintexts if isinstance(plaintexts, list) else list(plaintexts)
     if not pts:
         return []
-    _check_keys(key, common_iv)
-    _check_sk(sign_sk)
     count = len(pts)
-    if not (0 <= first_seq and first_seq + count - 1 <= _MAX_SEQ):
+    _check_args(kid, key, common_iv, first_seq)
+    if first_seq + count - 1 > _MAX_SEQ:
         raise ValueError("sequence number out of range")
+    kid, common_iv, stream = _kid(kid), _b(common_iv), _b(stream)
+    _check_sk(sign_sk)
+    for p in pts:
+        if type(p) is not bytes:  # as PyNaCl refuses: bytes only, TypeError otherwise
+            raise TypeError("plaintexts must be bytes")
     joined = b"".join(pts)
     lens = list(map(len, pts))
     max_pt, s = max(lens), len(stream)
@@ -140,9 +169,8 @@ def seal_many(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: 
 def seal_lite(kid: bytes, key: bytes, common_iv: bytes, stream: bytes, seq: int,
               plaintext: bytes) -> bytes:
     """Seal ``plaintext`` as a lite-profile frame (COSE_Encrypt0 only, kid unprotected)."""
-    _check_keys(key, common_iv)
-    if not 0 <= seq <= _MAX_SEQ:
-        raise ValueError("sequence number out of range")
+    _check_args(kid, key, common_iv, seq)
+    kid, common_iv, stream = _kid(kid), _b(common_iv), _b(stream)
     n, s = len(plaintext), len(stream)
     cap = 2 * n + 2 * s + 320
     buf = _alloc("char[]", cap)
@@ -175,23 +203,25 @@ def parse(frame: bytes) -> Parsed:
 
 def verify(parsed: Parsed, sign_pk: bytes, stream: bytes) -> None:
     """Check the Ed25519 signature of a parsed twinlink/1 frame; raise :class:`BadSignature`."""
-    cap = (len(parsed.prot) + len(parsed.enc0) + len(parsed.kid) + len(parsed.piv)
-           + 2 * len(stream) + 128)
+    prot, kid, piv, enc0 = _b(parsed.prot), _b(parsed.kid), _b(parsed.piv), _b(parsed.enc0)
+    sig, stream = _b(parsed.sig), _b(stream)
+    cap = len(prot) + len(enc0) + len(kid) + len(piv) + 2 * len(stream) + 128
     work = _alloc("char[]", cap)
-    _ensure(-_lib.tlpy_verify(work, cap, parsed.prot, len(parsed.prot), parsed.kid,
-                              len(parsed.kid), parsed.piv, len(parsed.piv), parsed.enc0,
-                              len(parsed.enc0), parsed.sig, len(parsed.sig), sign_pk,
-                              len(sign_pk), stream, len(stream)))
+    _ensure(-_lib.tlpy_verify(work, cap, prot, len(prot), kid, len(kid), piv, len(piv), enc0,
+                              len(enc0), sig, len(sig), sign_pk, len(sign_pk), stream,
+                              len(stream)))
 
 
 def decrypt(parsed: Parsed, key: bytes, common_iv: bytes, stream: bytes) -> bytes:
     """Decrypt the Encrypt0 layer; raise :class:`DecryptionFailed` if the tag does not verify."""
-    ct = parsed.ct
-    cap = 2 * len(ct) + len(parsed.kid) + len(parsed.piv) + 2 * len(stream) + 128
+    kid, piv, ct = _b(parsed.kid), _b(parsed.piv), _b(parsed.ct)
+    common_iv, stream = _b(common_iv), _b(stream)
+    if type(key) is not bytes:  # PyNaCl refuses it inside decrypt: DecryptionFailed
+        key = b""
+    cap = 2 * len(ct) + len(kid) + len(piv) + 2 * len(stream) + 128
     buf = _alloc("char[]", cap)
-    rc = _lib.tlpy_decrypt(buf, cap, parsed.kid, len(parsed.kid), parsed.piv, len(parsed.piv),
-                           ct, len(ct), key, len(key), common_iv, len(common_iv), stream,
-                           len(stream))
+    rc = _lib.tlpy_decrypt(buf, cap, kid, len(kid), piv, len(piv), ct, len(ct), key, len(key),
+                           common_iv, len(common_iv), stream, len(stream))
     return _ffi.unpack(buf, _ensure(rc))  # type: ignore[no-any-return]
 
 
@@ -199,10 +229,20 @@ def open_frame(frame: bytes, sign_pk: bytes | None, key: bytes, common_iv: bytes
                stream: bytes) -> tuple[Parsed, bytes]:
     """Parse, verify (twinlink/1; a signed frame needs ``sign_pk``) and decrypt, in one C call."""
     frame = _frame_bytes(frame)
+    if type(common_iv) is not bytes or type(stream) is not bytes:
+        common_iv, stream = _b(common_iv), _b(stream)
+    if type(key) is not bytes:  # PyNaCl refuses it inside decrypt: DecryptionFailed there
+        key = b""
     n, s = len(frame), len(stream)
     cap = 2 * n + 2 * s + 128  # plaintext area (<= n) + TL_OPEN_WORK_BOUND(n, s)
     buf = _alloc("char[]", cap)
     o = _alloc("long long[14]")
+    if sign_pk is not None and type(sign_pk) is not bytes:
+        # PyNaCl refuses a non-bytes key with TypeError, but only when it verifies: lite
+        # frames never do, malformed frames fail first.
+        if parse(frame).kind == KIND_SIGNED:
+            raise TypeError("sign_pk must be bytes")
+        sign_pk = None
     if sign_pk is None:
         rc = _lib.tlpy_open(buf, cap, o, frame, n, _NULL, 0, key, len(key), common_iv,
                             len(common_iv), stream, s)
