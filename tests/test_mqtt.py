@@ -163,3 +163,16 @@ def test_tls_with_client_certificate_and_password(tmp_path: Path, broker_factory
     assert nocert.wait(30) == 6
     serve.terminate()
     assert stored_count(rig.db) == 100
+
+
+def test_flat_connection_settings_as_the_bridge_passes_them(tmp_path: Path) -> None:
+    rig = twin_rig(tmp_path)
+    (tmp_path / "pw").write_text("s3cret\n")
+    dev = Device.load(rig.bundle("pump"), rig.state)
+    link = for_device(dev, "mqtts://127.0.0.1:1", username="pump",
+                      password_file=str(tmp_path / "pw"), reconnect_max=2, timeout=1,
+                      start=False)
+    assert link.opts.password == "s3cret" and link.opts.backoff_max == 2.0 and link.url.tls
+    assert link.outbox.path.parent == rig.state
+    link.outbox.close()
+    dev.close()

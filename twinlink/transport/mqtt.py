@@ -558,16 +558,37 @@ def _default_outbox(url: str, bundle: Bundle | None) -> Path:
     return default_state_dir() / f"{stem}-{b.host}-{b.port}.outbox"
 
 
+_CONN_KEYS = ("ca", "cert", "key", "username", "password", "password_file", "keepalive",
+              "connect_timeout", "reconnect_max")
+
+
+def _split_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """Accept flat connection settings (as a config file gives them) next to ``options=``."""
+    flat = {k: kw.pop(k) for k in _CONN_KEYS if k in kw}
+    if flat:
+        if "options" in kw:
+            raise ValueError("give either options=MqttOptions(...) or flat connection settings")
+        if "reconnect_max" in flat:
+            flat["backoff_max"] = float(flat.pop("reconnect_max"))
+        pw = flat.pop("password", None)
+        opts = connect_options(**flat)
+        if pw is not None:
+            opts.password = str(pw)
+        kw["options"] = opts
+    return kw
+
+
 def for_device(device: Any, url: str, **kw: Any) -> MqttLink:
     """An :class:`MqttLink` for a :class:`~twinlink.device.Device`, its outbox next to the
-    device's sequence state; attach it with ``device.link = link``."""
+    device's sequence state; attach it with ``device.link = link``. Connection settings may be
+    given flat (``ca=``, ``cert=``, ``key=``, ``username=``, ``password_file=``, …)."""
     kw.setdefault("outbox", Path(device.state_path).with_suffix(".outbox"))
-    return MqttLink(url, bundle=device.bundle, **kw)
+    return MqttLink(url, bundle=device.bundle, **_split_options(kw))
 
 
 def open_url(url: str, **kw: Any) -> MqttLink:
-    """The link for an ``mqtt://``/``mqtts://`` URL (the serial bridge's entry point)."""
-    return MqttLink(url, **kw)
+    """The link for an ``mqtt://``/``mqtts://`` URL without a device key (gateway mode)."""
+    return MqttLink(url, **_split_options(kw))
 
 
 def connect_options(ca: str | None = None, cert: str | None = None, key: str | None = None,
