@@ -370,3 +370,26 @@ def test_unplug_and_replug_through_a_symlink_loses_no_queued_frame(tmp_path: Pat
         assert link.close() == 0
         if second is not None:
             second.unplug()
+
+
+def test_a_failing_twin_does_not_kill_the_reader(caplog):
+    class FlakyTwin:
+        calls = 0
+
+        def open_many(self, frames, source=""):
+            FlakyTwin.calls += 1
+            if FlakyTwin.calls == 1:
+                raise RuntimeError("database is on fire")
+            return [Reading("d", b"\x01", i, f) for i, f in enumerate(frames)]
+
+    got = []
+    rx = SerialReceiver("loop://", FlakyTwin(), on_result=got.append)
+    try:
+        rx.link.send(b"lost")
+        assert _until(lambda: FlakyTwin.calls == 1, 5)
+        rx.link.send(b"kept")
+        assert rx.wait_for(1, 5)
+    finally:
+        rx.close()
+    assert [r.payload for r in got] == [b"kept"]
+    assert "were not delivered" in caplog.text

@@ -335,7 +335,11 @@ class SerialLink:
                 self._closing.wait(delay)
                 continue
             if data:
-                self._on_data(data)
+                try:
+                    self._on_data(data)
+                except Exception:  # e.g. the twin's database failed: keep the port's reader
+                    log.exception("serial link %s: handling %d received bytes failed; the "
+                                  "frames in them were not delivered", self.url, len(data))
         if port is not None:
             self._lost(port, TransportError("closed"))
             self._close_port(port)
