@@ -7,7 +7,9 @@
  * Conventions: outputs first; caller-owned buffers, no heap. For a function with an
  * (out, out_len) pair, out == NULL sets *out_len to the exact size needed; otherwise *out_len
  * is the capacity on entry and the length written on success. On failure *out_len and the
- * output are not written (decryption: libsodium zeroes, never partially fills, the plaintext).
+ * output are not written; the exceptions are a crypto-adapter failure in the middle of a seal
+ * (what was written is wiped) and a failed decryption (libsodium zeroes the plaintext buffer,
+ * never fills it partially). Output, work and input buffers must not overlap.
  * Ed25519 signs its message whole, so building or checking the ToBeSigned needs a contiguous
  * work buffer: pass one of at least the matching TL_*_WORK_BOUND bytes (the exact need is
  * checked; TL_E_BUFFER if short). Work buffers hold only public bytes.
