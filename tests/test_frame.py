@@ -203,3 +203,17 @@ def test_describe_signed(backend_name):
 
 def test_backend_switch_reports_name(backend_name):
     assert backends.name() == backend_name
+
+
+def test_bad_key_lengths_and_types_are_refused_alike(backend_name):
+    f = frame.seal(SK, CTX, 1, b"x")
+    for pk in (PK[:31], PK + b"\x00", b""):
+        with pytest.raises(BadSignature):
+            frame.open_frame(f, pk, CTX)
+    for sk in (SK[:63], SK + b"\x00"):
+        with pytest.raises(ValueError):
+            frame.seal(sk, CTX, 1, b"x")
+    with pytest.raises(TypeError):
+        frame.seal(SK, CTX, 1.0, b"x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        frame.seal(SK, oscore.Context(memoryview(KID), CTX.key, CTX.common_iv), 1, b"x")  # type: ignore[arg-type]

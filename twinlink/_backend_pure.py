@@ -66,11 +66,23 @@ def _encrypt0(
     return aad_ext, ct
 
 
-def _check_sizes(kid: bytes, key: bytes, common_iv: bytes) -> None:
+def _check_sizes(kid: bytes, key: bytes, common_iv: bytes, seq: int) -> None:
+    # Checked here, not left to libsodium: PyNaCl passes short keys straight through to C.
+    if not isinstance(seq, int):
+        raise TypeError("sequence number must be an int")
     if not 1 <= len(kid) <= MAX_KID_LEN:
         raise ValueError("kid must be 1 to 6 bytes")
     if len(key) != 32 or len(common_iv) != 12:
         raise ValueError("key must be 32 bytes and common IV 12 bytes")
+    if not isinstance(kid, (bytes, bytearray)):
+        raise TypeError("kid must be bytes")
+
+
+def _check_sk(sign_sk: bytes) -> None:
+    if type(sign_sk) is not bytes:
+        raise TypeError("sign_sk must be bytes")
+    if len(sign_sk) != 64:
+        raise ValueError("sign_sk must be the 64-byte libsodium Ed25519 secret key")
 
 
 def seal(
@@ -86,8 +98,9 @@ def seal(
 
     ``sign_sk`` is the 64-byte libsodium Ed25519 secret key (seed || public key).
     """
-    _check_sizes(kid, key, common_iv)
+    _check_sizes(kid, key, common_iv, seq)
     piv = _piv(seq)
+    _check_sk(sign_sk)
     aad_ext, ct = _encrypt0(key, common_iv, kid, piv, stream, plaintext)
     enc0 = b"\xd0\x83\x44" + ENC0_PROTECTED + b"\xa1\x06" + cbor.bstr(piv) + cbor.bstr(ct)
     prot = outer_protected(kid)
@@ -119,7 +132,7 @@ def seal_lite(
     kid: bytes, key: bytes, common_iv: bytes, stream: bytes, seq: int, plaintext: bytes
 ) -> bytes:
     """Seal ``plaintext`` as a lite-profile frame (COSE_Encrypt0 only, kid unprotected)."""
-    _check_sizes(kid, key, common_iv)
+    _check_sizes(kid, key, common_iv, seq)
     piv = _piv(seq)
     _, ct = _encrypt0(key, common_iv, kid, piv, stream, plaintext)
     frame = (
@@ -221,6 +234,8 @@ def parse(frame: bytes) -> Parsed:
 
 def verify(parsed: Parsed, sign_pk: bytes, stream: bytes) -> None:
     """Check the Ed25519 signature of a parsed twinlink/1 frame; raise :class:`BadSignature`."""
+    if type(sign_pk) is bytes and len(sign_pk) != 32:  # libsodium would read past it
+        raise BadSignature("signature does not verify under the device key")
     aad_ext = external_aad(parsed.kid, parsed.piv, stream)
     tbs = sig_structure(parsed.prot, aad_ext, parsed.enc0)
     try:
