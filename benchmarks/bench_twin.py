@@ -8,7 +8,6 @@ Run: pytest benchmarks/bench_twin.py --benchmark-only --benchmark-columns=median
 
 from __future__ import annotations
 
-import itertools
 import os
 
 import pytest
@@ -16,7 +15,7 @@ from nacl import bindings as sodium
 
 import twinlink
 from twinlink import _backend_pure as ref
-from twinlink import backends, keys, oscore, senml
+from twinlink import backends, keys, senml
 from twinlink.cli.commands import provision
 
 BATCH = 200
@@ -30,7 +29,7 @@ def _use(name: str) -> None:
         pytest.skip(f"native backend not built: {backends.native_error()}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rig(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     tk = keys.TwinKey.generate()
@@ -133,5 +132,3 @@ def test_frame_size_three_value_senml(rig, tmp_path, record_property):
     assert overhead == len(ref.outer_protected(dev.kid)) + 2 + 1 + 2 + 4 + 1 + 2 + 1 + 1 + 16 + 66
     dev.close()
 
-
-_ = (itertools, oscore)

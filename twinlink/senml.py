@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import cbor2
 
@@ -31,9 +30,8 @@ MAX_PLAINTEXT = 16384
 MAX_RECORDS = 256
 
 
-@dataclass(frozen=True)
-class Record:
-    """One resolved SenML record."""
+class Record(NamedTuple):
+    """One resolved SenML record (a named tuple: cheap to build on the ingest hot path)."""
 
     name: str
     value: Value | None

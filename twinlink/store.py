@@ -67,7 +67,7 @@ class Accepted:
     epoch: int
     plaintext: bytes
     payload: Any
-    records: list[tuple[str, Any, str | None, float | None]]
+    records: Sequence[Any]  # (name, value, unit, time, ...) tuples, e.g. senml.Record
     time: float | None
     provenance: str
     received_at: float = field(default_factory=_time.time)
@@ -96,10 +96,13 @@ def _json_default(value: Any) -> Any:
     return repr(value)
 
 
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_json_default)
+
+
 def dumps_json(value: Any) -> str:
     """JSON text of a decoded CBOR value: bytes as hex, anything exotic as its repr."""
     try:
-        return json.dumps(value, allow_nan=False, default=_json_default, separators=(",", ":"))
+        return _JSON.encode(value)  # one shared encoder: the C fast path, no per-call setup
     except (ValueError, TypeError):  # NaN/infinity, or non-string map keys
         return json.dumps(to_json(value), separators=(",", ":"))
 
@@ -445,7 +448,8 @@ class SQLiteStore(TwinStore):
                             a.plaintext,
                         )
                     )
-                    for name, value, unit, t in a.records:
+                    for rec in a.records:
+                        name, value, unit, t = rec[0], rec[1], rec[2], rec[3]
                         # Newest seq per (device, name) within the batch: one upsert each.
                         prev = state_rows.get((a.kid, name))
                         if prev is None or a.seq >= prev[5]:
@@ -542,8 +546,9 @@ class SQLiteStore(TwinStore):
         """Switch the device to a new security context; history stays, the window restarts."""
         with self._lock:
             dev = self.device(name)
-            old, new = _context_key(dev.master_salt, dev.id_context), _context_key(
-                master_salt, id_context
+            old, new = (
+                _context_key(dev.master_salt, dev.id_context),
+                _context_key(master_salt, id_context),
             )
             used = self._db.execute(
                 "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?", (dev.kid, new)

@@ -18,7 +18,7 @@ from typing import Any, Union
 from . import backends as backend
 from . import keys, oscore, senml
 from ._backend_pure import KIND_LITE
-from .errors import BadSignature, TopicMismatch, TwinlinkError, WindowLost
+from .errors import BadSignature, RevokedDevice, TopicMismatch, TwinlinkError, WindowLost
 from .replay import ReplayWindow
 from .store import PROFILE_LITE, Accepted, DeviceRecord, Event, SQLiteStore, TwinStore, to_json
 
@@ -31,7 +31,7 @@ class Reading:
     kid: bytes
     seq: int
     payload: Any
-    records: tuple[senml.Record, ...] = ()
+    records: Sequence[senml.Record] = ()
     time: float | None = None
     provenance: str = "signed"
     plaintext: bytes = field(default=b"", repr=False)
@@ -129,8 +129,10 @@ class Twin:
         be = backend.current()
         results: list[Result | None] = [None] * len(frames)
         events: list[Event] = []
-        pending: list[tuple[int, Accepted, str, tuple[senml.Record, ...]]] = []
-        windows: dict[bytes, tuple[DeviceRecord, ReplayWindow, bool]] = {}
+        pending: list[tuple[int, Accepted, str]] = []
+        # Per device, looked up once per batch: record, batch-local window copy, context.
+        devices: dict[bytes, tuple[DeviceRecord, ReplayWindow, bool, oscore.Context]] = {}
+        telemetry = oscore.STREAM_TELEMETRY
         with self._lock:
             for i, frame in enumerate(frames):
                 kid: bytes | None = None
@@ -138,61 +140,59 @@ class Twin:
                 try:
                     parsed = be.parse(frame)
                     kid, seq = parsed.kid, parsed.seq
-                    claimed = expect_kids[i] if expect_kids is not None else None
-                    if claimed is not None and claimed != kid:
-                        raise TopicMismatch(
-                            f"frame kid {kid.hex()} does not match the address's kid "
-                            f"{claimed.hex()}"
-                        )
-                    if kid not in windows:
+                    if expect_kids is not None:
+                        claimed = expect_kids[i]
+                        if claimed is not None and claimed != kid:
+                            raise TopicMismatch(
+                                f"frame kid {kid.hex()} does not match the address's kid "
+                                f"{claimed.hex()}"
+                            )
+                    entry = devices.get(kid)
+                    if entry is None:
                         st = self.store.lookup(kid)
-                        windows[kid] = (st.device, st.window, st.lost)
-                    dev, win, lost = windows[kid]
+                        entry = devices[kid] = (
+                            st.device,
+                            st.window,
+                            st.lost,
+                            self._context(st.device),
+                        )
+                    dev, win, lost, ctx = entry
                     if dev.status != "active":
-                        from .errors import RevokedDevice
-
                         raise RevokedDevice(f"device {dev.name} is revoked")
                     if lost:
                         raise WindowLost(
                             f"replay window of {dev.name} was lost; an operator must "
                             "re-anchor it (twinlink twin reanchor)"
                         )
-                    if parsed.kind == KIND_LITE and dev.profile != PROFILE_LITE:
+                    lite = parsed.kind == KIND_LITE
+                    if lite and dev.profile != PROFILE_LITE:
                         raise BadSignature(
                             f"unsigned (lite) frame from {dev.name}, which is "
                             "registered for signed frames"
                         )
                     win.check(seq)
-                    ctx = self._context(dev)
-                    if parsed.kind != KIND_LITE:
-                        be.verify(parsed, dev.public_key, oscore.STREAM_TELEMETRY)
-                    plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, oscore.STREAM_TELEMETRY)
+                    if not lite:
+                        be.verify(parsed, dev.public_key, telemetry)
+                    plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, telemetry)
                     payload, records, t = _decode(plaintext)
                     win.update(seq)  # batch-local copy: catches duplicates inside one batch
-                    prov = "aead-only" if parsed.kind == KIND_LITE else "signed"
-                    pending.append(
-                        (
-                            i,
-                            Accepted(
-                                kid,
-                                seq,
-                                dev.epoch,
-                                plaintext,
-                                payload,
-                                [(r.name, r.value, r.unit, r.time) for r in records],
-                                t,
-                                prov,
-                                source=source,
-                            ),
-                            dev.name,
-                            records,
-                        )
+                    acc = Accepted(
+                        kid,
+                        seq,
+                        dev.epoch,
+                        plaintext,
+                        payload,
+                        records,
+                        t,
+                        "aead-only" if lite else "signed",
+                        source=source,
                     )
+                    pending.append((i, acc, dev.name))
                 except TwinlinkError as exc:
                     results[i] = exc
                     events.append(Event(exc.reason, str(exc), kid, seq, source))
             outcomes = self.store.commit([p[1] for p in pending], events)
-        for (i, acc, name, records), err in zip(pending, outcomes):
+        for (i, acc, name), err in zip(pending, outcomes):
             results[i] = (
                 err
                 if err is not None
@@ -201,7 +201,7 @@ class Twin:
                     acc.kid,
                     acc.seq,
                     acc.payload,
-                    records,
+                    acc.records,
                     acc.time,
                     acc.provenance,
                     acc.plaintext,
