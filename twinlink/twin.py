@@ -12,6 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -56,6 +57,17 @@ def refusal_json(err: TwinlinkError) -> dict[str, Any]:
 Result = Union[Reading, TwinlinkError]
 
 
+class _Job:
+    """One frame between the pre-check and the commit."""
+
+    __slots__ = ("ctx", "dev", "error", "index", "parsed", "plaintext")
+
+    def __init__(self, index: int, parsed: Any, dev: DeviceRecord, ctx: oscore.Context) -> None:
+        self.index, self.parsed, self.dev, self.ctx = index, parsed, dev, ctx
+        self.plaintext = b""
+        self.error: TwinlinkError | None = None
+
+
 class Twin:
     """A digital twin's ingest: open frames from registered devices into a store.
 
@@ -68,12 +80,16 @@ class Twin:
         twin_key: str | os.PathLike[str] | keys.TwinKey,
         *,
         cache_size: int = 4096,
+        workers: int | None = None,
     ) -> None:
         self.store: TwinStore = db if isinstance(db, TwinStore) else SQLiteStore(os.fspath(db))
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self._contexts: OrderedDict[tuple[bytes, int, bytes], oscore.Context] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.RLock()
+        # Threads that verify large batches in parallel; 1 disables (a Pi Zero has one core).
+        self._workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"Twin(store={self.store!r}, key={self.key!r})"
@@ -128,12 +144,12 @@ class Twin:
         """
         be = backend.current()
         results: list[Result | None] = [None] * len(frames)
-        events: list[Event] = []
-        pending: list[tuple[int, Accepted, str]] = []
+        events: list[tuple[int, Event]] = []
         # Per device, looked up once per batch: record, batch-local window copy, context.
         devices: dict[bytes, tuple[DeviceRecord, ReplayWindow, bool, oscore.Context]] = {}
-        telemetry = oscore.STREAM_TELEMETRY
+        jobs: list[_Job] = []
         with self._lock:
+            # 1. parse, registry and window pre-check (cheap, in order).
             for i, frame in enumerate(frames):
                 kid: bytes | None = None
                 seq: int | None = None
@@ -150,12 +166,8 @@ class Twin:
                     entry = devices.get(kid)
                     if entry is None:
                         st = self.store.lookup(kid)
-                        entry = devices[kid] = (
-                            st.device,
-                            st.window,
-                            st.lost,
-                            self._context(st.device),
-                        )
+                        ctx = self._context(st.device)
+                        entry = devices[kid] = (st.device, st.window, st.lost, ctx)
                     dev, win, lost, ctx = entry
                     if dev.status != "active":
                         raise RevokedDevice(f"device {dev.name} is revoked")
@@ -164,34 +176,51 @@ class Twin:
                             f"replay window of {dev.name} was lost; an operator must "
                             "re-anchor it (twinlink twin reanchor)"
                         )
-                    lite = parsed.kind == KIND_LITE
-                    if lite and dev.profile != PROFILE_LITE:
+                    if parsed.kind == KIND_LITE and dev.profile != PROFILE_LITE:
                         raise BadSignature(
                             f"unsigned (lite) frame from {dev.name}, which is "
                             "registered for signed frames"
                         )
                     win.check(seq)
-                    if not lite:
-                        be.verify(parsed, dev.public_key, telemetry)
-                    plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, telemetry)
-                    payload, records, t = _decode(plaintext)
-                    win.update(seq)  # batch-local copy: catches duplicates inside one batch
+                    jobs.append(_Job(i, parsed, dev, ctx))
+                except TwinlinkError as exc:
+                    results[i] = exc
+                    events.append((i, Event(exc.reason, str(exc), kid, seq, source)))
+            # 2. verify and decrypt: the cost floor; spread over cores for large batches
+            # (cffi releases the GIL inside libsodium).
+            self._crypto(be, jobs)
+            # 3. decode and advance the batch-local windows in frame order; duplicates inside
+            # the batch are caught here, after verification, as the window rules require.
+            pending: list[tuple[int, Accepted, str]] = []
+            for job in jobs:
+                dev = job.dev
+                try:
+                    if job.error is not None:
+                        raise job.error
+                    win = devices[dev.kid][1]
+                    win.check(job.parsed.seq)
+                    payload, records, t = _decode(job.plaintext)
+                    win.update(job.parsed.seq)
+                    lite = job.parsed.kind == KIND_LITE
                     acc = Accepted(
-                        kid,
-                        seq,
+                        dev.kid,
+                        job.parsed.seq,
                         dev.epoch,
-                        plaintext,
+                        job.plaintext,
                         payload,
                         records,
                         t,
                         "aead-only" if lite else "signed",
                         source=source,
                     )
-                    pending.append((i, acc, dev.name))
+                    pending.append((job.index, acc, dev.name))
                 except TwinlinkError as exc:
-                    results[i] = exc
-                    events.append(Event(exc.reason, str(exc), kid, seq, source))
-            outcomes = self.store.commit([p[1] for p in pending], events)
+                    results[job.index] = exc
+                    events.append(
+                        (job.index, Event(exc.reason, str(exc), dev.kid, job.parsed.seq, source))
+                    )
+            events.sort(key=lambda e: e[0])
+            outcomes = self.store.commit([p[1] for p in pending], [e for _, e in events])
         for (i, acc, name), err in zip(pending, outcomes):
             results[i] = (
                 err
@@ -209,6 +238,30 @@ class Twin:
             )
         return results  # type: ignore[return-value]
 
+    def _crypto(self, be: Any, jobs: list[_Job]) -> None:
+        def run(chunk: list[_Job]) -> None:
+            telemetry = oscore.STREAM_TELEMETRY
+            for job in chunk:
+                try:
+                    if job.parsed.kind != KIND_LITE:
+                        be.verify(job.parsed, job.dev.public_key, telemetry)
+                    job.plaintext = be.decrypt(
+                        job.parsed, job.ctx.key, job.ctx.common_iv, telemetry
+                    )
+                except TwinlinkError as exc:
+                    job.error = exc
+
+        workers = self._workers
+        if workers < 2 or len(jobs) < 4 * workers:
+            run(jobs)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="twinlink-verify")
+        step = -(-len(jobs) // workers)
+        futures = [self._pool.submit(run, jobs[k : k + step]) for k in range(0, len(jobs), step)]
+        for f in futures:
+            f.result()
+
     # -- registry shortcuts -----------------------------------------------------------------
 
     def register(
@@ -222,6 +275,9 @@ class Twin:
         self.store.revoke(name, why)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         self.store.close()
 
     def __enter__(self) -> Twin:
