@@ -50,8 +50,9 @@ def main() -> None:
         provision(name, root / "twin.pub", root / "keys", db=db)
         backends.use(backend)
         dev = twinlink.Device.load(root / "keys" / f"{name}.device", root / "st", chunk=1 << 20)
-        chunks = iter([dev.seal_many([READING] * FRAMES, time=TIME)
-                       for _ in range(args.rounds + 1)])
+        chunks = iter(
+            [dev.seal_many([READING] * FRAMES, time=TIME) for _ in range(args.rounds + 1)]
+        )
         twin = twinlink.Twin(db, root / "twin.key", workers=workers)
         twin.open_many(next(chunks))  # warm: context derivation, prepared statements
 
@@ -59,6 +60,7 @@ def main() -> None:
             backends.use(backend)
             out = twin.open_many(next(chunks))
             assert not isinstance(out[-1], Exception), out[-1]
+
         return run, dev
 
     open_native1, _ = rig("n1", "native", 1)
@@ -69,8 +71,9 @@ def main() -> None:
     devs = {}
     for b in ("native", "python"):
         backends.use(b)
-        devs[b] = twinlink.Device.load(root / "keys" / "seal.device", root / f"st-{b}",
-                                       chunk=1 << 20)
+        devs[b] = twinlink.Device.load(
+            root / "keys" / "seal.device", root / f"st-{b}", chunk=1 << 20
+        )
 
     # Raw floor on the same frames: one Ed25519 verify and one AEAD decrypt each.
     sctx = devs["native"]._ctx
@@ -81,9 +84,14 @@ def main() -> None:
     for f in sample:
         p = P.parse(f)
         aad_ext = oscore.external_aad(p.kid, p.piv, b"t")
-        raw_inputs.append((p.sig + P.sig_structure(p.prot, aad_ext, p.enc0), p.ct,
-                           P.enc_structure(P.ENC0_PROTECTED, aad_ext),
-                           oscore.nonce(sctx.common_iv, p.kid, p.piv)))
+        raw_inputs.append(
+            (
+                p.sig + P.sig_structure(p.prot, aad_ext, p.enc0),
+                p.ct,
+                P.enc_structure(P.ENC0_PROTECTED, aad_ext),
+                oscore.nonce(sctx.common_iv, p.kid, p.piv),
+            )
+        )
 
     def raw_open() -> None:
         for signed, ct, aad, nonce in raw_inputs:
@@ -95,8 +103,9 @@ def main() -> None:
 
     def raw_seal() -> None:
         for _ in range(FRAMES):
-            sodium.crypto_aead_chacha20poly1305_ietf_encrypt(pt, tbs[:40], raw_inputs[0][3],
-                                                              sctx.key)
+            sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
+                pt, tbs[:40], raw_inputs[0][3], sctx.key
+            )
             sodium.crypto_sign(tbs, sk)
 
     def seal(b: str):
@@ -105,20 +114,26 @@ def main() -> None:
             d = devs[b]
             for _ in range(FRAMES):
                 d.seal(READING, time=TIME)
+
         return run
 
     def seal_many(b: str):
         def run() -> None:
             backends.use(b)
             devs[b].seal_many([READING] * FRAMES, time=TIME)
+
         return run
 
     cs = {
-        "seal raw": raw_seal, "Device.seal native": seal("native"),
-        "Device.seal pure": seal("python"), "seal_many native": seal_many("native"),
+        "seal raw": raw_seal,
+        "Device.seal native": seal("native"),
+        "Device.seal pure": seal("python"),
+        "seal_many native": seal_many("native"),
         "seal_many pure": seal_many("python"),
-        "open raw": raw_open, "open_many native x1": open_native1,
-        "open_many native x2": open_native2, "open_many pure x1": open_pure,
+        "open raw": raw_open,
+        "open_many native x1": open_native1,
+        "open_many native x2": open_native2,
+        "open_many pure x1": open_pure,
     }
     times: dict[str, list[float]] = {k: [] for k in cs}
     order = list(cs)
@@ -130,12 +145,16 @@ def main() -> None:
             times[k].append((time.perf_counter() - t0) / FRAMES)
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
-    print(f"per frame, 64-byte SenML reading, median over {args.rounds} rounds (min); "
-          f"ratio to the raw floor of the same rounds")
+    print(
+        f"per frame, 64-byte SenML reading, median over {args.rounds} rounds (min); "
+        f"ratio to the raw floor of the same rounds"
+    )
     for k in cs:
         base = "seal raw" if "seal" in k else "open raw"
-        print(f"  {k:22s} {med[k] * 1e6:8.2f} us ({low[k] * 1e6:7.2f})   "
-              f"x raw: {med[k] / med[base]:.3f} (min {low[k] / low[base]:.3f})")
+        print(
+            f"  {k:22s} {med[k] * 1e6:8.2f} us ({low[k] * 1e6:7.2f})   "
+            f"x raw: {med[k] / med[base]:.3f} (min {low[k] / low[base]:.3f})"
+        )
 
 
 if __name__ == "__main__":

@@ -40,19 +40,37 @@ class Record(NamedTuple):
     sum: float | None = None
 
 
+_HALF, _SINGLE, _DOUBLE = struct.Struct(">e"), struct.Struct(">f"), struct.Struct(">d")
+
+
 def _float(value: float) -> bytes:
     # Preferred serialization (RFC 8949 §4.2.1): the shortest of half, single, double that
-    # represents the value exactly.
-    try:
-        half = struct.pack(">e", value)
-        if struct.unpack(">e", half)[0] == value:
-            return b"\xf9" + half
-    except OverflowError:
-        pass
-    single = struct.pack(">f", value) if abs(value) <= 3.4028234663852886e38 else b""
-    if single and struct.unpack(">f", single)[0] == value:
-        return b"\xfa" + single
-    return b"\xfb" + struct.pack(">d", value)
+    # represents the value exactly. Most sensor decimals (21.37) need a double: test single
+    # first, and half only when single already fits.
+    if abs(value) <= 3.4028234663852886e38:
+        single = _SINGLE.pack(value)
+        if _SINGLE.unpack(single)[0] == value:
+            if abs(value) <= 65504.0:
+                half = _HALF.pack(value)
+                if _HALF.unpack(half)[0] == value:
+                    return b"\xf9" + half
+            return b"\xfa" + single
+    return b"\xfb" + _DOUBLE.pack(value)
+
+
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    """``0: name`` encoded, cached: a device sends the same few names again and again."""
+    enc = _NAMES.get(name)
+    if enc is None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("SenML names must be non-empty strings")
+        enc = b"\x00" + cbor.tstr(name)
+        if len(_NAMES) < 4096:
+            _NAMES[name] = enc
+    return enc
 
 
 def _number(value: int | float) -> bytes:
@@ -78,12 +96,10 @@ def encode(
         raise ValueError("too many values in one reading")
     parts = [cbor.head(cbor.ARRAY, len(reading))]
     for i, (name, value) in enumerate(reading.items()):
-        if not isinstance(name, str) or not name:
-            raise ValueError("SenML names must be non-empty strings")
         unit = units.get(name) if units else None
         timed = i == 0 and time is not None
         parts.append(cbor.head(cbor.MAP, 2 + (unit is not None) + timed))
-        parts.append(b"\x00" + cbor.tstr(name))
+        parts.append(_name(name))
         if unit is not None:
             parts.append(b"\x01" + cbor.tstr(unit))
         if isinstance(value, bool):
