@@ -218,3 +218,39 @@ def test_bridge_cli_bad_config_is_one_line(tmp_path):
                          capture_output=True, text=True, env=cli_env(), timeout=30)
     assert out.returncode != 0
     assert out.stderr.startswith("twinlink: no sensors") and "Traceback" not in out.stderr
+
+
+@pytest.mark.mqtt
+def test_bridge_forwards_over_mqtt_to_the_ingest(rig):
+    """The gateway path integrators use: legacy lines -> bridge -> mosquitto -> serve -> twin."""
+    from mosquitto import Broker, MOSQUITTO, start_serve, stored_count, wait_until
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)")
+    broker = Broker(rig.root / "broker")
+    broker.start()
+    serve = None
+    try:
+        data = _config(rig, broker.url, {"boiler-1": "", "ws7": ""})
+        data["output"] = {"url": broker.url, "write_timeout": 5.0}  # a serial-only key
+        with pytest.raises(ConfigError, match="write_timeout"):
+            Bridge.from_config(config_from_dict(data))
+        data["output"] = {"url": broker.url, "reconnect_max": 0.5}
+        cfg = config_from_dict(data)
+        serve = start_serve(broker.url, rig.db, rig.twin_key_path)
+        bridge = Bridge.from_config(cfg)
+        try:
+            lines = _lines("boiler-1.log")
+            for line in lines:
+                bridge.handle_line("boiler-1", line)
+            wait_until(lambda: stored_count(rig.db) == 52, 30, what="52 readings stored")
+        finally:
+            bridge.close()
+        assert bridge.counts["forwarded"] == 52 and bridge.counts["malformed"] == 6
+        with rig.twin() as twin:
+            st = twin.store.status("gateway")
+            assert st["accepted"] == 52 and "boiler-1:temp" in st["state"]
+    finally:
+        if serve is not None:
+            serve.terminate()
+        broker.kill()

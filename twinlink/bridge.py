@@ -281,8 +281,13 @@ def open_output(url: str, device: Device, **options: Any) -> Link:
         for_device = getattr(mqtt, "for_device", None)
         if for_device is None:
             raise TransportError("twinlink.transport.mqtt has no for_device(device, url, …)")
-        return for_device(device, url, **options)  # type: ignore[no-any-return]
-    return SerialLink(url, **options)
+        make: Callable[..., Link] = lambda: for_device(device, url, **options)  # noqa: E731
+    else:
+        make = lambda: SerialLink(url, **options)  # noqa: E731
+    try:
+        return make()
+    except TypeError as exc:  # an [output] key the chosen transport does not take
+        raise ConfigError(f"[output] for {url.split(':', 1)[0]}: {exc}") from None
 
 
 @dataclass
