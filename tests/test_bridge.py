@@ -223,7 +223,7 @@ def test_bridge_cli_bad_config_is_one_line(tmp_path):
 @pytest.mark.mqtt
 def test_bridge_forwards_over_mqtt_to_the_ingest(rig):
     """The gateway path integrators use: legacy lines -> bridge -> mosquitto -> serve -> twin."""
-    from mosquitto import Broker, MOSQUITTO, start_serve, stored_count, wait_until
+    from mosquitto import MOSQUITTO, Broker, start_serve, stored_count, wait_until
 
     if MOSQUITTO is None:
         pytest.skip("mosquitto is not installed (scripts/setup.sh installs it)")
