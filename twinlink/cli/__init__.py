@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Callable
 
 from .. import __version__
 from .. import backends as backend
@@ -65,6 +66,26 @@ class CliError(Exception):
 
 def fail(message: str, code: int = EXIT_FAILURE, hint: str = "") -> CliError:
     return CliError(message, code, hint)
+
+
+READING_HINT = 'each line must be a JSON object like {"temp": 21.5}'
+
+
+def json_readings(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """Readings from JSON lines: (line number, the object or None, why not). Blank lines skip."""
+    for lineno, line in enumerate(stream, 1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError as exc:
+            yield lineno, None, str(exc)
+            continue
+        if isinstance(obj, dict):
+            yield lineno, obj, ""
+        else:
+            yield lineno, None, "not a JSON object"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from ..device import Device
 from ..errors import TwinlinkError
 from ..store import PROFILE_LITE, PROFILE_SIGNED, SQLiteStore
 from ..twin import Twin, open_lines, refusal_json
-from . import EXIT_REGISTRY, EXIT_USAGE, fail
+from . import EXIT_REGISTRY, EXIT_USAGE, READING_HINT, fail, json_readings
 
 
 def _emit(obj: Any) -> None:
@@ -138,21 +138,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def cmd_seal(args: argparse.Namespace) -> int:
     dev = Device.load(args.device, args.state)
     try:
-        for lineno, line in enumerate(sys.stdin, 1):
-            text = line.strip()
-            if not text:
-                continue
+        for lineno, reading, why in json_readings(sys.stdin):
             try:
-                reading = json.loads(text)
-                if not isinstance(reading, dict):
-                    raise ValueError("not a JSON object")
+                if reading is None:
+                    raise ValueError(why)
                 fr = dev.seal(reading)
             except (ValueError, TypeError) as exc:
-                raise fail(
-                    f"line {lineno}: {exc}",
-                    EXIT_USAGE,
-                    'each line must be a JSON object like {"temp": 21.5}',
-                ) from None
+                raise fail(f"line {lineno}: {exc}", EXIT_USAGE, READING_HINT) from None
             sys.stdout.write(fr.hex() + "\n")
             sys.stdout.flush()
     finally:

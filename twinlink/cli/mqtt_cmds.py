@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
@@ -14,7 +13,7 @@ from typing import Any
 from ..device import Device
 from ..outbox import DEFAULT_CAPACITY, OutboxFull
 from ..transport.mqtt import MqttLink, MqttOptions, connect_options
-from . import EXIT_PENDING, EXIT_TRANSPORT, EXIT_USAGE, fail
+from . import EXIT_PENDING, EXIT_TRANSPORT, EXIT_USAGE, READING_HINT, fail, json_readings
 
 SEAL_BATCH = 256
 
@@ -27,19 +26,10 @@ def _options(args: argparse.Namespace) -> MqttOptions:
 
 def _readings(stream: Any) -> list[dict[str, Any]]:
     out = []
-    for lineno, line in enumerate(stream, 1):
-        text = line.strip()
-        if not text:
-            continue
-        try:
-            obj = json.loads(text)
-        except ValueError as exc:
-            raise fail(f"line {lineno}: {exc}", EXIT_USAGE,
-                       'each line must be a JSON object like {"temp": 21.5}') from None
-        if not isinstance(obj, dict):
-            raise fail(f"line {lineno}: not a JSON object", EXIT_USAGE,
-                       'each line must be a JSON object like {"temp": 21.5}')
-        out.append(obj)
+    for lineno, reading, why in json_readings(stream):
+        if reading is None:
+            raise fail(f"line {lineno}: {why}", EXIT_USAGE, READING_HINT)
+        out.append(reading)
     return out
 
 

@@ -21,7 +21,7 @@ from ..errors import TwinlinkError
 from ..monitor import Monitor
 from ..transport.serial import SerialLink, SerialReceiver
 from ..twin import Twin
-from . import EXIT_FAILURE, EXIT_TRANSPORT, EXIT_USAGE, fail
+from . import EXIT_FAILURE, EXIT_TRANSPORT, EXIT_USAGE, READING_HINT, fail, json_readings
 
 
 def _emit(obj: Any) -> None:
@@ -42,19 +42,14 @@ def send_serial(args: argparse.Namespace) -> int:
     try:
         link = dev.link = SerialLink(args.serial, baudrate=args.baudrate,
                                      write_timeout=args.timeout)
-        for lineno, line in enumerate(sys.stdin, 1):
-            text = line.strip()
-            if not text:
-                continue
+        for lineno, reading, why in json_readings(sys.stdin):
             try:
-                reading = json.loads(text)
-                if not isinstance(reading, dict):
-                    raise ValueError("not a JSON object")
+                if reading is None:
+                    raise ValueError(why)
                 frame = dev.seal(reading)
             except (ValueError, TypeError) as exc:
                 skipped += 1
-                print(f'twinlink: line {lineno} skipped: {exc} — each line must be a JSON object '
-                      'like {"temp": 21.5}', file=sys.stderr)
+                print(f"twinlink: line {lineno} skipped: {exc} — {READING_HINT}", file=sys.stderr)
                 continue
             try:
                 link.send(frame)
