@@ -14,6 +14,12 @@ from . import backends as backend
 from . import cbor, oscore
 from ._backend_pure import KIND_LITE, KIND_SIGNED, MAX_FRAME, Parsed
 
+
+def _be() -> Any:
+    """The active backend module (typed Any: both backends share one duck-typed surface)."""
+    return backend.current()
+
+
 __all__ = [
     "KIND_LITE",
     "KIND_SIGNED",
@@ -38,13 +44,13 @@ def seal(
 
     The caller guarantees ``seq`` is never reused under ``ctx`` (see :class:`SequenceStore`).
     """
-    return backend.current().seal(
+    return _be().seal(
         sign_sk,
         ctx.sender_id,
         ctx.key,
         ctx.common_iv,
         stream,
-        seq,  # type: ignore[no-any-return]
+        seq,
         plaintext,
     )
 
@@ -53,19 +59,19 @@ def seal_lite(
     ctx: oscore.Context, seq: int, plaintext: bytes, stream: bytes = oscore.STREAM_TELEMETRY
 ) -> bytes:
     """Seal one lite-profile frame (COSE_Encrypt0 with the kid unprotected, no signature)."""
-    return backend.current().seal_lite(
+    return _be().seal_lite(
         ctx.sender_id,
         ctx.key,
         ctx.common_iv,
         stream,
-        seq,  # type: ignore[no-any-return]
+        seq,
         plaintext,
     )
 
 
 def parse(frame: bytes) -> Parsed:
     """Strictly parse a frame's structure; raise :class:`MalformedFrame`. Checks no crypto."""
-    return backend.current().parse(frame)  # type: ignore[no-any-return]
+    return _be().parse(frame)
 
 
 def open_frame(
@@ -75,7 +81,7 @@ def open_frame(
     stream: bytes = oscore.STREAM_TELEMETRY,
 ) -> tuple[Parsed, bytes]:
     """Parse, verify and decrypt; return (parsed header, plaintext). No replay check."""
-    return backend.current().open_frame(frame, sign_pk, ctx.key, ctx.common_iv, stream)  # type: ignore[no-any-return]
+    return _be().open_frame(frame, sign_pk, ctx.key, ctx.common_iv, stream)
 
 
 def describe(frame: bytes) -> dict[str, Any]:
