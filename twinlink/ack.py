@@ -25,7 +25,7 @@ import cbor2
 from nacl import bindings as _nacl
 from nacl.exceptions import CryptoError
 
-from . import cbor
+from . import cbor, senml
 from ._backend_pure import ENC0_PROTECTED, TAG_LEN, enc_structure
 from .cbor import ARRAY, MAP, TAG, UINT, Reader
 from .errors import DecryptionFailed, MalformedFrame, MalformedPayload
@@ -134,10 +134,7 @@ def open_ack(ctx: Context, kid: bytes, data: bytes) -> Ack:
             ct, _aad(kid, piv), nonce(ctx.common_iv, b"", piv), ctx.key)
     except (CryptoError, ValueError):
         raise DecryptionFailed("ack AEAD tag does not verify") from None
-    try:
-        obj = cbor2.loads(plaintext, max_depth=3, allow_indefinite=False)
-    except Exception as exc:
-        raise MalformedPayload(f"ack plaintext is not CBOR ({type(exc).__name__})") from None
+    obj = senml.loads(plaintext)  # the bounded decoder for authenticated CBOR
     if not isinstance(obj, list) or len(obj) > MAX_RANGES:
         raise MalformedPayload("ack plaintext is not an array of at most 512 ranges")
     ranges: list[Range] = []

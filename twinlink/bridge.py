@@ -45,8 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cbor2
-
 from . import senml
 from .device import Device, Link
 from .errors import TransportError, TwinlinkError
@@ -339,9 +337,8 @@ class Bridge:
 
     def reading(self, sensor: str, values: Mapping[str, Any]) -> bytes:
         """The SenML plaintext of one sensor reading: base name ``"<sensor>:"``, gateway time."""
-        pack = cbor2.loads(senml.encode(values, time.time(), self.sensors[sensor].units or None))
-        pack[0][senml.BN] = f"{sensor}:"
-        return cbor2.dumps(pack, canonical=True)
+        units = self.sensors[sensor].units or None
+        return senml.encode(values, time.time(), units, base_name=f"{sensor}:")
 
     def handle_line(self, sensor: str, line: str) -> LineResult | None:
         """Parse, seal and forward one line; never raises for bad input or a failed send."""

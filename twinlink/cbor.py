@@ -97,3 +97,61 @@ class Reader:
         """Require that nothing is left."""
         if self.pos != self.end:
             raise MalformedFrame(f"trailing bytes after {what}")
+
+
+def check_item(data: bytes, max_depth: int = 16) -> None:
+    """Require ``data`` to be exactly one well-formed CBOR item: definite lengths only, nesting
+    at most ``max_depth``, no duplicate map keys, every length within the input.
+
+    For decoders that cannot enforce these limits themselves (cbor2 before 6.0); raises
+    :class:`MalformedFrame`. Shortest-form heads are *not* required here (payload rule).
+    """
+    end = _skip(data, 0, len(data), max_depth)
+    if end != len(data):
+        raise MalformedFrame("trailing bytes after the payload item")
+
+
+def _head_any(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+    """(major, ai, argument, next position) of the head at ``pos``; indefinite is refused."""
+    if pos >= end:
+        raise MalformedFrame("truncated CBOR item")
+    ib = data[pos]
+    major, ai = ib >> 5, ib & 0x1F
+    if ai < 24:
+        return major, ai, ai, pos + 1
+    if ai > 27:
+        raise MalformedFrame("indefinite-length or reserved CBOR head")
+    n = 1 << (ai - 24)
+    if end - pos - 1 < n:
+        raise MalformedFrame("truncated CBOR item")
+    return major, ai, int.from_bytes(data[pos + 1 : pos + 1 + n], "big"), pos + 1 + n
+
+
+def _skip(data: bytes, pos: int, end: int, depth: int) -> int:
+    major, _, arg, pos = _head_any(data, pos, end)
+    if major in (BSTR, TSTR):
+        if arg > end - pos:
+            raise MalformedFrame("CBOR string runs past the end")
+        return pos + arg
+    if major in (ARRAY, MAP, TAG):
+        if depth <= 0:
+            raise MalformedFrame("CBOR nested too deeply")
+        if major == TAG:
+            return _skip(data, pos, end, depth - 1)
+        if arg > end - pos:  # every element takes at least one byte
+            raise MalformedFrame("CBOR container longer than the input")
+        if major == ARRAY:
+            for _ in range(arg):
+                pos = _skip(data, pos, end, depth - 1)
+            return pos
+        seen = set()
+        for _ in range(arg):
+            key_at = pos
+            pos = _skip(data, pos, end, depth - 1)
+            key = data[key_at:pos]
+            if key in seen:
+                raise MalformedFrame("duplicate CBOR map key")
+            seen.add(key)
+            pos = _skip(data, pos, end, depth - 1)
+        return pos
+    return pos  # integers, simple values and floats: the head is the whole item

@@ -8,6 +8,7 @@ hostile device): decoding is bounded and raises :class:`MalformedPayload` on any
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 from collections.abc import Mapping
@@ -82,13 +83,17 @@ def _number(value: int | float) -> bytes:
 
 
 def encode(
-    reading: Mapping[str, Any], time: float | None = None, units: Mapping[str, str] | None = None
+    reading: Mapping[str, Any],
+    time: float | None = None,
+    units: Mapping[str, str] | None = None,
+    base_name: str | None = None,
 ) -> bytes:
     """Encode ``{name: value}`` (numbers, strings, booleans, bytes) as a CBOR SenML pack.
 
-    Deterministic encoding (RFC 8949 §4.2.1): map keys in bytewise order n(0) u(1) value(2/3/4/8)
-    bt(-3), shortest integer and float forms — byte-identical to ``cbor2.dumps(...,
-    canonical=True)`` of the same pack, and several times faster.
+    The first record carries the base name and base time when given. Deterministic encoding
+    (RFC 8949 §4.2.1): map keys in bytewise order n(0) u(1) value(2/3/4/8) bn(-2) bt(-3),
+    shortest integer and float forms — byte-identical to ``cbor2.dumps(..., canonical=True)``
+    of the same pack, and several times faster.
     """
     if not reading:
         raise ValueError("a reading needs at least one value")
@@ -98,7 +103,8 @@ def encode(
     for i, (name, value) in enumerate(reading.items()):
         unit = units.get(name) if units else None
         timed = i == 0 and time is not None
-        parts.append(cbor.head(cbor.MAP, 2 + (unit is not None) + timed))
+        based = i == 0 and base_name is not None
+        parts.append(cbor.head(cbor.MAP, 2 + (unit is not None) + timed + based))
         parts.append(_name(name))
         if unit is not None:
             parts.append(b"\x01" + cbor.tstr(unit))
@@ -114,6 +120,8 @@ def encode(
             parts.append(b"\x08" + cbor.bstr(bytes(value)))
         else:
             raise TypeError(f"{name}: unsupported value type {type(value).__name__}")
+        if based:
+            parts.append(b"\x21" + cbor.tstr(base_name))  # type: ignore[arg-type]
         if timed:
             t = float(time)  # type: ignore[arg-type]
             if not math.isfinite(t):
@@ -122,16 +130,38 @@ def encode(
     return b"".join(parts)
 
 
+def _strict_kwargs() -> dict[str, Any]:
+    # cbor2 >= 6 enforces depth, definite lengths and unique keys itself; 5.x (the newest on
+    # Python 3.9) takes none of these, and loads() then pre-checks with cbor.check_item.
+    strict: dict[str, Any] = {
+        "max_depth": 16,
+        "allow_indefinite": False,
+        "allow_duplicate_keys": False,
+    }
+    try:
+        cbor2.loads(b"\x00", **strict)
+    except TypeError:
+        return {}
+    return strict
+
+
+_STRICT = _strict_kwargs()
+
+
 def loads(plaintext: bytes) -> Any:
     """Decode authenticated CBOR with tight bounds; raise :class:`MalformedPayload`."""
     if len(plaintext) > MAX_PLAINTEXT:
         raise MalformedPayload("payload exceeds the maximum size")
     try:
-        return cbor2.loads(
-            plaintext, max_depth=16, allow_indefinite=False, allow_duplicate_keys=False
-        )
+        if not _STRICT:
+            cbor.check_item(plaintext, 16)
+        fp = io.BytesIO(plaintext)
+        obj = cbor2.CBORDecoder(fp, **_STRICT).decode()
     except Exception as exc:  # cbor2 raises several types on hostile input
         raise MalformedPayload(f"payload is not valid CBOR ({type(exc).__name__})") from None
+    if fp.tell() != len(plaintext):  # cbor2.loads would silently ignore what follows
+        raise MalformedPayload("payload has bytes after its CBOR item")
+    return obj
 
 
 def is_pack(obj: Any) -> bool:
