@@ -199,7 +199,7 @@ class Twin:
                         raise job.error
                     win = devices[dev.kid][1]
                     win.check(job.parsed.seq)
-                    payload, records, t = _decode(job.plaintext)
+                    payload, records, t = decode_payload(job.plaintext)
                     win.update(job.parsed.seq)
                     lite = job.parsed.kind == KIND_LITE
                     acc = Accepted(
@@ -287,7 +287,11 @@ class Twin:
         self.close()
 
 
-def _decode(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
+def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
+    """(payload, SenML records, time) of an opened plaintext; raise :class:`MalformedPayload`.
+
+    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded.
+    """
     obj = senml.loads(plaintext)
     if not senml.is_pack(obj):
         return obj, (), None

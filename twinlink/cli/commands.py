@@ -160,21 +160,22 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 
 def _read_frame_arg(arg: str) -> bytes:
+    text = arg.strip()
+    if text and len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text)  # hex first: a frame's hex is often longer than NAME_MAX
     p = Path(arg)
-    if p.is_file():
-        raw = p.read_bytes()
-        try:
-            return bytes.fromhex(raw.decode().strip())
-        except (UnicodeDecodeError, ValueError):
-            return raw
     try:
-        return bytes.fromhex(arg.strip())
-    except ValueError:
+        raw = p.read_bytes()
+    except OSError:
         raise fail(
             "argument is neither a file nor hex",
             EXIT_USAGE,
             "pass a hex string or a file holding a frame (hex or binary)",
         ) from None
+    try:
+        return bytes.fromhex(raw.decode().strip())
+    except (UnicodeDecodeError, ValueError):
+        return raw
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -219,8 +220,8 @@ def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
         if parsed.kind == frame.KIND_SIGNED:
             be.verify(parsed, st.device.public_key, oscore.STREAM_TELEMETRY)
         plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, oscore.STREAM_TELEMETRY)
-        from ..senml import loads
         from ..store import to_json
+        from ..twin import decode_payload
 
         return {
             "ok": True,
@@ -228,7 +229,7 @@ def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
             "status": st.device.status,
             "window": window,
             "plaintext": plaintext.hex(),
-            "payload": to_json(loads(plaintext)),
+            "payload": to_json(decode_payload(plaintext)[0]),
         }
     except TwinlinkError as exc:
         return refusal_json(exc)
