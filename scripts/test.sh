@@ -12,7 +12,9 @@ set +e
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
-  echo "pytest collected no tests: that is not a pass" >&2
-  exit 1
+  # pytest's "no tests ran" must not fail CI, but it is no pass either: say so plainly (CI's
+  # reader flags a run whose last pytest line reports no tests).
+  echo "pytest ran no tests (selection empty): nothing was verified" >&2
+  exit 0
 fi
 exit "$rc"
