@@ -291,3 +291,19 @@ def test_demo_runs_and_checks_itself(tmp_path):
     p = run("demo", "--count", "4", "--keep", str(tmp_path / "demo"))
     assert "demo passed" in p.stdout
     assert "refused: replay" in p.stdout and "refused: bad_signature" in p.stdout
+
+
+def test_rekey_keeps_history_and_updates_the_bundle(setup):
+    tmp, db = setup
+    bundle, key = str(tmp / "keys/pump-17.device"), str(tmp / "keys/twin.key")
+    before = run("seal", "--device", bundle, "--state", str(tmp / "st"), stdin='{"v": 1}\n').stdout
+    assert json.loads(run("open", "--db", db, "--twin-key", key, stdin=before).stdout)["ok"]
+    p = run("twin", "rekey", "pump-17", "--db", db, "--salt", "a1b2", "--bundle", bundle)
+    assert "updated" in p.stderr and os.stat(bundle).st_mode & 0o777 == 0o600
+    after = run("seal", "--device", bundle, "--state", str(tmp / "st"), stdin='{"v": 2}\n').stdout
+    out = json.loads(run("open", "--db", db, "--twin-key", key, stdin=after).stdout)
+    assert out["ok"] and out["seq"] == 0  # a fresh counter in the new context
+    show = json.loads(run("twin", "show", "pump-17", "--db", db, "--json").stdout)
+    assert show["epoch"] == 1 and show["accepted"] == 2
+    again = run("twin", "rekey", "pump-17", "--db", db, "--salt", "a1b2", check=False)
+    assert again.returncode == 1 and "already used" in again.stderr

@@ -302,9 +302,41 @@ def cmd_twin(args: argparse.Namespace) -> int:
                 )
             store.reanchor(_need_name(args), args.floor)
             print(f"re-anchored {args.name}: accepting seq >= {args.floor}", file=sys.stderr)
+        elif args.action == "rekey":
+            _rekey(store, _need_name(args), args.salt, args.bundle)
     finally:
         store.close()
     return 0
+
+
+def _rekey(store: SQLiteStore, name: str, salt_hex: str | None, bundle_path: str | None) -> None:
+    """New Master Salt for one device: history stays, window and counters start afresh."""
+    try:
+        salt = os.urandom(8) if salt_hex is None else bytes.fromhex(salt_hex)
+    except ValueError:
+        raise fail("--salt must be hex", EXIT_USAGE) from None
+    bundle = keys.Bundle.load(bundle_path) if bundle_path else None
+    dev = store.device(name)
+    if bundle is not None:
+        if (bundle.name, bundle.kid) != (dev.name, dev.kid):
+            raise fail(f"{bundle_path} is not {name}'s bundle", EXIT_USAGE)
+        if bundle.device_key is None:
+            raise fail(
+                "a lite bundle holds derived keys only",
+                EXIT_USAGE,
+                "re-provision the lite device instead of re-keying it",
+            )
+    store.rekey(name, salt, dev.id_context)
+    if bundle is not None and bundle_path is not None:
+        bundle.settings["master_salt"] = salt.hex()
+        bundle.save(bundle_path, overwrite=True)
+        print(f"re-keyed {name} (master salt {salt.hex()}); updated {bundle_path}", file=sys.stderr)
+    else:
+        print(
+            f're-keyed {name}: set "master_salt": "{salt.hex()}" in its bundle\'s settings '
+            "before it sends again",
+            file=sys.stderr,
+        )
 
 
 def _need_name(args: argparse.Namespace) -> str:
@@ -397,7 +429,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("twin", help="query and administer the twin registry")
     p.add_argument(
-        "action", choices=["list", "show", "events", "readings", "register", "revoke", "reanchor"]
+        "action",
+        choices=["list", "show", "events", "readings", "register", "revoke", "reanchor", "rekey"],
     )
     p.add_argument("name", nargs="?")
     p.add_argument("--db", default=os.environ.get("TWINLINK_DB", "twin.db"))
@@ -408,6 +441,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lite", action="store_true", help="register: lite-profile device")
     p.add_argument("--why", help="revoke: reason recorded in the events")
     p.add_argument("--floor", type=int, help="reanchor: lowest sequence number to accept")
+    p.add_argument("--salt", help="rekey: new Master Salt in hex (default: 8 random bytes)")
+    p.add_argument("--bundle", help="rekey: the device's bundle file to update as well")
     p.set_defaults(func=cmd_twin)
 
     p = sub.add_parser("doctor", help="show the active backend and why")
