@@ -256,3 +256,19 @@ def test_rekey_refuses_a_context_used_before(rig):
         with pytest.raises(TwinlinkError, match="already used"):
             twin.store.rekey("pump", salt, ctx)
     assert twin.store.device("pump").epoch == 2
+
+
+def test_refusal_counters_count_once_and_events_are_capped(rig):
+    from twinlink.store import Accepted, Event, SQLiteStore
+
+    rig.provision("pump")
+    store = SQLiteStore(str(rig.db), max_events=10)
+    kid = store.device("pump").kid
+    a = Accepted(kid, 3, 0, b"\xa0", {}, [], None, "signed")
+    assert store.commit([a], []) == [None]
+    assert store.commit([a], [])[0].reason == "replay"  # raced in from another ingest
+    assert (store.status("pump")["accepted"], store.status("pump")["refused"]) == (1, 1)
+    store.record_events([Event("malformed", f"garbage {i}", kid) for i in range(25)])
+    kept = store.events(limit=100)
+    assert len(kept) == 10 and kept[-1]["detail"] == "garbage 24"  # the newest are kept
+    assert store.status("pump")["refused"] == 26  # the counter keeps the total

@@ -259,8 +259,17 @@ class SQLiteStore(TwinStore):
     Several processes may share one file (SQLite's write lock serialises their commits).
     """
 
-    def __init__(self, path: str, synchronous: str = "FULL", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "FULL",
+        timeout: float = 10.0,
+        max_events: int = 1_000_000,
+    ) -> None:
         self.path = str(path)
+        # A flood of garbage frames must not fill the disk: only the newest ``max_events``
+        # security events are kept (per-device refusal counters keep the totals).
+        self.max_events = max_events
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(
@@ -429,12 +438,11 @@ class SQLiteStore(TwinStore):
                         err = exc
                         extra_events.append(Event(exc.reason, str(exc), a.kid, a.seq, a.source))
                     results.append(err)
-                    c = counts.setdefault(a.kid, [0, 0, None, None])
                     if err is not None:
-                        c[1] += 1
-                        continue
+                        continue  # counted as refused with its event, below
+                    c = counts.setdefault(a.kid, [0, None, None])
                     c[0] += 1
-                    c[2], c[3] = a.received_at, a.seq
+                    c[1], c[2] = a.received_at, a.seq
                     rows.append(
                         (
                             a.kid,
@@ -483,12 +491,11 @@ class SQLiteStore(TwinStore):
                         "UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
                         (win.top, win.to_bytes(), kid),
                     )
-                for kid, (acc, ref, seen, seq) in counts.items():
+                for kid, (acc, seen, seq) in counts.items():
                     db.execute(
-                        "UPDATE devices SET accepted=accepted+?, refused=refused+?,"
-                        " last_seen=COALESCE(?, last_seen),"
-                        " last_seq=MAX(COALESCE(last_seq, -1), COALESCE(?, -1)) WHERE kid=?",
-                        (acc, ref, seen, seq, kid),
+                        "UPDATE devices SET accepted=accepted+?, last_seen=?,"
+                        " last_seq=MAX(COALESCE(last_seq, -1), ?) WHERE kid=?",
+                        (acc, seen, seq, kid),
                     )
                 self._insert_events(extra_events)
                 db.execute("COMMIT")
@@ -511,6 +518,9 @@ class SQLiteStore(TwinStore):
                 refused[e.kid] = refused.get(e.kid, 0) + 1
         self._db.executemany(
             "UPDATE devices SET refused=refused+? WHERE kid=?", [(n, k) for k, n in refused.items()]
+        )
+        self._db.execute(
+            "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (self.max_events,)
         )
 
     def record_events(self, events: Iterable[Event]) -> None:
