@@ -71,3 +71,22 @@ def cli_env() -> dict[str, str]:
 
 
 CLI = [sys.executable, "-m", "twinlink"]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_link_threads():
+    """A test must close every link it opens: a leaked reader or MQTT thread keeps retrying
+    (with random jitter) into later tests."""
+    import threading
+    import time
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t.name for t in threading.enumerate()
+                  if t not in before and t.name.startswith("twinlink-") and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads left running: {leaked}"

@@ -191,6 +191,7 @@ def test_bridge_survives_a_failing_output(rig, tmp_path):
     cfg = config_from_dict(_config(rig, "loop://", {"boiler-1": "", "ws7": ""}))
     bridge = Bridge.from_config(cfg)
     try:
+        bridge.output.close()  # swap the configured loop:// link for one whose port is gone
         bridge.output = SerialLink(gone, require_open=False, queue_size=2)
         for line in ["61.0,1.8,12,OK"] * 4 + ["garbage"]:
             bridge.handle_line("boiler-1", line)

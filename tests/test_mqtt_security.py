@@ -111,5 +111,6 @@ def test_forged_and_replayed_acks_change_nothing(tmp_path: Path, broker_factory)
         wait_until(lambda: link.pending() == 0, 10, what="a fresh genuine ack to release all")
     finally:
         raw.loop_stop()
+        link.close()  # the link is not attached to dev: close it, or its thread outlives the test
         dev.close()
         twin.close()
