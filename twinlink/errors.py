@@ -121,18 +121,3 @@ class LineError(TwinlinkError, ValueError):
     """A serial record failed COBS decoding or its CRC: line noise, not an attack."""
 
     reason = "line"
-
-
-#: Reasons a frame can be refused with, in the order `open` checks them (documented CLI values).
-FRAME_REASONS = (
-    "malformed",
-    "unknown_device",
-    "revoked",
-    "window_lost",
-    "replay",
-    "too_old",
-    "bad_signature",
-    "decrypt_failed",
-    "bad_payload",
-    "topic_mismatch",
-)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import backends as backend
-from . import cbor, oscore
+from . import oscore
 from ._backend_pure import KIND_LITE, KIND_SIGNED, MAX_FRAME, Parsed
 
 
@@ -134,6 +134,3 @@ def diagnostic(data: bytes) -> str:
     prot = f"h'{p.prot.hex()}' / {{1: {p.alg}, 4: h'{p.kid.hex()}'}} /"
     return f"18([{prot}, {{}}, << {enc0} >>, h'{p.sig.hex()}'])"
 
-
-# Re-exported for callers that build structures by hand (tests, docs).
-head = cbor.head

@@ -651,18 +651,22 @@ class SQLiteStore(TwinStore):
             },
         }
 
-    def readings(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = (
-            "SELECT d.name, r.seq, r.received_at, r.time, r.provenance, r.payload FROM readings r"
-            " JOIN devices d ON d.kid = r.kid"
-        )
-        args: tuple[Any, ...] = ()
-        if name is not None:
-            q += " WHERE d.name=?"
-            args = (name,)
-        q += " ORDER BY r.id DESC LIMIT ?"
+    def _newest(self, select: str, alias: str, name: str | None, limit: int) -> list[Any]:
+        """The newest ``limit`` rows of ``select`` (its table as ``alias``, devices as ``d``),
+        of one device or all, oldest first."""
+        q = f"{select} WHERE ? IS NULL OR d.name = ? ORDER BY {alias}.id DESC LIMIT ?"
         with self._lock:
-            rows = self._db.execute(q, (*args, limit)).fetchall()
+            rows = self._db.execute(q, (name, name, limit)).fetchall()
+        return list(reversed(rows))
+
+    def readings(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self._newest(
+            "SELECT d.name, r.seq, r.received_at, r.time, r.provenance, r.payload FROM readings r"
+            " JOIN devices d ON d.kid = r.kid",
+            "r",
+            name,
+            limit,
+        )
         return [
             {
                 "device": n,
@@ -672,7 +676,7 @@ class SQLiteStore(TwinStore):
                 "provenance": p,
                 "payload": json.loads(pl),
             }
-            for n, s, ra, t, p, pl in reversed(rows)
+            for n, s, ra, t, p, pl in rows
         ]
 
     def count_readings(self, name: str | None = None) -> int:
@@ -687,17 +691,13 @@ class SQLiteStore(TwinStore):
             )
 
     def events(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        q = (
+        rows = self._newest(
             "SELECT e.at, e.kid, d.name, e.seq, e.reason, e.detail, e.source FROM events e"
-            " LEFT JOIN devices d ON d.kid = e.kid"
+            " LEFT JOIN devices d ON d.kid = e.kid",
+            "e",
+            name,
+            limit,
         )
-        args: tuple[Any, ...] = ()
-        if name is not None:
-            q += " WHERE d.name=?"
-            args = (name,)
-        q += " ORDER BY e.id DESC LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(q, (*args, limit)).fetchall()
         return [
             {
                 "at": at,
@@ -708,7 +708,7 @@ class SQLiteStore(TwinStore):
                 "detail": d,
                 "source": src,
             }
-            for at, k, n, s, r, d, src in reversed(rows)
+            for at, k, n, s, r, d, src in rows
         ]
 
     def close(self) -> None:
