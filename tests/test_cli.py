@@ -26,6 +26,15 @@ def run(*args, stdin="", check=True, cwd=None):
     return p
 
 
+def seal_args(tmp):
+    """``twinlink seal`` for the provisioned pump-17 with its state in ``tmp/st``."""
+    return ["seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st")]
+
+
+def seal(tmp, stdin, check=True):
+    return run(*seal_args(tmp), stdin=stdin, check=check)
+
+
 @pytest.fixture
 def setup(tmp_path):
     run("keygen", "twin", "--out", str(tmp_path / "keys"))
@@ -56,14 +65,7 @@ def test_keygen_and_provision_files(setup):
 def test_seal_then_open_pipeline(setup):
     tmp, db = setup
     lines = '{"temp": 21.5}\n{"temp": 22.0, "hum": 40}\n'
-    frames = run(
-        "seal",
-        "--device",
-        str(tmp / "keys/pump-17.device"),
-        "--state",
-        str(tmp / "st"),
-        stdin=lines,
-    ).stdout
+    frames = seal(tmp, lines).stdout
     assert len(frames.splitlines()) == 2
     out = run(
         "open",
@@ -114,7 +116,7 @@ def test_open_reports_each_reason(setup, tmp_path):
         "0f0f",
     )
 
-    def seal(name, d="keys"):
+    def seal_as(name, d="keys"):
         return run(
             "seal",
             "--device",
@@ -124,10 +126,10 @@ def test_open_reports_each_reason(setup, tmp_path):
             stdin='{"v": 1}\n',
         ).stdout.strip()
 
-    good = seal("pump-17")
+    good = seal_as("pump-17")
     flipped = good[:-2] + ("00" if good[-2:] != "00" else "01")
-    ghost = seal("ghost", "other")
-    valve = seal("valve")
+    ghost = seal_as("ghost", "other")
+    valve = seal_as("valve")
     run("twin", "revoke", "valve", "--db", db)
     out = run(
         "open",
@@ -144,7 +146,7 @@ def test_open_reports_each_reason(setup, tmp_path):
 def test_seal_streams_each_line_immediately(setup):
     tmp, _ = setup
     p = subprocess.Popen(
-        [*CLI, "seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st")],
+        [*CLI, *seal_args(tmp)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -165,14 +167,7 @@ def test_seal_streams_each_line_immediately(setup):
 
 def test_inspect_dump_and_verdict(setup):
     tmp, db = setup
-    f = run(
-        "seal",
-        "--device",
-        str(tmp / "keys/pump-17.device"),
-        "--state",
-        str(tmp / "st"),
-        stdin='{"temp": 1}\n',
-    ).stdout.strip()
+    f = seal(tmp, '{"temp": 1}\n').stdout.strip()
     text = run("inspect", f).stdout
     assert "kid" in text and "18([h'a2012704" in text and "seq" in text
     (tmp / "frame.hex").write_text(f)
@@ -192,14 +187,7 @@ def test_inspect_dump_and_verdict(setup):
     # inspect is a dry run: the frame is still fresh for open
     out = run("open", "--db", db, "--twin-key", str(tmp / "keys/twin.key"), stdin=f + "\n").stdout
     assert json.loads(out)["ok"] is True
-    long = run(
-        "seal",
-        "--device",
-        str(tmp / "keys/pump-17.device"),
-        "--state",
-        str(tmp / "st"),
-        stdin=json.dumps({f"sensor-{i}": i * 1.5 for i in range(8)}) + "\n",
-    ).stdout
+    long = seal(tmp, json.dumps({f"sensor-{i}": i * 1.5 for i in range(8)}) + "\n").stdout
     assert len(long.strip()) > 255  # longer than a file name may be: still read as hex
     # A new process restarts past the durably reserved chunk: stored 0, so 0 + K(1024) + F(1).
     assert json.loads(run("inspect", long.strip(), "--json").stdout)["frame"]["seq"] == 1025
@@ -229,15 +217,7 @@ def test_errors_are_one_line_with_hint_and_code(setup, args, code, needle):
 
 def test_bad_json_line_is_usage_error(setup):
     tmp, _ = setup
-    p = run(
-        "seal",
-        "--device",
-        str(tmp / "keys/pump-17.device"),
-        "--state",
-        str(tmp / "st"),
-        stdin="[1,2]\n",
-        check=False,
-    )
+    p = seal(tmp, "[1,2]\n", check=False)
     assert p.returncode == 2 and "line 1" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -251,7 +231,7 @@ def test_insecure_bundle_refused(setup):
 def test_state_locked_exit_code(setup):
     tmp, _ = setup
     holder = subprocess.Popen(
-        [*CLI, "seal", "--device", str(tmp / "keys/pump-17.device"), "--state", str(tmp / "st")],
+        [*CLI, *seal_args(tmp)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -261,15 +241,7 @@ def test_state_locked_exit_code(setup):
         holder.stdin.write('{"a": 1}\n')
         holder.stdin.flush()
         holder.stdout.readline()  # the holder has the lock once it sealed
-        p = run(
-            "seal",
-            "--device",
-            str(tmp / "keys/pump-17.device"),
-            "--state",
-            str(tmp / "st"),
-            stdin='{"a": 1}\n',
-            check=False,
-        )
+        p = seal(tmp, '{"a": 1}\n', check=False)
         assert p.returncode == 4 and "another process" in p.stderr
     finally:
         holder.stdin.close()
@@ -296,11 +268,11 @@ def test_demo_runs_and_checks_itself(tmp_path):
 def test_rekey_keeps_history_and_updates_the_bundle(setup):
     tmp, db = setup
     bundle, key = str(tmp / "keys/pump-17.device"), str(tmp / "keys/twin.key")
-    before = run("seal", "--device", bundle, "--state", str(tmp / "st"), stdin='{"v": 1}\n').stdout
+    before = seal(tmp, '{"v": 1}\n').stdout
     assert json.loads(run("open", "--db", db, "--twin-key", key, stdin=before).stdout)["ok"]
     p = run("twin", "rekey", "pump-17", "--db", db, "--salt", "a1b2", "--bundle", bundle)
     assert "updated" in p.stderr and os.stat(bundle).st_mode & 0o777 == 0o600
-    after = run("seal", "--device", bundle, "--state", str(tmp / "st"), stdin='{"v": 2}\n').stdout
+    after = seal(tmp, '{"v": 2}\n').stdout
     out = json.loads(run("open", "--db", db, "--twin-key", key, stdin=after).stdout)
     assert out["ok"] and out["seq"] == 0  # a fresh counter in the new context
     show = json.loads(run("twin", "show", "pump-17", "--db", db, "--json").stdout)
