@@ -259,6 +259,11 @@ class _StreamSink(_Sink):
 
     def close(self) -> None:
         if self.sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                if isinstance(self.sock, ssl.SSLSocket):
+                    # close_notify, so the collector sees an orderly end, not a truncation
+                    self.sock.settimeout(1.0)
+                    self.sock.unwrap()
             with contextlib.suppress(OSError):
                 self.sock.close()
             self.sock = None
