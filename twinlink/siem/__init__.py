@@ -52,21 +52,28 @@ def clean(value: Any) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def escape(text: str, specials: Mapping[str, str], backslash: str | None = None) -> str:
+def escape(text: str, specials: Mapping[str, str], backslash: str | None = None,
+           limit: int | None = None) -> str:
     """Escape ``text`` for one format in a single pass: characters in ``specials`` become their
     mapped form; any other unsafe character becomes its visible escape, whose backslash is
     written as ``backslash`` (the format's escaped backslash) so a parser that unescapes the
-    value gets the visible text back."""
+    value gets the visible text back. With ``limit``, the *escaped* text is cut at a character
+    boundary (never inside an escape) once it would pass ``limit`` characters, and a marker
+    says how many input characters were left out."""
     out: list[str] = []
+    size = 0
     bs = "\\" if backslash is None else backslash
-    for ch in clean(text):
+    src = clean(text)
+    for i, ch in enumerate(src):
         rep = specials.get(ch)
-        if rep is not None:
-            out.append(rep)
-        elif UNSAFE.match(ch):
-            out.append(bs + visible(ch)[1:])
-        else:
-            out.append(ch)
+        if rep is None:
+            rep = bs + visible(ch)[1:] if UNSAFE.match(ch) else ch
+        if limit is not None and size + len(rep) > limit:
+            marker = f"…({len(src) - i} more characters)"
+            out.append("".join(specials.get(c, c) for c in marker))
+            break
+        out.append(rep)
+        size += len(rep)
     return "".join(out)
 
 
@@ -74,7 +81,7 @@ def shorten(text: str, limit: int = MAX_DETAIL) -> str:
     """``text`` cut to ``limit`` characters, with a marker saying how much was cut."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}…[{len(text) - limit} more characters]"
+    return f"{text[:limit]}…({len(text) - limit} more characters)"
 
 
 def rfc3339(t: float) -> str:
@@ -93,7 +100,9 @@ def json_line(obj: Any) -> str:
     NEL and bidi marks written as ``\\uXXXX`` escapes (lossless: a JSON parser gets the exact
     string back; ``str.splitlines`` and terminals see no break or reordering)."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    # json.dumps escapes C0 controls already; these are the rest of UNSAFE.
+    # json.dumps escapes C0 controls already; these are the rest of UNSAFE. A lone surrogate
+    # (undecodable input) has no UTF-8 form: it becomes U+FFFD.
+    text = _SURROGATE.sub("\ufffd", text)
     return UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 

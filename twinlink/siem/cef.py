@@ -18,18 +18,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import events as _events
-from . import Options, epoch_ms, escape, message, shorten
+from . import Options, epoch_ms, escape, message
 
 _HEADER_SPECIALS = {"\\": "\\\\", "|": "\\|"}
 _EXT_SPECIALS = {"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"}
 
 
+#: Escaped length cap of a header field or an extension value (the detail has its own).
+MAX_FIELD = 256
+MAX_MSG = 512
+
+
 def header(value: Any) -> str:
-    return escape(str(value), _HEADER_SPECIALS, backslash="\\\\")
+    return escape(str(value), _HEADER_SPECIALS, backslash="\\\\", limit=MAX_FIELD)
 
 
-def ext(value: Any) -> str:
-    return escape(str(value), _EXT_SPECIALS, backslash="\\\\")
+def ext(value: Any, limit: int = MAX_FIELD) -> str:
+    return escape(str(value), _EXT_SPECIALS, backslash="\\\\", limit=limit)
 
 
 def render(ev: Mapping[str, Any], opts: Options) -> str:
@@ -58,8 +63,8 @@ def render(ev: Mapping[str, Any], opts: Options) -> str:
         pairs += [("cs3Label", "source"), ("cs3", ev["source"])]
     if ev["seq"] is not None:
         pairs += [("cn1Label", "seq"), ("cn1", ev["seq"])]
-    pairs += [("reason", shorten(str(ev["detail"]), opts.max_detail)),
-              ("msg", message(ev, opts.max_detail))]
     head = "|".join(header(v) for v in ("twinlink", "twinlink", opts.version, ev["rule"],
                                         et.name, ev["severity"]))
-    return f"CEF:0|{head}|" + " ".join(f"{k}={ext(v)}" for k, v in pairs)
+    return (f"CEF:0|{head}|" + " ".join(f"{k}={ext(v)}" for k, v in pairs)
+            + f" reason={ext(ev['detail'], opts.max_detail)}"
+            + f" msg={ext(message(ev, opts.max_detail), MAX_MSG)}")

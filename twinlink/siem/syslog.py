@@ -23,9 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import events as _events
-from . import Options, escape, message, rfc3339, shorten
+from . import Options, escape, message, rfc3339
 
 SD_ID = "twinlink@32473"
+#: MSG is a summary (the full detail is in the SD): at most this many characters after escaping.
+MAX_MSG = 512
 BOM = "\ufeff"
 
 _SD_SPECIALS = {'"': '\\"', "\\": "\\\\", "]": "\\]"}
@@ -39,9 +41,10 @@ def header_field(value: str, limit: int) -> str:
     return text or "-"
 
 
-def param_value(value: Any) -> str:
-    """A PARAM-VALUE, escaped per RFC 5424 §6.3.3 plus visible escapes for unsafe text."""
-    return escape(str(value), _SD_SPECIALS, backslash="\\\\")
+def param_value(value: Any, limit: int | None = None) -> str:
+    """A PARAM-VALUE, escaped per RFC 5424 6.3.3 plus visible escapes for unsafe text, cut
+    at ``limit`` escaped characters."""
+    return escape(str(value), _SD_SPECIALS, backslash="\\\\", limit=limit)
 
 
 def structured_data(ev: Mapping[str, Any], opts: Options) -> str:
@@ -57,15 +60,15 @@ def structured_data(ev: Mapping[str, Any], opts: Options) -> str:
             params.append((key, ev[key]))
     if ev["source"]:
         params.append(("source", ev["source"]))
-    params.append(("detail", shorten(str(ev["detail"]), opts.max_detail)))
-    body = " ".join(f'{k}="{param_value(v)}"' for k, v in params)
+    body = " ".join(f'{k}="{param_value(v, 256)}"' for k, v in params)
+    body += f' detail="{param_value(ev["detail"], opts.max_detail)}"'
     return f"[{SD_ID} {body}]"
 
 
 def render(ev: Mapping[str, Any], opts: Options) -> str:
     """One RFC 5424 message (no trailing newline; transports add their own framing)."""
     pri = opts.facility * 8 + _events.syslog_severity(ev["severity"])
-    msg = escape(message(ev, opts.max_detail), {})
+    msg = escape(message(ev, opts.max_detail), {}, limit=MAX_MSG)
     return (f"<{pri}>1 {rfc3339(ev['time'])} {header_field(opts.hostname, 255)} "
             f"{header_field(opts.app_name, 48)} {header_field(opts.procid, 128)} "
             f"{header_field(ev['type'], 32)} {structured_data(ev, opts)} "
