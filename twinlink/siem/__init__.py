@@ -29,9 +29,12 @@ from .. import events as _events
 
 FORMATS = ("jsonl", "ecs", "rfc5424", "cef", "ocsf")
 
-#: Detail text longer than this is cut (with a marker): a UDP syslog datagram must stay well
-#: under the 2048 octets RFC 5426 says every receiver should accept.
+#: Detail text is cut (with a marker) at this many bytes once escaped, and the one-line
+#: summary (``message``) carries at most :data:`MAX_SUMMARY` of it, so one rendered event stays
+#: under about 4 KiB in every format (rsyslog's default message limit is 8 KiB; an ordinary
+#: event is a few hundred bytes, under the 2048 octets RFC 5426 asks UDP receivers to take).
 MAX_DETAIL = 1024
+MAX_SUMMARY = 256
 
 #: Characters no rendering carries raw: C0 and C1 controls, DEL, line/paragraph separators,
 #: NEL, and the bidi embedding/override/isolate marks (they reorder what an analyst sees).
@@ -77,11 +80,25 @@ def escape(text: str, specials: Mapping[str, str], backslash: str | None = None,
     return "".join(out)
 
 
+def _weight(ch: str) -> int:
+    """Bytes ``ch`` takes once escaped in the widest of the formats (a JSON ``\\uXXXX``, a
+    visible ``\\\\u202e`` in syslog, or its UTF-8 bytes)."""
+    if UNSAFE.match(ch) or _SURROGATE.match(ch):
+        return 7
+    if ch in '"\\]=|':
+        return 2
+    return len(ch.encode("utf-8"))
+
+
 def shorten(text: str, limit: int = MAX_DETAIL) -> str:
-    """``text`` cut to ``limit`` characters, with a marker saying how much was cut."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}…({len(text) - limit} more characters)"
+    """``text`` cut so that its escaped form stays within about ``limit`` bytes (characters
+    that need escaping count for what they become), with a marker saying how much was cut."""
+    size = 0
+    for i, ch in enumerate(text):
+        size += _weight(ch)
+        if size > limit:
+            return f"{text[:i]}…({len(text) - i} more characters)"
+    return text
 
 
 def rfc3339(t: float) -> str:
@@ -154,7 +171,7 @@ def facility(value: str | int) -> int:
                      + ", ".join(FACILITIES))
 
 
-def message(ev: Mapping[str, Any], limit: int = MAX_DETAIL) -> str:
+def message(ev: Mapping[str, Any], limit: int = MAX_SUMMARY) -> str:
     """A one-line human summary: ``frame.replay device pump-17 seq 42 (x3): <detail>``
     (raw text: each format escapes it)."""
     who = ev.get("device") or (f"kid {ev['kid']}" if ev.get("kid") else None)

@@ -67,4 +67,4 @@ def render(ev: Mapping[str, Any], opts: Options) -> str:
                                         et.name, ev["severity"]))
     return (f"CEF:0|{head}|" + " ".join(f"{k}={ext(v)}" for k, v in pairs)
             + f" reason={ext(ev['detail'], opts.max_detail)}"
-            + f" msg={ext(message(ev, opts.max_detail), MAX_MSG)}")
+            + f" msg={ext(message(ev), MAX_MSG)}")

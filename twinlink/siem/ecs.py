@@ -28,7 +28,7 @@ def document(ev: Mapping[str, Any], opts: Options) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "@timestamp": rfc3339(ev["time"]),
         "ecs": {"version": ECS_VERSION},
-        "message": message(ev, opts.max_detail),
+        "message": message(ev),
         "event": {
             "id": f"{clean(opts.hostname)}:{ev['id']}",
             "kind": et.ecs_kind,

@@ -66,7 +66,7 @@ def document(ev: Mapping[str, Any], opts: Options) -> dict[str, Any]:
         "start_time": epoch_ms(ev["first_time"]),
         "end_time": epoch_ms(ev["last_time"]),
         "count": ev["count"],
-        "message": message(ev, opts.max_detail),
+        "message": message(ev),
         "status_id": 2 if et.ecs_outcome == "failure" else 1,
         "metadata": {
             "version": OCSF_VERSION,

@@ -68,7 +68,7 @@ def structured_data(ev: Mapping[str, Any], opts: Options) -> str:
 def render(ev: Mapping[str, Any], opts: Options) -> str:
     """One RFC 5424 message (no trailing newline; transports add their own framing)."""
     pri = opts.facility * 8 + _events.syslog_severity(ev["severity"])
-    msg = escape(message(ev, opts.max_detail), {}, limit=MAX_MSG)
+    msg = escape(message(ev), {}, limit=MAX_MSG)
     return (f"<{pri}>1 {rfc3339(ev['time'])} {header_field(opts.hostname, 255)} "
             f"{header_field(opts.app_name, 48)} {header_field(opts.procid, 128)} "
             f"{header_field(ev['type'], 32)} {structured_data(ev, opts)} "
