@@ -46,7 +46,7 @@ def ids_in_file(path: Path) -> list[int]:
 
 
 class Collector:
-    """A syslog-over-TCP (or TLS) receiver speaking RFC 6587 octet counting, in a thread.
+    """A JSON-lines-over-TCP (or TLS) receiver, in a thread.
     ``misbehave`` makes the first connection read nothing and close with data unread (the
     kernel then sends a reset), once ``release`` is set."""
 
@@ -116,12 +116,9 @@ class Collector:
                 if not chunk:
                     return
                 buf += chunk
-                while b" " in buf:
-                    n, rest = buf.split(b" ", 1)
-                    if len(rest) < int(n):
-                        break
-                    self.messages.append(rest[:int(n)])
-                    buf = rest[int(n):]
+                while b"\n" in buf:  # the forwarder sends JSON formats one per line
+                    line, buf = buf.split(b"\n", 1)
+                    self.messages.append(line)
         except OSError:
             return
         finally:

@@ -6,8 +6,10 @@ in one of the :mod:`twinlink.siem` formats and sends it to one target:
 - ``udp://host:port`` — RFC 5426, one message per datagram. Fire and forget: UDP has no
   acknowledgement, so a datagram sent while the collector is down is lost. Use TCP or TLS
   where every event must arrive.
-- ``tcp://host:port`` — RFC 6587 octet counting (``LEN SP MSG``).
-- ``tls://host:port`` — RFC 5425 (TLS, octet counting), server certificate verified against
+- ``tcp://host:port`` — RFC 6587 octet counting (``LEN SP MSG``) for ``rfc5424``; the JSON
+  and CEF formats go one per line (newline-delimited, what JSON-lines and CEF TCP inputs
+  read; a rendered event never contains a newline).
+- ``tls://host:port`` — RFC 5425 (TLS, framed as over TCP), server certificate verified against
   the system CAs or ``ca`` (a PEM file), host name checked.
 - ``file:PATH`` — one line per event appended to PATH, flushed and fsynced per batch.
 
@@ -162,11 +164,13 @@ class _UdpSink(_Sink):
 
 
 class _StreamSink(_Sink):
-    """TCP or TLS with RFC 6587 octet counting."""
+    """TCP or TLS: RFC 6587 octet counting (``octet``), or one line per message (``lf``, for
+    the JSON and CEF formats, which collectors read as newline-delimited lines)."""
 
     def __init__(self, target: Target, ca: str | None, timeout: float,
-                 ack_timeout: float) -> None:
+                 ack_timeout: float, framing: str = "octet") -> None:
         self.target = target
+        self.framing = framing
         self.timeout = timeout
         self.ack_timeout = ack_timeout
         self.ctx: ssl.SSLContext | None = None
@@ -228,7 +232,10 @@ class _StreamSink(_Sink):
             self.sock = self._connect()
         sock = self.sock
         self.check()
-        payload = b"".join(b"%d %s" % (len(m), m) for m in messages)
+        if self.framing == "octet":
+            payload = b"".join(b"%d %s" % (len(m), m) for m in messages)
+        else:
+            payload = b"".join(m + b"\n" for m in messages)
         try:
             sock.sendall(payload)
         except OSError as exc:
@@ -293,12 +300,14 @@ class _FileSink(_Sink):
             self.fd = None
 
 
-def _sink(target: Target, ca: str | None, timeout: float, ack_timeout: float) -> _Sink:
+def _sink(target: Target, fmt: str, ca: str | None, timeout: float,
+          ack_timeout: float) -> _Sink:
     if target.scheme == "udp":
         return _UdpSink(target)
     if target.scheme == "file":
         return _FileSink(target)
-    return _StreamSink(target, ca, timeout, ack_timeout)
+    return _StreamSink(target, ca, timeout, ack_timeout,
+                       "octet" if fmt == "rfc5424" else "lf")
 
 
 # -- position --------------------------------------------------------------------------------
@@ -441,7 +450,7 @@ class Forwarder:
             raise
         self.after_id = pos
         self.stats.position = pos
-        self._sink = _sink(self.target, ca, timeout, ack_timeout)
+        self._sink = _sink(self.target, fmt, ca, timeout, ack_timeout)
         # (confirmed at, position before the batch) of batches on the current connection
         self._recent: deque[tuple[float, int]] = deque(maxlen=1000)
 
