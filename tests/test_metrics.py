@@ -103,7 +103,7 @@ def test_scrape_has_every_series_and_the_right_values(scrape):
     assert 29 <= value(scrape, "twinlink_outbox_oldest_age_seconds") < 600
     assert value(scrape, 'twinlink_devices{state="window_lost"}') == 0
     assert value(scrape, 'twinlink_devices{state="revoked"}') == 1
-    assert re.search(r'^twinlink_build_info\{backend="(native|pure)",version="[^"]+"\} 1\.0$',
+    assert re.search(r'^twinlink_build_info\{backend="(native|python)",version="[^"]+"\} 1\.0$',
                      scrape, re.M)
     assert "process_cpu_seconds_total" in scrape
 

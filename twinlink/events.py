@@ -302,42 +302,36 @@ register_type("event.unclassified", outcome="info", severity=5, ecs_kind="event"
                           "(see its reason field)")
 
 # Audit: operator actions and security-context changes (OCSF Entity Management).
-_AUDIT: dict[str, Any] = {"outcome": "info", "audit": True, "ecs_category": ("iam",)}
-register_type("device.registered", severity=2, ecs_type=("creation",), ocsf_activity=1,
-              reason="registered", description="A device was registered with its public key",
-              **_AUDIT)
-register_type("device.revoked", severity=4, ecs_type=("change",), ocsf_activity=3,
-              reason="revoked_by_operator",
-              description="An operator revoked a device; its frames are refused from now on",
-              **_AUDIT)
-register_type("device.rekey_announced", severity=2, ecs_type=("change",), ocsf_activity=3,
-              reason="rekey_announced",
-              description="An operator announced a re-key to a new Master Salt", **_AUDIT)
-register_type("device.rekeyed", severity=3, ecs_type=("change",), ocsf_activity=3,
-              reason="rekeyed",
-              description="A device switched to a new security context; its window restarts",
-              **_AUDIT)
-register_type("device.context_renewed", severity=5, ecs_type=("change",), ocsf_activity=3,
-              reason="context_renewed",
-              description="A device started a new security context by itself: its sequence "
-                          "state was lost, restored or copied", **_AUDIT)
-register_type("device.context_started", severity=1, ecs_type=("creation",), ocsf_activity=1,
-              reason="context_started",
-              description="A newly registered device sent its first frame in its first "
-                          "security context", **_AUDIT)
+def _audit(name: str, reason: str, severity: int, ecs_type: str, description: str) -> None:
+    """An operator action or context change: ECS ``iam`` creation/change, OCSF Entity
+    Management create (1) or update (3)."""
+    register_type(name, outcome="info", audit=True, severity=severity, reason=reason,
+                  ecs_category=("iam",), ecs_type=(ecs_type,),
+                  ocsf_activity=1 if ecs_type == "creation" else 3, description=description)
+
+
+_audit("device.registered", "registered", 2, "creation",
+       "A device was registered with its public key")
+_audit("device.revoked", "revoked_by_operator", 4, "change",
+       "An operator revoked a device; its frames are refused from now on")
+_audit("device.rekey_announced", "rekey_announced", 2, "change",
+       "An operator announced a re-key to a new Master Salt")
+_audit("device.rekeyed", "rekeyed", 3, "change",
+       "A device switched to a new security context; its window restarts")
+_audit("device.context_renewed", "context_renewed", 5, "change",
+       "A device started a new security context by itself: its sequence state was lost, "
+       "restored or copied")
+_audit("device.context_started", "context_started", 1, "creation",
+       "A newly registered device sent its first frame in its first security context")
+_audit("window.reanchored", "reanchored", 4, "change",
+       "An operator re-anchored a device's replay window at a new floor")
+_audit("window.marked_lost", "window_marked_lost", 4, "change",
+       "An operator marked a device's replay window lost; refused until re-anchored")
 register_type("device.registration_refused", outcome="blocked", severity=5, audit=True,
               ecs_kind="event", ecs_category=("iam",), ecs_type=("creation",),
               ecs_outcome="failure", ocsf_activity=1, reason="registration_refused",
               description="A device registration was refused (invalid key, taken name or "
                           "kid)")
-register_type("window.reanchored", severity=4, ecs_type=("change",), ocsf_activity=3,
-              reason="reanchored",
-              description="An operator re-anchored a device's replay window at a new floor",
-              **_AUDIT)
-register_type("window.marked_lost", severity=4, ecs_type=("change",), ocsf_activity=3,
-              reason="window_marked_lost",
-              description="An operator marked a device's replay window lost; refused until "
-                          "re-anchored", **_AUDIT)
 
 # Device side: what a sender notices on its downlink and in its own state.
 register_type("ack.forged", outcome="blocked", severity=8, side="device",
