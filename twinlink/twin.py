@@ -600,8 +600,9 @@ def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], flo
 MAX_LINE = 2 * 65535 + 2
 
 
-def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    """Open hex frames one a line (the ``twinlink open`` filter); yield JSON-ready objects.
+def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[Result]:
+    """Open hex frames one a line (the ``twinlink open`` filter); yield each frame's result:
+    the :class:`Reading`, or the :class:`~twinlink.errors.TwinlinkError` that refused it.
 
     A line that is not hex, or longer than :data:`MAX_LINE`, is refused as ``malformed`` and
     recorded; the next line is processed.
@@ -618,8 +619,7 @@ def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
             except ValueError:
                 err = MalformedFrame("line is not hex")
             else:
-                result = twin.open_many([frame])[0]
-                yield result.to_json() if isinstance(result, Reading) else refusal_json(result)
+                yield twin.open_many([frame])[0]
                 continue
         twin.store.record_events([Event(err.reason, str(err))])
-        yield refusal_json(err)
+        yield err
