@@ -267,8 +267,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         examples=["twinlink inspect frame.hex",
                   "twinlink inspect d28443a2… --db twin.db --twin-key keys/twin.key --json"])
     p.add_argument("frame", help="hex string, or a file holding a frame (hex or binary)")
-    p.add_argument("--db", metavar="PATH", help="twin database, for the verdict")
-    p.add_argument("--twin-key", metavar="FILE", help=TWIN_KEY_HELP + ", for the verdict")
+    p.add_argument("--db", metavar="PATH",
+                   help="twin database, for the verdict (default: no verdict)")
+    p.add_argument("--twin-key", metavar="FILE",
+                   help=TWIN_KEY_HELP + ", for the verdict (default: no verdict)")
     add_json(p, "print one JSON object: frame, diagnostic, verdict")
     p.set_defaults(func=cmd_inspect)
 
@@ -288,8 +290,11 @@ def register_services(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                   "--timeout 60 < readings.jsonl"])
     p.add_argument("--device", required=True, metavar="BUNDLE", help="device bundle (NAME.device)")
     p.add_argument("--state", metavar="DIR", help=STATE_HELP)
-    p.add_argument("--serial", metavar="PORT", help="serial port or pyserial URL")
-    p.add_argument("--mqtt", metavar="URL", help="broker URL mqtt://host:port or mqtts://…")
+    p.add_argument("--serial", metavar="PORT",
+                   help="serial port or pyserial URL (this or --mqtt is required)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="broker URL mqtt://host:port or mqtts://… (this or --serial is "
+                        "required)")
     p.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
                    help="seconds to wait for the other side: serial, for the port to take the "
                         "frames; MQTT, once every reading is queued, for the twin's "
@@ -309,9 +314,12 @@ def register_services(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                   "keys/twin.key",
                   "twinlink serve --serial /dev/ttyUSB0 --db twin.db --twin-key keys/twin.key "
                   "--json --count 100"])
-    p.add_argument("--serial", metavar="PORT", help="serial port or pyserial URL to read frames "
-                                                    "from")
-    p.add_argument("--mqtt", metavar="URL", help="broker URL mqtt://host:port or mqtts://…")
+    p.add_argument("--serial", metavar="PORT",
+                   help="serial port or pyserial URL to read frames from (this or --mqtt is "
+                        "required)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="broker URL mqtt://host:port or mqtts://… to subscribe to (this or "
+                        "--serial is required)")
     add_db(p)
     p.add_argument("--twin-key", required=True, metavar="FILE", help=TWIN_KEY_HELP)
     add_json(p, "print one JSON object per frame on stdout (as 'twinlink open')")

@@ -123,7 +123,7 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if ("%(default)" in text or not action.option_strings or action.nargs == 0
-                or action.default in (None, argparse.SUPPRESS)):
+                or action.default in (None, "", argparse.SUPPRESS)):
             return text
         return text + " (default: %(default)s)"
 

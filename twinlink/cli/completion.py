@@ -58,8 +58,10 @@ def bash(parser: argparse.ArgumentParser) -> str:
     levels = tree(parser)
     subs = "\n".join(f"        {_case_key(lv.path)}) echo {' '.join(lv.subcommands)!r};;"
                      for lv in levels if lv.subcommands)
-    words = "\n".join(f"        {_case_key(lv.path)}) echo {' '.join(lv.words + lv.options)!r};;"
-                      for lv in levels)
+    words = "\n".join(f"        {_case_key(lv.path)}) echo {' '.join(lv.words)!r};;"
+                      for lv in levels if lv.words)
+    opts = "\n".join(f"        {_case_key(lv.path)}) echo {' '.join(lv.options)!r};;"
+                     for lv in levels)
     valued = "\n".join(
         f"        {_case_key(lv.path + '|' + opt)}) echo {('=' + ' '.join(ch))!r};;"
         for lv in levels for opt, ch in lv.valued.items())
@@ -74,6 +76,11 @@ _twinlink_subs() {{
 _twinlink_words() {{
     case "$1" in
 {words}
+    esac
+}}
+_twinlink_opts() {{
+    case "$1" in
+{opts}
     esac
 }}
 _twinlink_valued() {{
@@ -107,10 +114,11 @@ _twinlink() {{
             return 0
         fi
     fi
-    COMPREPLY=($(compgen -W "$(_twinlink_words "$tl_path")" -- "$cur"))
-    if [ "${{#COMPREPLY[@]}}" -eq 0 ] && [ "${{cur#-}}" = "$cur" ]; then
-        COMPREPLY=($(compgen -f -- "$cur"))
-    fi
+    case "$cur" in
+        -*) COMPREPLY=($(compgen -W "$(_twinlink_opts "$tl_path")" -- "$cur")) ;;
+        *) COMPREPLY=($(compgen -W "$(_twinlink_words "$tl_path")" -- "$cur"))
+           if [ "${{#COMPREPLY[@]}}" -eq 0 ]; then COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+    esac
     return 0
 }}
 complete -o filenames -F _twinlink twinlink
@@ -122,8 +130,10 @@ def zsh(parser: argparse.ArgumentParser) -> str:
     levels = tree(parser)
     subs = "\n".join(f"    {_case_key(lv.path)}) reply=({' '.join(lv.subcommands)});;"
                      for lv in levels if lv.subcommands)
-    words = "\n".join(f"    {_case_key(lv.path)}) reply=({' '.join(lv.words + lv.options)});;"
-                      for lv in levels)
+    words = "\n".join(f"    {_case_key(lv.path)}) reply=({' '.join(lv.words)});;"
+                      for lv in levels if lv.words)
+    opts = "\n".join(f"    {_case_key(lv.path)}) reply=({' '.join(lv.options)});;"
+                     for lv in levels)
     valued = "\n".join(
         f"    {_case_key(lv.path + '|' + opt)}) reply=(= {' '.join(ch)});;"
         for lv in levels for opt, ch in lv.valued.items())
@@ -141,6 +151,12 @@ _twinlink_words() {{
   reply=()
   case "$1" in
 {words}
+  esac
+}}
+_twinlink_opts() {{
+  reply=()
+  case "$1" in
+{opts}
   esac
 }}
 _twinlink_valued() {{
@@ -174,8 +190,13 @@ _twinlink() {{
       return
     fi
   fi
-  _twinlink_words "$tl_path"
-  compadd -- "${{(@)reply}}" || [[ "${{words[CURRENT]}}" == -* ]] || _files
+  if [[ "${{words[CURRENT]}}" == -* ]]; then
+    _twinlink_opts "$tl_path"
+    compadd -- "${{(@)reply}}"
+  else
+    _twinlink_words "$tl_path"
+    compadd -- "${{(@)reply}}" || _files
+  fi
 }}
 if [[ "$funcstack[1]" == "_twinlink" ]]; then
   _twinlink "$@"

@@ -135,12 +135,17 @@ def serve_mqtt(args: argparse.Namespace) -> int:
 
 def _conn_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("MQTT connection")
-    g.add_argument("--ca", metavar="FILE", help="CA certificate file (PEM); enables TLS")
-    g.add_argument("--cert", metavar="FILE", help="client certificate (PEM) for mutual TLS")
-    g.add_argument("--key", metavar="FILE", help="client certificate's private key (PEM)")
-    g.add_argument("--username", help="broker user name")
+    g.add_argument("--ca", metavar="FILE",
+                   help="CA certificate file (PEM); enables TLS (default: the system's CAs for "
+                        "mqtts://, plain TCP for mqtt://)")
+    g.add_argument("--cert", metavar="FILE",
+                   help="client certificate (PEM) for mutual TLS (default: none)")
+    g.add_argument("--key", metavar="FILE",
+                   help="client certificate's private key (PEM) (default: in --cert)")
+    g.add_argument("--username", help="broker user name (default: from the URL, else none)")
     g.add_argument("--password-file", metavar="FILE",
-                   help="file holding the broker password (one line)")
+                   help="file holding the broker password, one line; never on the command "
+                        "line (default: from the URL, else none)")
     g.add_argument("--client-id",
                    help="MQTT client id (default: send, twinlink-<kid>-<random>; serve, "
                         "twinlink-ingest)")
@@ -166,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g = p.add_argument_group("MQTT ingest")
     g.add_argument("--share", metavar="GROUP",
                    help="use the shared subscription $share/GROUP/twinlink/+/t (several "
-                        "ingest processes split the load)")
+                        "ingest processes split the load; default: a plain subscription)")
     g.add_argument("--session-expiry", type=positive_int, default=3600, metavar="S",
                    help="seconds the broker keeps the session and its queue while we are away")
     g.add_argument("--batch-ms", type=float, default=5.0, metavar="MS",

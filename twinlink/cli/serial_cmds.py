@@ -266,7 +266,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json(p, "one JSON object per sensor line")
     add_run_limits(p, "sensor lines (readings or malformed)")
     p.add_argument("--parse", metavar="FILE",
-                   help="dry run: parse a recorded transcript, print JSON lines, send nothing")
+                   help="dry run: parse a recorded transcript, print JSON lines, send nothing "
+                        "(default: run the bridge)")
     p.add_argument("--sensor",
                    help="--parse: which sensor's format to use (default: the first)")
     p.set_defaults(func=cmd_bridge)

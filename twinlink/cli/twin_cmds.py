@@ -296,8 +296,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("name", nargs="?", help="only this device's readings (default: all devices)")
     p.add_argument("--since", type=_time_arg, metavar="TIME",
                    help="received at or after TIME: ISO 8601 (UTC unless an offset is given) "
-                        "or epoch seconds")
-    p.add_argument("--until", type=_time_arg, metavar="TIME", help="received before TIME")
+                        "or epoch seconds (default: no lower bound)")
+    p.add_argument("--until", type=_time_arg, metavar="TIME",
+                   help="received before TIME (default: no upper bound)")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="only the newest N (default: 100; with --since or --until, every "
                         "reading in the range)")
@@ -319,7 +320,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = action("revoke", "refuse a device's frames from now on", cmd_revoke,
                ["twinlink twin revoke pump-17 --why 'stolen from site 4'"])
     p.add_argument("name", help="device name")
-    p.add_argument("--why", default="", help="reason recorded in the events")
+    p.add_argument("--why", default="", help="reason recorded in the events (default: none)")
     add_json(p, "print the device's record as one JSON object")
 
     p = action("reanchor", "accept a device again after its window state was lost",
@@ -343,7 +344,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("name", help="device name")
     p.add_argument("--salt", metavar="HEX", help="new Master Salt (default: 8 random bytes)")
     p.add_argument("--device", "--bundle", dest="device", metavar="BUNDLE",
-                   help="the device's bundle file to update as well (--bundle: same)")
+                   help="the device's bundle file to rewrite as well; --bundle is the same option "
+                        "(default: only the database changes)")
     add_json(p, "print the device's record as one JSON object")
 
 
