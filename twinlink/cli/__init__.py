@@ -100,13 +100,19 @@ class _Formatter(logging.Formatter):
         return super().format(record)
 
 
+class _Handler(logging.StreamHandler):
+    """The CLI's stderr handler (a class of its own so a second main() replaces it)."""
+
+
 def _logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    """Library log records on stderr in the CLI's style; -v: INFO, -vv: DEBUG."""
+    log = logging.getLogger("twinlink")
+    for h in [h for h in log.handlers if isinstance(h, _Handler)]:
+        log.removeHandler(h)  # main() called again in one process: one handler, not two
+    handler = _Handler(sys.stderr)
     handler.setFormatter(_Formatter("%(short)s: %(message)s"))
-    root = logging.getLogger("twinlink")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

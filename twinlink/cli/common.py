@@ -107,6 +107,14 @@ def seconds(text: str) -> float:
     return s
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a duration in seconds, > 0."""
+    s = seconds(text)
+    if s <= 0:
+        raise argparse.ArgumentTypeError("seconds must be more than 0")
+    return s
+
+
 # -- the grammar ------------------------------------------------------------------------------
 
 
@@ -181,7 +189,7 @@ def add_run_limits(parser: argparse.ArgumentParser, what: str) -> None:
     """``--count N`` and ``--duration S`` for scripted runs of a long-running command."""
     parser.add_argument("--count", type=positive_int, metavar="N",
                         help=f"stop after N {what} (default: run until stopped)")
-    parser.add_argument("--duration", type=seconds, metavar="S",
+    parser.add_argument("--duration", type=positive_seconds, metavar="S",
                         help="stop after S seconds (default: run until stopped)")
 
 

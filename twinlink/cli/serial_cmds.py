@@ -32,8 +32,8 @@ from .common import (
     fail,
     open_twin_store,
     positive_int,
+    positive_seconds,
     say,
-    seconds,
 )
 from .jsonl import ReadingLines, utf8_stdin
 
@@ -246,7 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_json(p, "one JSON object per record (reading, refusal or line error), flushed; the "
                 "summary goes to stderr")
     add_run_limits(p, "records (of any kind)")
-    p.add_argument("--interval", type=seconds, metavar="S",
+    p.add_argument("--interval", type=positive_seconds, metavar="S",
                    help="seconds between table refreshes or summary lines (default: 1 on a "
                         "terminal, else 10)")
     p.add_argument("--baudrate", type=positive_int, default=115200, help="serial line speed")
