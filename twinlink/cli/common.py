@@ -10,12 +10,13 @@ defaults to ``$TWINLINK_DB``, else ``twin.db``. Every option's help states its d
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 from .. import __version__, oscore
 from .. import backends as backend
@@ -85,34 +86,32 @@ def kid_arg(text: str) -> bytes:
     return kid
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _number(text: str, cast: Callable[[str], Any], what: str, ok: Callable[[Any], bool],
+            rule: str) -> Any:
     try:
-        n = int(text)
+        n = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if not ok(n):  # written so that NaN fails too
+        raise argparse.ArgumentTypeError(f"{rule}, not {text!r}")
     return n
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return int(_number(text, int, "an integer", lambda n: n >= 1, "must be at least 1"))
+
+
 def seconds(text: str) -> float:
-    """argparse type: a duration in seconds, >= 0."""
-    try:
-        s = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not s >= 0 or s == float("inf"):
-        raise argparse.ArgumentTypeError("seconds must be a finite number >= 0")
-    return s
+    """argparse type: a duration in seconds, finite and >= 0."""
+    return float(_number(text, float, "a number of seconds", lambda s: 0 <= s < math.inf,
+                         "must be a finite number >= 0"))
 
 
 def positive_seconds(text: str) -> float:
-    """argparse type: a duration in seconds, > 0."""
-    s = seconds(text)
-    if s <= 0:
-        raise argparse.ArgumentTypeError("seconds must be more than 0")
-    return s
+    """argparse type: a duration in seconds, finite and > 0."""
+    return float(_number(text, float, "a number of seconds", lambda s: 0 < s < math.inf,
+                         "must be a finite number > 0"))
 
 
 # -- the grammar ------------------------------------------------------------------------------
