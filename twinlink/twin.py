@@ -80,7 +80,10 @@ class Reading:
     digest: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
-        """The ``twinlink open`` output object."""
+        """A JSON-ready dict of the reading (``time`` as epoch seconds).
+
+        Deprecated: what the CLI prints is shaped by ``twinlink.cli.output`` (ISO times); this
+        stays for ``demo.py``, ``monitor.py`` and ``serve.py``'s ``jsonl`` until they move."""
         return {
             "ok": True,
             "device": self.device,
@@ -92,8 +95,11 @@ class Reading:
 
 
 def refusal_json(err: TwinlinkError) -> dict[str, Any]:
-    """The ``twinlink open`` output object for a refused frame: the reason, and the device and
-    sequence number where the frame named them."""
+    """A JSON-ready dict of a refusal: the reason, and the device and sequence number where the
+    frame named them.
+
+    Deprecated: the CLI's copy is ``twinlink.cli.output.refusal_json``; this stays for
+    ``monitor.py`` and ``serve.py``'s ``jsonl`` until they move."""
     out: dict[str, Any] = {"ok": False, "error": err.reason}
     info = getattr(err, "frame", None)
     if isinstance(info, FrameInfo):
