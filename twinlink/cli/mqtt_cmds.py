@@ -51,6 +51,7 @@ def send_mqtt(args: argparse.Namespace) -> int:
                     when_full=args.when_full, window=args.window, resend_after=args.resend_after)
     dev.link = link
     queued = 0
+    full: OutboxFull | None = None
     try:
         for batch in lines.batches(SEAL_BATCH):
             # Check for room before sealing so a full outbox burns no sequence numbers.
@@ -58,17 +59,20 @@ def send_mqtt(args: argparse.Namespace) -> int:
                 raise OutboxFull(f"outbox full ({len(link.outbox)}/{link.outbox.capacity})")
             link.send_many(dev.seal_many([r for _, r in batch]))
             queued += len(batch)
-        left = link.flush(args.timeout)
+        link.flush(args.timeout)
     except OutboxFull as exc:
-        dev.close()
-        left = len(link.outbox)
-        _summary(args, link, left, lines.bad)
-        say(f"{exc}; stored {link.stats.released}, pending {left}: readings after the first "
-            f"{queued} not queued — retry when the broker and twin are back")
+        full = exc
+    finally:
+        dev.close()  # closes the link: unacknowledged frames stay in the outbox
+    # Read once the link has stopped, so the two numbers describe the same moment.
+    stored, left = link.stats.released, len(link.outbox)
+    if args.json:
+        output.emit({"stored" if link.e2e else "delivered_to_broker": stored, "pending": left,
+                     "skipped": lines.bad})
+    if full is not None:
+        say(f"{full}; stored {stored}, pending {left}: readings after the first {queued} not "
+            "queued — retry when the broker and twin are back")
         return EXIT_TRANSPORT
-    dev.close()  # closes the link: unacknowledged frames stay in the outbox
-    _summary(args, link, left, lines.bad)
-    stored = link.stats.released
     if not link.e2e:
         # Without an end-to-end acknowledgement (lite bundle) a release means the broker has
         # the frame, not that the twin stored it.
@@ -83,12 +87,6 @@ def send_mqtt(args: argparse.Namespace) -> int:
     if left:
         return EXIT_PENDING
     return lines.exit_code
-
-
-def _summary(args: argparse.Namespace, link: MqttLink, left: int, bad: int) -> None:
-    if args.json:
-        key = "stored" if link.e2e else "delivered_to_broker"
-        output.emit({key: link.stats.released, "pending": left, "skipped": bad})
 
 
 def serve_mqtt(args: argparse.Namespace) -> int:
