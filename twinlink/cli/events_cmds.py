@@ -16,6 +16,7 @@ from ..errors import StateError
 from ..forward import Forwarder, default_position_file, ready_prefix
 from ..store import StorageError, TwinStore
 from . import EXIT_REGISTRY, EXIT_STATE, EXIT_USAGE, fail
+from .common import add_command
 
 #: Rows fetched per query while paging or following.
 _PAGE = 500
@@ -140,11 +141,13 @@ def cmd_types(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("events", help="security events: forward to a SIEM, list the catalogue")
+    p = add_command(sub, "events", "security events: forward to a SIEM, list the catalogue")
     ev = p.add_subparsers(dest="events_command", metavar="ACTION")
     ev.required = True
-    f = ev.add_parser(
-        "forward", help="tail the twin's events and forward them to a collector",
+    f = add_command(
+        ev, "forward", "tail the twin's events and forward them to a collector",
+        examples=["twinlink events forward --db twin.db --to tcp://127.0.0.1:6514",
+                  "twinlink events forward --db twin.db --to file:events.log --format ecs"],
         description="Tail the twin database's security events and send each to a collector, "
                     "remembering the position so a restart resends nothing and skips nothing. "
                     "Targets: udp://HOST:PORT (RFC 5426, no delivery guarantee), "
@@ -169,6 +172,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     f.add_argument("--once", action="store_true",
                    help="forward what is stored and final, then exit")
     f.set_defaults(func=cmd_forward)
-    t = ev.add_parser("types", help="list the event catalogue")
+    t = add_command(ev, "types", "list the event catalogue",
+                    examples=["twinlink events types --json"])
     t.add_argument("--json", action="store_true", help="one JSON object per type")
     t.set_defaults(func=cmd_types)
