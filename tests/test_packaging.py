@@ -34,10 +34,12 @@ def test_one_version_everywhere():
     assert out.stdout.startswith(f"twinlink {twinlink.__version__},")
 
 
-def test_version_is_not_spelled_twice_in_pyproject():
+def test_version_is_written_once():
+    """pyproject.toml holds it; the package reads its own metadata instead of repeating it."""
     meta = tomllib.loads(PYPROJECT.read_text())
-    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
-    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "twinlink.__version__"}
+    assert meta["project"]["version"] == twinlink.__version__
+    init = (ROOT / "twinlink" / "__init__.py").read_text()
+    assert meta["project"]["version"] not in init and "dynamic" not in meta["project"]
 
 
 def test_type_information_is_installed():
