@@ -24,8 +24,6 @@ APP = PI_DIR / "twinlink_pi.py"
 sys.path.insert(0, str(PI_DIR))
 import twinlink_pi  # noqa: E402
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX ptys")
-
 
 def run_app(rig, port: str, *args: str, env: dict[str, str] | None = None,
             count: int = 5) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ import select
 import subprocess
 import threading
 
-import pytest
 from conftest import CLI, cli_env
 
 from twinlink.errors import LineError, Replay
@@ -16,8 +15,6 @@ from twinlink.monitor import Monitor
 from twinlink.transport import framing
 from twinlink.transport.serial import SerialLink, SerialReceiver, VirtualCable
 from twinlink.twin import Reading
-
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX ptys")
 
 
 def test_send_serial_cli_delivers_stdin_readings(rig):
