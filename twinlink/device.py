@@ -100,7 +100,8 @@ class Device:
     @staticmethod
     def encode(reading: Mapping[str, Any], time: float | bool | None = True) -> bytes:
         """The SenML plaintext of a reading; ``time=True`` stamps the current time."""
-        t = _time.time() if time is True else (None if time in (False, None) else float(time))
+        t = _time.time() if time is True else (None if time is False or time is None
+                                               else float(time))
         return senml.encode(reading, t)
 
     def seal(self, reading: Mapping[str, Any], *, time: float | bool | None = True) -> bytes:
