@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from twinlink import _backend_pure as pure
-from twinlink import backends, keys, oscore, senml
+from twinlink import backends, cbor, keys, oscore, senml
+from twinlink import frametypes as ft
 from twinlink.errors import MalformedFrame
 from twinlink.transport import framing
 
@@ -111,7 +112,7 @@ def test_frame(vec: dict, backend):
     assert oscore.nonce(iv, kid, piv).hex() == vec["nonce"]
     aad_ext = oscore.external_aad(kid, piv, stream)
     assert aad_ext.hex() == vec["external_aad"]
-    assert pure.enc_structure(pure.ENC0_PROTECTED, aad_ext).hex() == vec["aead_aad"]
+    assert ft.enc_structure(ft.ENC0_PROTECTED, aad_ext).hex() == vec["aead_aad"]
     frame = h(vec["frame"])
 
     if vec["profile"] == "lite":
@@ -127,7 +128,7 @@ def test_frame(vec: dict, backend):
         assert parsed.prot.hex() == vec["sign1_protected"]
         assert parsed.enc0.hex() == vec["encrypt0"]
         assert parsed.sig.hex() == vec["signature"]
-        assert pure.sig_structure(parsed.prot, aad_ext, parsed.enc0).hex() == vec["to_be_signed"]
+        assert ft.sig_structure(parsed.prot, aad_ext, parsed.enc0).hex() == vec["to_be_signed"]
         backend.verify(parsed, DEV.public, stream)
     assert backend.decrypt(parsed, key, iv, stream) == pt
     _, opened = backend.open_frame(frame, None if vec["profile"] == "lite" else DEV.public,
@@ -155,12 +156,12 @@ def test_vectors_cover_the_required_cases():
 
 
 def _sign1(prot: bytes, enc0: bytes, unprot: bytes = b"\xa0", sig: bytes = bytes(64)) -> bytes:
-    return b"\xd2\x84" + pure.cbor.bstr(prot) + unprot + pure.cbor.bstr(enc0) + pure.cbor.bstr(sig)
+    return b"\xd2\x84" + cbor.bstr(prot) + unprot + cbor.bstr(enc0) + cbor.bstr(sig)
 
 
 def _enc0(piv: bytes = b"\x00", ct: bytes = bytes(40), unprot: bytes | None = None) -> bytes:
-    unprot = b"\xa1\x06" + pure.cbor.bstr(piv) if unprot is None else unprot
-    return b"\xd0\x83\x44\xa1\x01\x18\x18" + unprot + pure.cbor.bstr(ct)
+    unprot = b"\xa1\x06" + cbor.bstr(piv) if unprot is None else unprot
+    return b"\xd0\x83\x44\xa1\x01\x18\x18" + unprot + cbor.bstr(ct)
 
 
 OK_PROT = bytes.fromhex("a20127044101")

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from . import backends as backend
+from . import frame as _frame
 from . import keys, oscore, senml
-from ._backend_pure import KIND_LITE
 from .errors import BadSignature, RevokedDevice, TopicMismatch, TwinlinkError, WindowLost
+from .frametypes import KIND_LITE
 from .replay import ReplayWindow
 from .store import PROFILE_LITE, Accepted, DeviceRecord, Event, SQLiteStore, TwinStore, to_json
 
@@ -142,7 +142,6 @@ class Twin:
         that refused it (never raised). ``expect_kids[i]`` is the kid the transport address
         claims (MQTT topic); a mismatch is refused as ``topic_mismatch``.
         """
-        be = backend.current()
         results: list[Result | None] = [None] * len(frames)
         events: list[tuple[int, Event]] = []
         # Per device, looked up once per batch: record, batch-local window copy, context.
@@ -154,7 +153,7 @@ class Twin:
                 kid: bytes | None = None
                 seq: int | None = None
                 try:
-                    parsed = be.parse(frame)
+                    parsed = _frame.parse(frame)
                     kid, seq = parsed.kid, parsed.seq
                     if expect_kids is not None:
                         claimed = expect_kids[i]
@@ -188,7 +187,7 @@ class Twin:
                     events.append((i, Event(exc.reason, str(exc), kid, seq, source)))
             # 2. verify and decrypt: the cost floor; spread over cores for large batches
             # (cffi releases the GIL inside libsodium).
-            self._crypto(be, jobs)
+            self._crypto(jobs)
             # 3. decode and advance the batch-local windows in frame order; duplicates inside
             # the batch are caught here, after verification, as the window rules require.
             pending: list[tuple[int, Accepted, str]] = []
@@ -238,16 +237,14 @@ class Twin:
             )
         return results  # type: ignore[return-value]
 
-    def _crypto(self, be: Any, jobs: list[_Job]) -> None:
+    def _crypto(self, jobs: list[_Job]) -> None:
         def run(chunk: list[_Job]) -> None:
             telemetry = oscore.STREAM_TELEMETRY
             for job in chunk:
                 try:
                     if job.parsed.kind != KIND_LITE:
-                        be.verify(job.parsed, job.dev.public_key, telemetry)
-                    job.plaintext = be.decrypt(
-                        job.parsed, job.ctx.key, job.ctx.common_iv, telemetry
-                    )
+                        _frame.verify(job.parsed, job.dev.public_key, telemetry)
+                    job.plaintext = _frame.decrypt(job.parsed, job.ctx, telemetry)
                 except TwinlinkError as exc:
                     job.error = exc
 

@@ -10,6 +10,7 @@
 #include "../tl_error.h"
 #include "../tl_frame.h"
 #include "../tl_oscore.h"
+#include "../tl_py.h"
 #include "../tl_window.h"
 #include "golden.h"
 
@@ -294,6 +295,91 @@ static void test_frames(void)
     CHECK(tl_parse(&p, golden_signed, 0) == TL_E_MALFORMED);
 }
 
+/* The binding's C side (tl_py.c): same bytes as the core, offsets inside the frame, sizes
+ * from the size functions always enough, errors as -tl_err. */
+static void test_binding(void)
+{
+    uint8_t buf[4096], x[300];
+    size_t cap = tlpy_seal_size(sizeof golden_pt, 1), lens[2], pl[2] = {0, 300};
+    long long n;
+    tlpy_parsed o;
+
+    CHECK(cap <= sizeof buf);
+    n = tlpy_seal(buf, cap, golden_sk, golden_kid, sizeof golden_kid, golden_key, golden_iv,
+                  golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == (long long)sizeof golden_signed && !memcmp(buf, golden_signed, (size_t)n));
+    n = tlpy_seal(buf, 10, golden_sk, golden_kid, sizeof golden_kid, golden_key, golden_iv,
+                  golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == -TL_E_BUFFER);
+    n = tlpy_seal(buf, cap, golden_sk, golden_kid, 7, golden_key, golden_iv, golden_stream, 1,
+                  GOLDEN_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == -TL_E_RANGE);
+    CHECK(tlpy_seal_size(TL_MAX_FRAME + 1u, 1) == 0);
+    n = tlpy_seal_lite(buf, cap, golden_kid, sizeof golden_kid, golden_key, golden_iv,
+                       golden_stream, 1, GOLDEN_LITE_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == (long long)sizeof golden_lite && !memcmp(buf, golden_lite, (size_t)n));
+
+    memset(x, 'x', sizeof x);
+    cap = tlpy_seal_many_size(300, 300, 2, 1);
+    CHECK(cap <= sizeof buf);
+    n = tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, golden_key,
+                       golden_iv, golden_stream, 1, 255, x, pl, 2);
+    CHECK(n >= 0 && lens[0] == sizeof golden_many0 && lens[1] == sizeof golden_many1);
+    CHECK(n >= 0 && (size_t)n + lens[0] + lens[1] <= cap &&
+          !memcmp(buf + n, golden_many0, lens[0]) &&
+          !memcmp(buf + n + lens[0], golden_many1, lens[1]));
+    CHECK(tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, golden_key,
+                         golden_iv, golden_stream, 1, TL_MAX_SEQ, x, pl, 2) == -TL_E_RANGE);
+    CHECK(tlpy_seal_many(buf, 100, lens, golden_sk, golden_kid, sizeof golden_kid, golden_key,
+                         golden_iv, golden_stream, 1, 255, x, pl, 2) == -TL_E_BUFFER);
+
+    CHECK(tlpy_parse(&o, golden_signed, sizeof golden_signed) == TL_OK);
+    CHECK(o.kind == TL_KIND_SIGNED && o.seq == GOLDEN_SEQ && o.alg == -8);
+    CHECK(o.kid_len == sizeof golden_kid &&
+          !memcmp(golden_signed + o.kid_at, golden_kid, o.kid_len));
+    CHECK(o.sig_len == 64 && o.sig_at + 64 == sizeof golden_signed);
+    CHECK(o.ct_at + o.ct_len <= o.enc0_at + o.enc0_len && o.prot_at + o.prot_len <= o.enc0_at);
+    CHECK(tlpy_verify_size(o.prot_len, o.kid_len, o.piv_len, o.enc0_len, 1) <= sizeof buf);
+    CHECK(tlpy_verify(buf, sizeof buf, golden_signed + o.prot_at, o.prot_len,
+                      golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at, o.piv_len,
+                      golden_signed + o.enc0_at, o.enc0_len, golden_signed + o.sig_at,
+                      o.sig_len, golden_pk, golden_stream, 1) == TL_OK);
+    CHECK(tlpy_verify(buf, sizeof buf, golden_signed + o.prot_at, o.prot_len,
+                      golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at, o.piv_len,
+                      golden_signed + o.enc0_at, o.enc0_len, golden_signed + o.sig_at,
+                      o.sig_len, golden_pk, (const uint8_t *)"a", 1) == TL_E_BAD_SIGNATURE);
+    cap = tlpy_decrypt_size(o.ct_len, o.kid_len, o.piv_len, 1);
+    CHECK(cap <= sizeof buf);
+    n = tlpy_decrypt(buf, cap, golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at,
+                     o.piv_len, golden_signed + o.ct_at, o.ct_len, golden_key, golden_iv,
+                     golden_stream, 1);
+    CHECK(n == (long long)sizeof golden_pt && !memcmp(buf, golden_pt, sizeof golden_pt));
+    n = tlpy_decrypt(buf, cap, golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at,
+                     o.piv_len, golden_signed + o.ct_at, o.ct_len, golden_pk, golden_iv,
+                     golden_stream, 1);
+    CHECK(n == -TL_E_DECRYPT);
+
+    cap = tlpy_open_size(sizeof golden_signed, 1);
+    CHECK(cap <= sizeof buf);
+    memset(&o, 0, sizeof o);
+    n = tlpy_open(buf, cap, &o, golden_signed, sizeof golden_signed, golden_pk, golden_key,
+                  golden_iv, golden_stream, 1);
+    CHECK(n == (long long)sizeof golden_pt && !memcmp(buf, golden_pt, sizeof golden_pt));
+    CHECK(o.kind == TL_KIND_SIGNED && o.seq == GOLDEN_SEQ);
+    n = tlpy_open(buf, cap, &o, golden_lite, sizeof golden_lite, NULL, golden_key, golden_iv,
+                  golden_stream, 1);
+    CHECK(n == (long long)sizeof golden_pt && o.kind == TL_KIND_LITE && o.sig_len == 0);
+    CHECK(tlpy_open(buf, cap, &o, golden_signed, sizeof golden_signed, NULL, golden_key,
+                    golden_iv, golden_stream, 1) == -TL_E_BAD_SIGNATURE);
+    CHECK(tlpy_open(buf, 16, &o, golden_signed, sizeof golden_signed, golden_pk, golden_key,
+                    golden_iv, golden_stream, 1) == -TL_E_BUFFER);
+    CHECK(tlpy_open(buf, 16, &o, golden_signed, 5, golden_pk, golden_key, golden_iv,
+                    golden_stream, 1) == -TL_E_MALFORMED);
+    CHECK(tlpy_open(NULL, 0, &o, golden_signed, sizeof golden_signed, golden_pk, golden_key,
+                    golden_iv, golden_stream, 1) == -TL_E_BUFFER);
+    CHECK(tlpy_open_size(TL_MAX_FRAME + 1u, 1) == 0);
+}
+
 int main(void)
 {
     if (tl_crypto_sodium_init() != 0) {
@@ -306,6 +392,7 @@ int main(void)
     test_cobs_crc();
     test_window();
     test_frames();
+    test_binding();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -207,9 +207,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
     """Check a frame without storing it or touching the window (a dry run of ``open``)."""
-    be = backend.current()
     try:
-        parsed = be.parse(data)
+        parsed = frame.parse(data)
         st = twin.store.lookup(parsed.kid)
         try:
             st.window.check(parsed.seq)
@@ -218,8 +217,8 @@ def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
             window = exc.reason
         ctx = twin.device_context(parsed.kid)
         if parsed.kind == frame.KIND_SIGNED:
-            be.verify(parsed, st.device.public_key, oscore.STREAM_TELEMETRY)
-        plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, oscore.STREAM_TELEMETRY)
+            frame.verify(parsed, st.device.public_key, oscore.STREAM_TELEMETRY)
+        plaintext = frame.decrypt(parsed, ctx, oscore.STREAM_TELEMETRY)
         from ..store import to_json
         from ..twin import decode_payload
 
