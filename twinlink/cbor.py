@@ -42,6 +42,28 @@ def int_(value: int) -> bytes:
     return head(UINT, value) if value >= 0 else head(NINT, -1 - value)
 
 
+def read_head(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
+    """The CBOR head at ``buf[pos]``: (major type, additional info, argument, next position).
+
+    The one head decoder: callers raise their own errors. Next position -1: the head runs
+    past ``end``. Additional info 28..31 (reserved, indefinite length) has argument 0. Any
+    head length is accepted; shortest form is the caller's rule (frames require it, payloads
+    do not).
+    """
+    if pos >= end:
+        return 0, 0, 0, -1
+    ib = buf[pos]
+    major, ai = ib >> 5, ib & 0x1F
+    if ai < 24:
+        return major, ai, ai, pos + 1
+    if ai > 27:
+        return major, ai, 0, pos + 1
+    n = 1 << (ai - 24)
+    if end - pos - 1 < n:
+        return major, ai, 0, -1
+    return major, ai, int.from_bytes(buf[pos + 1 : pos + 1 + n], "big"), pos + 1 + n
+
+
 class Reader:
     """A strict cursor over hostile bytes: every head minimal, every length bounded.
 
@@ -56,23 +78,15 @@ class Reader:
         self.end = len(buf) if end is None else end
 
     def head(self, what: str) -> tuple[int, int]:
-        """Read one head; return (major type, argument)."""
-        if self.pos >= self.end:
+        """Read one head in shortest form; return (major type, argument)."""
+        major, ai, value, nxt = read_head(self.buf, self.pos, self.end)
+        if nxt < 0:
             raise MalformedFrame(f"truncated at {what}")
-        ib = self.buf[self.pos]
-        major, ai = ib >> 5, ib & 0x1F
-        self.pos += 1
-        if ai < 24:
-            return major, ai
         if ai > 27:
             raise MalformedFrame(f"indefinite or reserved length at {what}")
-        n = 1 << (ai - 24)
-        if self.end - self.pos < n:
-            raise MalformedFrame(f"truncated at {what}")
-        value = int.from_bytes(self.buf[self.pos : self.pos + n], "big")
-        self.pos += n
-        if value < (24 if n == 1 else 1 << (4 * n)):
+        if ai >= 24 and value < (24 if ai == 24 else 1 << (4 << (ai - 24))):
             raise MalformedFrame(f"non-shortest integer encoding at {what}")
+        self.pos = nxt
         return major, value
 
     def expect(self, major: int, value: int, what: str) -> None:
@@ -111,24 +125,12 @@ def check_item(data: bytes, max_depth: int = 16) -> None:
         raise MalformedFrame("trailing bytes after the payload item")
 
 
-def _head_any(data: bytes, pos: int, end: int) -> tuple[int, int, int, int]:
-    """(major, ai, argument, next position) of the head at ``pos``; indefinite is refused."""
-    if pos >= end:
+def _skip(data: bytes, pos: int, end: int, depth: int) -> int:
+    major, ai, arg, pos = read_head(data, pos, end)
+    if pos < 0:
         raise MalformedFrame("truncated CBOR item")
-    ib = data[pos]
-    major, ai = ib >> 5, ib & 0x1F
-    if ai < 24:
-        return major, ai, ai, pos + 1
     if ai > 27:
         raise MalformedFrame("indefinite-length or reserved CBOR head")
-    n = 1 << (ai - 24)
-    if end - pos - 1 < n:
-        raise MalformedFrame("truncated CBOR item")
-    return major, ai, int.from_bytes(data[pos + 1 : pos + 1 + n], "big"), pos + 1 + n
-
-
-def _skip(data: bytes, pos: int, end: int, depth: int) -> int:
-    major, _, arg, pos = _head_any(data, pos, end)
     if major in (BSTR, TSTR):
         if arg > end - pos:
             raise MalformedFrame("CBOR string runs past the end")
