@@ -16,6 +16,8 @@ static void to_offsets(tlpy_parsed *o, const tl_parsed *p, const uint8_t *base)
     o->seq = p->seq;
     o->kid_at = (size_t)(p->kid - base);
     o->kid_len = p->kid_len;
+    o->kid_context_at = p->kid_context ? (size_t)(p->kid_context - base) : 0;
+    o->kid_context_len = p->kid_context_len;
     o->piv_at = (size_t)(p->piv - base);
     o->piv_len = p->piv_len;
     o->prot_at = p->prot ? (size_t)(p->prot - base) : 0;
@@ -37,21 +39,21 @@ size_t tlpy_seal_size(size_t pt_len, size_t stream_len)
 }
 
 long long tlpy_seal(uint8_t *buf, size_t buf_len, const uint8_t sign_sk[64], const uint8_t *kid,
-                    size_t kid_len, const uint8_t key[32], const uint8_t common_iv[12],
-                    const uint8_t *stream, size_t stream_len, uint64_t seq, const uint8_t *pt,
-                    size_t pt_len)
+                    size_t kid_len, const uint8_t *kid_context, size_t kid_context_len,
+                    const uint8_t key[32], const uint8_t common_iv[12], const uint8_t *stream,
+                    size_t stream_len, uint64_t seq, const uint8_t *pt, size_t pt_len)
 {
     size_t n = 0; /* the exact frame size first: range errors before the buffer check */
-    int rc = tl_seal(NULL, &n, NULL, 0, sign_sk, kid, kid_len, key, common_iv, stream,
-                     stream_len, seq, pt, pt_len);
+    int rc = tl_seal_ctx(NULL, &n, NULL, 0, sign_sk, kid, kid_len, kid_context, kid_context_len,
+                         key, common_iv, stream, stream_len, seq, pt, pt_len);
     if (rc != TL_OK) {
         return -(long long)rc;
     }
     if (buf_len < n) {
         return -TL_E_BUFFER;
     }
-    rc = tl_seal(buf, &n, buf + n, buf_len - n, sign_sk, kid, kid_len, key, common_iv, stream,
-                 stream_len, seq, pt, pt_len);
+    rc = tl_seal_ctx(buf, &n, buf + n, buf_len - n, sign_sk, kid, kid_len, kid_context,
+                     kid_context_len, key, common_iv, stream, stream_len, seq, pt, pt_len);
     return result(rc, n);
 }
 
@@ -84,6 +86,7 @@ size_t tlpy_seal_many_size(size_t pts_len, size_t max_pt, size_t n, size_t strea
 
 long long tlpy_seal_many(uint8_t *buf, size_t buf_len, size_t frame_lens[],
                          const uint8_t sign_sk[64], const uint8_t *kid, size_t kid_len,
+                         const uint8_t *kid_context, size_t kid_context_len,
                          const uint8_t key[32], const uint8_t common_iv[12],
                          const uint8_t *stream, size_t stream_len, uint64_t first_seq,
                          const uint8_t *pts, const size_t pt_lens[], size_t n)
@@ -94,8 +97,9 @@ long long tlpy_seal_many(uint8_t *buf, size_t buf_len, size_t frame_lens[],
         max_pt = pt_lens[i] > max_pt ? pt_lens[i] : max_pt;
     }
     /* Range errors (seq, frame size) before the buffer check, as in tlpy_seal. */
-    rc = tl_seal_many(NULL, &total, frame_lens, NULL, 0, sign_sk, kid, kid_len, key, common_iv,
-                      stream, stream_len, first_seq, pts, pt_lens, n);
+    rc = tl_seal_many(NULL, &total, frame_lens, NULL, 0, sign_sk, kid, kid_len, kid_context,
+                      kid_context_len, key, common_iv, stream, stream_len, first_seq, pts,
+                      pt_lens, n);
     if (rc != TL_OK) {
         return -(long long)rc;
     }
@@ -105,7 +109,8 @@ long long tlpy_seal_many(uint8_t *buf, size_t buf_len, size_t frame_lens[],
     }
     total = buf_len - work_len;
     rc = tl_seal_many(buf + work_len, &total, frame_lens, buf, work_len, sign_sk, kid, kid_len,
-                      key, common_iv, stream, stream_len, first_seq, pts, pt_lens, n);
+                      kid_context, kid_context_len, key, common_iv, stream, stream_len,
+                      first_seq, pts, pt_lens, n);
     return result(rc, work_len); /* the frames start after the work area */
 }
 

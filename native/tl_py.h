@@ -26,6 +26,8 @@ typedef struct {
     uint64_t seq;
     size_t kid_at;
     size_t kid_len;
+    size_t kid_context_at; /* kid_context_len 0: no kid context (the base context) */
+    size_t kid_context_len;
     size_t piv_at;
     size_t piv_len;
     size_t prot_at; /* prot_len 0 for a lite frame */
@@ -41,11 +43,12 @@ typedef struct {
 /* Buffer size tlpy_seal and tlpy_seal_lite need for a plaintext of pt_len bytes. */
 size_t tlpy_seal_size(size_t pt_len, size_t stream_len);
 
-/* Seal a twinlink/1 frame into buf; returns its length (the frame starts at buf[0]). */
+/* Seal a twinlink/1 frame into buf; returns its length (the frame starts at buf[0]).
+ * kid_context NULL: the base context (no label 10). */
 long long tlpy_seal(uint8_t *buf, size_t buf_len, const uint8_t sign_sk[64], const uint8_t *kid,
-                    size_t kid_len, const uint8_t key[32], const uint8_t common_iv[12],
-                    const uint8_t *stream, size_t stream_len, uint64_t seq, const uint8_t *pt,
-                    size_t pt_len);
+                    size_t kid_len, const uint8_t *kid_context, size_t kid_context_len,
+                    const uint8_t key[32], const uint8_t common_iv[12], const uint8_t *stream,
+                    size_t stream_len, uint64_t seq, const uint8_t *pt, size_t pt_len);
 
 /* Seal a lite frame into buf; returns its length. */
 long long tlpy_seal_lite(uint8_t *buf, size_t buf_len, const uint8_t *kid, size_t kid_len,
@@ -62,6 +65,7 @@ size_t tlpy_seal_many_size(size_t pts_len, size_t max_pt, size_t n, size_t strea
  * back to back. Nothing is sealed unless all fit (seq range, frame size). */
 long long tlpy_seal_many(uint8_t *buf, size_t buf_len, size_t frame_lens[],
                          const uint8_t sign_sk[64], const uint8_t *kid, size_t kid_len,
+                         const uint8_t *kid_context, size_t kid_context_len,
                          const uint8_t key[32], const uint8_t common_iv[12],
                          const uint8_t *stream, size_t stream_len, uint64_t first_seq,
                          const uint8_t *pts, const size_t pt_lens[], size_t n);

@@ -105,10 +105,27 @@ def test_seal_identical(seed, kid, key, iv, stream, seq, pt):
     assert N.open_frame(frame, pk, key, iv, stream)[1] == pt
 
 
+kid_contexts = st.one_of(st.none(), st.binary(min_size=1, max_size=16))
+
+
 @SETTINGS
-@given(kid=kids, seq=st.integers(0, MAX_SEQ - 20), pts=st.lists(plaintexts, max_size=12))
-def test_seal_many_identical(kid, seq, pts):
+@given(kid=kids, kc=kid_contexts, seq=seqs, pt=plaintexts)
+def test_seal_kid_context_identical(kid, kc, seq, pt):
+    kind, frame = same("seal", SK, kid, KEY, IV, STREAM, seq, pt, kc)
+    assert kind == "ok"
+    kind, (parsed, out) = same_open(frame)
+    assert kind == "ok" and out == pt
+    assert parsed[Parsed.__slots__.index("kid_context")] == kc
+    if kc is None:  # the base context: exactly the bytes without the argument
+        assert frame == P.seal(SK, kid, KEY, IV, STREAM, seq, pt)
+
+
+@SETTINGS
+@given(kid=kids, seq=st.integers(0, MAX_SEQ - 20), pts=st.lists(plaintexts, max_size=12),
+       kc=kid_contexts)
+def test_seal_many_identical(kid, seq, pts, kc):
     same("seal_many", SK, kid, KEY, IV, STREAM, seq, pts)
+    same("seal_many", SK, kid, KEY, IV, STREAM, seq, pts, kc)
     if pts:
         assert N.seal_many(SK, kid, KEY, IV, STREAM, seq, pts)[-1] == N.seal(
             SK, kid, KEY, IV, STREAM, seq + len(pts) - 1, pts[-1])
@@ -228,6 +245,10 @@ def _enc0(piv=b"\x01", *, kid=KID, unprot=None, prot=ENC0_PROTECTED, tag=b"\xd0"
 
 PROT = P.outer_protected(KID)
 GOOD = _signed(PROT, _enc0())
+KC = bytes.fromhex("9a3f01c27d5e6b88")
+KC_PROT = P.outer_protected(KID, -8, KC)
+GOOD_KC = _signed(KC_PROT, _enc0())
+_A, _K, _C = b"\x01\x27", b"\x04" + cbor.bstr(KID), b"\x0a" + cbor.bstr(KC)
 
 NONCANONICAL = {
     "tag18-two-byte": _signed(PROT, _enc0(), tag=b"\xd8\x12"),
@@ -269,6 +290,34 @@ NONCANONICAL = {
     "enc0-ct-indefinite": _signed(PROT, _enc0(ct_head=b"\x5f\x55")[:-0] + b"\xff"),
     "enc0-ct-short": _signed(PROT, _enc0(pt=b"")[:-17] + b"\x4f" + bytes(15)),
     "enc0-trailing": _signed(PROT, _enc0() + b"\x00"),
+    # the kid-context header: only {1, 4} or {1, 4, 10}, in that order, 1..16 bytes
+    "kc-count-2": _signed(b"\xa2" + _A + _K + _C, _enc0()),
+    "kc-count-4": _signed(b"\xa4" + _A + _K + _C, _enc0()),
+    "kc-reordered-10-4": _signed(b"\xa3" + _A + _C + _K, _enc0()),
+    "kc-reordered-10-first": _signed(b"\xa3" + _C + _A + _K, _enc0()),
+    "kc-reordered-4-first": _signed(b"\xa3" + _K + _A + _C, _enc0()),
+    "kc-duplicate-label-10": _signed(b"\xa4" + _A + _K + _C + _C, _enc0()),
+    "kc-duplicate-label-4": _signed(b"\xa3" + _A + _K + _K, _enc0()),
+    "kc-label-11": _signed(b"\xa3" + _A + _K + b"\x0b" + cbor.bstr(KC), _enc0()),
+    "kc-label-minus-11": _signed(b"\xa3" + _A + _K + b"\x2a" + cbor.bstr(KC), _enc0()),
+    "kc-label-long-head": _signed(b"\xa3" + _A + _K + b"\x18\x0a" + cbor.bstr(KC), _enc0()),
+    "kc-empty": _signed(b"\xa3" + _A + _K + b"\x0a\x40", _enc0()),
+    "kc-17-bytes": _signed(b"\xa3" + _A + _K + b"\x0a" + cbor.bstr(bytes(17)), _enc0()),
+    "kc-uint": _signed(b"\xa3" + _A + _K + b"\x0a\x01", _enc0()),
+    "kc-tstr": _signed(b"\xa3" + _A + _K + b"\x0a\x68" + KC, _enc0()),
+    "kc-null": _signed(b"\xa3" + _A + _K + b"\x0a\xf6", _enc0()),
+    "kc-array": _signed(b"\xa3" + _A + _K + b"\x0a\x81" + cbor.bstr(KC), _enc0()),
+    "kc-head-non-shortest": _signed(b"\xa3" + _A + _K + b"\x0a\x58\x08" + KC, _enc0()),
+    "kc-indefinite": _signed(b"\xa3" + _A + _K + b"\x0a\x5f" + cbor.bstr(KC) + b"\xff",
+                             _enc0()),
+    "kc-trailing": _signed(KC_PROT + b"\x00", _enc0()),
+    "kc-truncated": _signed(KC_PROT[:-1], _enc0()),
+    "kc-in-unprotected": _signed(PROT, _enc0(), unprot=b"\xa1" + _C),
+    "kc-in-encrypt0": _signed(PROT, _enc0(unprot=b"\xa2\x06\x41\x01" + _C)),
+    "kc-in-lite": b"\xd0\x83\x44\xa1\x01\x18\x18\xa3\x04" + cbor.bstr(KID) + b"\x06\x41\x07"
+                  + _C + LITE[-(len(LITE) - 16 - len(KID)):],
+    "kc-in-lite-2-entries": b"\xd0\x83\x44\xa1\x01\x18\x18\xa2\x04" + cbor.bstr(KID) + _C
+                            + LITE[-(len(LITE) - 16 - len(KID)):],
     "lite-map-swapped": b"\xd0\x83\x44\xa1\x01\x18\x18\xa2\x06\x41\x07\x04" + cbor.bstr(KID)
                         + LITE[-(len(LITE) - 16 - len(KID)):],
     "lite-kid-missing": _enc0(b"\x07", unprot=b"\xa1\x06\x41\x07"),
@@ -282,6 +331,36 @@ NONCANONICAL = {
 
 def test_reference_frame_opens():
     assert same_open(GOOD)[0] == "ok"
+    kind, (parsed, _) = same_open(GOOD_KC)
+    assert kind == "ok" and parsed[Parsed.__slots__.index("kid_context")] == KC
+    assert GOOD_KC == P.seal(SK, KID, KEY, IV, STREAM, 1, b"hello", KC)
+
+
+def test_kid_context_is_signed():
+    """Every bit flip inside the kid context parses but fails the signature: the context is
+    covered by what the signature covers, so a public-key holder can tell contexts apart."""
+    at = GOOD_KC.index(KC)
+    for i in range(at * 8, (at + len(KC)) * 8):
+        mutated = bytearray(GOOD_KC)
+        mutated[i // 8] ^= 1 << (i % 8)
+        assert same("parse", bytes(mutated))[0] == "ok"
+        assert same_open(bytes(mutated)) == ("raise", errors.BadSignature)
+
+
+@pytest.mark.parametrize("frame", [GOOD_KC], ids=["kid-context"])
+def test_every_bit_flip_kid_context(frame):
+    for i in range(len(frame) * 8):
+        mutated = bytearray(frame)
+        mutated[i // 8] ^= 1 << (i % 8)
+        assert same_open(bytes(mutated))[0] == "raise", f"bit {i} flipped and it still opened"
+
+
+@SETTINGS
+@given(st.data())
+def test_random_splices_kid_context(data):
+    i = data.draw(st.integers(0, len(GOOD_KC)))
+    j = data.draw(st.integers(i, len(GOOD_KC)))
+    same_open(GOOD_KC[:i] + data.draw(st.binary(max_size=12)) + GOOD_KC[j:])
 
 
 @pytest.mark.parametrize("name", sorted(NONCANONICAL))

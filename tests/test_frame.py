@@ -322,3 +322,32 @@ def test_seal_many_equals_seal(backend_name):
     frames = frame.seal_many(SK, CTX, 255, iter(pts))
     assert frames == [frame.seal(SK, CTX, 255 + i, p) for i, p in enumerate(pts)]
     assert frame.seal_many(SK, CTX, 0, []) == []
+
+
+# -- kid context (COSE label 10): the ID Context named in the signed protected header -----------
+
+KC = bytes.fromhex("9a3f01c27d5e6b88")
+
+
+def test_kid_context_round_trip_and_layout(backend_name):
+    f = frame.seal(SK, CTX, 5, b"\x01", kid_context=KC)
+    # d2 84 50 a3 01 27 04 41 2a 0a 48 <8 bytes> a0: protected {1: -8, 4: h'2a', 10: KC}, {}
+    assert f[:19] == bytes.fromhex("d28450a3012704412a0a48") + KC and f[19] == 0xA0
+    parsed, pt = frame.open_frame(f, PK, CTX)
+    assert (parsed.kid, parsed.kid_context, parsed.seq, pt) == (KID, KC, 5, b"\x01")
+    assert frame.parse(frame.seal(SK, CTX, 5, b"\x01")).kid_context is None
+    for kc in (b"\x00", bytes(16)):
+        assert frame.parse(frame.seal(SK, CTX, 1, b"", kid_context=kc)).kid_context == kc
+    many = frame.seal_many(SK, CTX, 7, [b"a", b"b"], kid_context=KC)
+    assert many == [frame.seal(SK, CTX, 7, b"a", kid_context=KC),
+                    frame.seal(SK, CTX, 8, b"b", kid_context=KC)]
+    d = frame.describe(f)
+    assert d["sign1_protected"]["kid_context"] == KC.hex()
+    assert f"10: h'{KC.hex()}'" in frame.diagnostic(f)
+    assert "kid_context" not in frame.describe(frame.seal(SK, CTX, 5, b"\x01"))["sign1_protected"]
+
+
+def test_kid_context_argument_errors(backend_name):
+    for kc in (b"", bytes(17), bytearray(KC), memoryview(KC), KC.hex(), 8):
+        _programming_error(frame.seal, SK, CTX, 1, b"x", kid_context=kc)
+        _programming_error(frame.seal_many, SK, CTX, 1, [b"x"], kid_context=kc)

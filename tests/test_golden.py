@@ -115,14 +115,18 @@ def test_frame(vec: dict, backend):
     assert ft.enc_structure(ft.ENC0_PROTECTED, aad_ext).hex() == vec["aead_aad"]
     frame = h(vec["frame"])
 
+    kc = h(vec["kid_context"]) if "kid_context" in vec else None
+    if kc is not None:
+        assert kc == h(ctx["id_context"])  # a frame names the ID Context it was sealed under
     if vec["profile"] == "lite":
         assert backend.seal_lite(kid, key, iv, stream, seq, pt) == frame
     elif vec["alg"] == -8:
-        assert backend.seal(DEV.secret64, kid, key, iv, stream, seq, pt) == frame
-        assert backend.seal_many(DEV.secret64, kid, key, iv, stream, seq, [pt])[0] == frame
+        assert backend.seal(DEV.secret64, kid, key, iv, stream, seq, pt, kc) == frame
+        assert backend.seal_many(DEV.secret64, kid, key, iv, stream, seq, [pt], kc)[0] == frame
 
     parsed = backend.parse(frame)
     assert (parsed.kid, parsed.seq, parsed.piv, parsed.ct) == (kid, seq, piv, h(vec["ciphertext"]))
+    assert parsed.kid_context == kc
     if vec["profile"] != "lite":
         assert parsed.alg == vec["alg"]
         assert parsed.prot.hex() == vec["sign1_protected"]
@@ -153,6 +157,9 @@ def test_vectors_cover_the_required_cases():
     assert {f["profile"] for f in FRAMES} == {"twinlink/1", "lite"}
     assert {f["payload_kind"] for f in FRAMES} == {"senml", "raw"}
     assert any(c["id_context"] and c["master_salt"] for c in GOLDEN["contexts"].values())
+    # the kid-context extension: with the base salt, and with a Master Salt
+    salts = {GOLDEN["contexts"][f["context"]]["master_salt"] for f in FRAMES if "kid_context" in f}
+    assert "" in salts and len(salts) == 2
 
 
 def _sign1(prot: bytes, enc0: bytes, unprot: bytes = b"\xa0", sig: bytes = bytes(64)) -> bytes:

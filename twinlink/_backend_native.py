@@ -82,19 +82,25 @@ def _raise(rc: int) -> NoReturn:
 
 
 def seal(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: bytes,
-         seq: int, plaintext: bytes) -> bytes:
+         seq: int, plaintext: bytes, kid_context: bytes | None = None) -> bytes:
     """Seal ``plaintext`` as a twinlink/1 frame with sequence number ``seq``."""
     n, s = len(plaintext), len(stream)
     cap = _seal_size(n, s)
     buf = _alloc("char[]", cap)
-    rc = _seal(buf, cap, sign_sk, kid, len(kid), key, common_iv, stream, s, seq, plaintext, n)
+    if kid_context is None:
+        rc = _seal(buf, cap, sign_sk, kid, len(kid), _NULL, 0, key, common_iv, stream, s, seq,
+                   plaintext, n)
+    else:
+        rc = _seal(buf, cap, sign_sk, kid, len(kid), kid_context, len(kid_context), key,
+                   common_iv, stream, s, seq, plaintext, n)
     if rc < 0:
         _raise(rc)
     return _unpack(buf, rc)
 
 
 def seal_many(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: bytes,
-              first_seq: int, plaintexts: Sequence[bytes]) -> list[bytes]:
+              first_seq: int, plaintexts: Sequence[bytes],
+              kid_context: bytes | None = None) -> list[bytes]:
     """Seal ``plaintexts`` with consecutive sequence numbers in one C call (all or none)."""
     count = len(plaintexts)
     if not count:
@@ -104,7 +110,9 @@ def seal_many(sign_sk: bytes, kid: bytes, key: bytes, common_iv: bytes, stream: 
     cap = _lib.tlpy_seal_many_size(len(joined), max(lens), count, len(stream))
     buf = _alloc("char[]", cap)
     flens = _alloc("size_t[]", count)
-    start = _lib.tlpy_seal_many(buf, cap, flens, sign_sk, kid, len(kid), key, common_iv,
+    kc = _NULL if kid_context is None else kid_context
+    start = _lib.tlpy_seal_many(buf, cap, flens, sign_sk, kid, len(kid), kc,
+                                0 if kid_context is None else len(kid_context), key, common_iv,
                                 stream, len(stream), first_seq, joined, lens, count)
     if start < 0:
         _raise(start)
@@ -138,10 +146,12 @@ def _parsed(frame: bytes, p: Any) -> Parsed:
     """A :class:`Parsed` sliced out of ``frame`` at the offsets of a ``tlpy_parsed *``."""
     kid_at, piv_at, prot_at, enc0_at, ct_at, sig_at = (
         p.kid_at, p.piv_at, p.prot_at, p.enc0_at, p.ct_at, p.sig_at)
+    kc_len = p.kid_context_len
     return Parsed(p.kind, frame[kid_at:kid_at + p.kid_len], frame[piv_at:piv_at + p.piv_len],
                   p.seq, p.alg, frame[prot_at:prot_at + p.prot_len],
                   frame[enc0_at:enc0_at + p.enc0_len], frame[ct_at:ct_at + p.ct_len],
-                  frame[sig_at:sig_at + p.sig_len])
+                  frame[sig_at:sig_at + p.sig_len],
+                  frame[p.kid_context_at:p.kid_context_at + kc_len] if kc_len else None)
 
 
 def parse(frame: bytes) -> Parsed:

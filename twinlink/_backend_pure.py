@@ -7,8 +7,9 @@ valid by contract.
 
 Frame layout (see docs/PROTOCOL.md)::
 
-    18([ h'A2 01 27 04 <kid>', {}, 16([h'A1011818', {6: PIV}, ct||tag]), sig ])   twinlink/1
-    16([ h'A1011818', {4: kid, 6: PIV}, ct||tag ])                                 lite profile
+    18([ prot, {}, 16([h'A1011818', {6: PIV}, ct||tag]), sig ])   twinlink/1, where prot is
+        h'A2 01 27 04 <kid>' or, with an ID Context, h'A3 01 27 04 <kid> 0A <kid_context>'
+    16([ h'A1011818', {4: kid, 6: PIV}, ct||tag ])                lite profile
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from .frametypes import (
     KIND_LITE,
     KIND_SIGNED,
     MAX_FRAME,
+    MAX_KID_CONTEXT,
+    MAX_PROTECTED,
     SIG_LEN,
     TAG_LEN,
     Parsed,
@@ -38,9 +41,12 @@ NAME = "python"
 _ENC0_AAD_PREFIX = b"\x83\x68Encrypt0" + cbor.bstr(ENC0_PROTECTED)  # Enc_structure head
 
 
-def outer_protected(kid: bytes, alg: int = -8) -> bytes:
-    """The Sign1 protected header bytes {1: alg, 4: kid}."""
-    return b"\xa2\x01" + cbor.int_(alg) + b"\x04" + cbor.bstr(kid)
+def outer_protected(kid: bytes, alg: int = -8, kid_context: bytes | None = None) -> bytes:
+    """The Sign1 protected header bytes {1: alg, 4: kid} or {1: alg, 4: kid, 10: kid_context}."""
+    if kid_context is None:
+        return b"\xa2\x01" + cbor.int_(alg) + b"\x04" + cbor.bstr(kid)
+    return (b"\xa3\x01" + cbor.int_(alg) + b"\x04" + cbor.bstr(kid) + b"\x0a"
+            + cbor.bstr(kid_context))
 
 
 def _encrypt0(
@@ -68,15 +74,17 @@ def seal(
     stream: bytes,
     seq: int,
     plaintext: bytes,
+    kid_context: bytes | None = None,
 ) -> bytes:
     """Seal ``plaintext`` as a twinlink/1 frame with sequence number ``seq``.
 
-    ``sign_sk`` is the 64-byte libsodium Ed25519 secret key (seed || public key).
+    ``sign_sk`` is the 64-byte libsodium Ed25519 secret key (seed || public key);
+    ``kid_context`` the ID Context to name in the protected header (None: base context).
     """
     piv = piv_bytes(seq)
     aad_ext, ct = _encrypt0(key, common_iv, kid, piv, stream, plaintext)
     enc0 = b"\xd0\x83\x44" + ENC0_PROTECTED + b"\xa1\x06" + cbor.bstr(piv) + cbor.bstr(ct)
-    prot = outer_protected(kid)
+    prot = outer_protected(kid, -8, kid_context)
     sig = _nacl.crypto_sign(sig_structure(prot, aad_ext, enc0), sign_sk)[:SIG_LEN]
     return _bounded(b"\xd2\x84" + cbor.bstr(prot) + b"\xa0" + cbor.bstr(enc0) + b"\x58\x40" + sig)
 
@@ -89,10 +97,11 @@ def seal_many(
     stream: bytes,
     first_seq: int,
     plaintexts: Sequence[bytes],
+    kid_context: bytes | None = None,
 ) -> list[bytes]:
     """Seal ``plaintexts`` with consecutive sequence numbers starting at ``first_seq``."""
     return [
-        seal(sign_sk, kid, key, common_iv, stream, first_seq + i, p)
+        seal(sign_sk, kid, key, common_iv, stream, first_seq + i, p, kid_context)
         for i, p in enumerate(plaintexts)
     ]
 
@@ -152,17 +161,24 @@ def parse(frame: bytes) -> Parsed:
     if tag == 16:
         kid, piv, ct = _parse_enc0_body(r, lite=True)
         r.done("frame")
-        return Parsed(KIND_LITE, kid, piv, _piv_to_seq(piv), 24, b"", frame, ct, b"")
+        return Parsed(KIND_LITE, kid, piv, _piv_to_seq(piv), 24, b"", frame, ct, b"", None)
     r.expect(ARRAY, 4, "Sign1 array")
-    prot = r.bytes_("Sign1 protected", 1, 16)
+    prot = r.bytes_("Sign1 protected", 1, MAX_PROTECTED)
+    # Exactly {1: alg, 4: kid} or {1: alg, 4: kid, 10: kid_context}, in that order.
     p = Reader(prot)
-    p.expect(MAP, 2, "Sign1 protected map")
+    major, entries = p.head("Sign1 protected map")
+    if major != MAP or entries not in (2, 3):
+        raise MalformedFrame("Sign1 protected header is not {1: alg, 4: kid[, 10: kid_context]}")
     p.expect(UINT, 1, "alg label")
     major, arg = p.head("alg")
     if major != NINT or arg not in (7, 18):  # -8 EdDSA, -19 Ed25519
         raise MalformedFrame("signature algorithm is not EdDSA/Ed25519")
     p.expect(UINT, 4, "kid label")
     kid = p.bytes_("kid", 1, MAX_KID_LEN)
+    kid_context = None
+    if entries == 3:
+        p.expect(UINT, 10, "kid context label")
+        kid_context = p.bytes_("kid context", 1, MAX_KID_CONTEXT)
     p.done("Sign1 protected map")
     r.expect(MAP, 0, "Sign1 unprotected")
     enc0 = r.bytes_("Sign1 payload")
@@ -172,7 +188,8 @@ def parse(frame: bytes) -> Parsed:
     e.expect(TAG, 16, "Encrypt0 tag")
     _, piv, ct = _parse_enc0_body(e, lite=False)
     e.done("Encrypt0")
-    return Parsed(KIND_SIGNED, kid, piv, _piv_to_seq(piv), -1 - arg, prot, enc0, ct, sig)
+    return Parsed(KIND_SIGNED, kid, piv, _piv_to_seq(piv), -1 - arg, prot, enc0, ct, sig,
+                  kid_context)
 
 
 def verify(parsed: Parsed, sign_pk: bytes, stream: bytes) -> None:

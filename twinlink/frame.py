@@ -18,13 +18,14 @@ from typing import Any
 
 from . import backends as backend
 from . import oscore
-from .frametypes import KIND_LITE, KIND_SIGNED, MAX_FRAME, FrameBackend, Parsed
+from .frametypes import KIND_LITE, KIND_SIGNED, MAX_FRAME, MAX_KID_CONTEXT, FrameBackend, Parsed
 from .oscore import IV_LEN, KEY_LEN, MAX_KID_LEN, MAX_SEQ, STREAM_TELEMETRY
 
 __all__ = [
     "KIND_LITE",
     "KIND_SIGNED",
     "MAX_FRAME",
+    "MAX_KID_CONTEXT",
     "Parsed",
     "decrypt",
     "describe",
@@ -82,11 +83,22 @@ def _check_context(ctx: oscore.Context, stream: bytes) -> None:
     _need_bytes("stream", stream)
 
 
+def _need_kid_context(kid_context: object) -> None:
+    if kid_context is None:
+        return
+    if not isinstance(kid_context, bytes):
+        raise TypeError(f"kid_context must be bytes or None, not {type(kid_context).__name__}")
+    if not 1 <= len(kid_context) <= MAX_KID_CONTEXT:
+        raise ValueError(f"kid_context must be 1 to {MAX_KID_CONTEXT} bytes, "
+                         f"not {len(kid_context)}")
+
+
 def _check_seal(sign_sk: object, ctx: oscore.Context, seq: object, plaintexts: Iterable[object],
-                stream: bytes, count: int = 1) -> None:
+                stream: bytes, count: int = 1, kid_context: object = None) -> None:
     """Raise the TypeError/ValueError that explains why the fast check refused a seal."""
     if sign_sk is not None:
         _need_bytes("sign_sk (the 64-byte libsodium Ed25519 secret key)", sign_sk, SIGN_SK_LEN)
+    _need_kid_context(kid_context)
     _check_context(ctx, stream)
     _need_seq(seq, count)
     for p in plaintexts:
@@ -102,15 +114,25 @@ def _ok_context(ctx: oscore.Context, stream: bytes) -> bool:
 
 # -- sealing ---------------------------------------------------------------------------------
 
+def _ok_kid_context(kid_context: bytes | None) -> bool:
+    return kid_context is None or (type(kid_context) is bytes
+                                   and 0 < len(kid_context) <= MAX_KID_CONTEXT)
+
+
 def seal(
     sign_sk: bytes,
     ctx: oscore.Context,
     seq: int,
     plaintext: bytes,
     stream: bytes = STREAM_TELEMETRY,
+    *,
+    kid_context: bytes | None = None,
 ) -> bytes:
     """Seal one frame: Encrypt0 under ``ctx`` with Partial IV ``seq``, then Ed25519-sign it.
 
+    ``kid_context``: the ID Context ``ctx`` was derived with (1..16 bytes), named in the
+    signed protected header (COSE label 10) so a receiver can tell contexts apart; None for
+    the base context (no ID Context), whose frames carry no label 10.
     The caller guarantees ``seq`` is never reused under ``ctx`` (see :class:`SequenceStore`).
     Raises TypeError/ValueError for bad arguments, ValueError if the frame would exceed
     :data:`MAX_FRAME`.
@@ -120,9 +142,12 @@ def seal(
     if not (type(sign_sk) is bytes and len(sign_sk) == SIGN_SK_LEN and type(seq) is int
             and 0 <= seq <= MAX_SEQ and type(plaintext) is bytes and type(kid) is bytes
             and 0 < len(kid) <= MAX_KID_LEN and type(key) is bytes and len(key) == KEY_LEN
-            and type(iv) is bytes and len(iv) == IV_LEN and type(stream) is bytes):
-        _check_seal(sign_sk, ctx, seq, (plaintext,), stream)
-    return _be.seal(sign_sk, kid, key, iv, stream, seq, plaintext)
+            and type(iv) is bytes and len(iv) == IV_LEN and type(stream) is bytes
+            and (kid_context is None or _ok_kid_context(kid_context))):
+        _check_seal(sign_sk, ctx, seq, (plaintext,), stream, 1, kid_context)
+    if kid_context is None:
+        return _be.seal(sign_sk, kid, key, iv, stream, seq, plaintext)
+    return _be.seal(sign_sk, kid, key, iv, stream, seq, plaintext, kid_context)
 
 
 def seal_many(
@@ -131,6 +156,8 @@ def seal_many(
     first_seq: int,
     plaintexts: Iterable[bytes],
     stream: bytes = STREAM_TELEMETRY,
+    *,
+    kid_context: bytes | None = None,
 ) -> list[bytes]:
     """Seal ``plaintexts`` with sequence numbers ``first_seq``, ``first_seq + 1``, ...
 
@@ -143,9 +170,10 @@ def seal_many(
     n = len(pts)
     if not (type(sign_sk) is bytes and len(sign_sk) == SIGN_SK_LEN and type(first_seq) is int
             and 0 <= first_seq and first_seq + n - 1 <= MAX_SEQ and _ok_context(ctx, stream)
-            and all(type(p) is bytes for p in pts)):
-        _check_seal(sign_sk, ctx, first_seq, pts, stream, n)
-    return _be.seal_many(sign_sk, ctx.sender_id, ctx.key, ctx.common_iv, stream, first_seq, pts)
+            and _ok_kid_context(kid_context) and all(type(p) is bytes for p in pts)):
+        _check_seal(sign_sk, ctx, first_seq, pts, stream, n, kid_context)
+    return _be.seal_many(sign_sk, ctx.sender_id, ctx.key, ctx.common_iv, stream, first_seq, pts,
+                         kid_context)
 
 
 def seal_lite(
@@ -236,10 +264,13 @@ def describe(frame: bytes) -> dict[str, Any]:
         "aead_tag": p.ct[-16:].hex(),
     }
     if p.kind == KIND_SIGNED:
+        prot: dict[str, Any] = {"alg": p.alg, "kid": p.kid.hex()}
+        if p.kid_context is not None:
+            prot["kid_context"] = p.kid_context.hex()
         out.update(
             {
                 "cose": "COSE_Sign1 (tag 18) over COSE_Encrypt0 (tag 16)",
-                "sign1_protected": {"alg": p.alg, "kid": p.kid.hex(), "bytes": p.prot.hex()},
+                "sign1_protected": {**prot, "bytes": p.prot.hex()},
                 "sign1_unprotected": {},
                 "encrypt0_size": len(p.enc0),
                 "encrypt0_protected": {"alg": oscore.ALG_CHACHA20_POLY1305, "bytes": "a1011818"},
@@ -270,5 +301,6 @@ def diagnostic(data: bytes) -> str:
     enc0 = f"16([h'a1011818' / {{1: 24}} /, {enc0_unprot}, h'{p.ct.hex()}'])"
     if p.kind == KIND_LITE:
         return enc0
-    prot = f"h'{p.prot.hex()}' / {{1: {p.alg}, 4: h'{p.kid.hex()}'}} /"
+    kc = "" if p.kid_context is None else f", 10: h'{p.kid_context.hex()}'"
+    prot = f"h'{p.prot.hex()}' / {{1: {p.alg}, 4: h'{p.kid.hex()}'{kc}}} /"
     return f"18([{prot}, {{}}, << {enc0} >>, h'{p.sig.hex()}'])"

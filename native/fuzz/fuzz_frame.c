@@ -46,6 +46,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         (parsed && (o.kid_at + o.kid_len > size || o.piv_at + o.piv_len > size ||
                     o.ct_at + o.ct_len > size || o.enc0_at + o.enc0_len > size ||
                     o.sig_at + o.sig_len > size || o.prot_at + o.prot_len > size ||
+                    o.kid_context_at + o.kid_context_len > size ||
+                    o.kid_context_len != p.kid_context_len ||
                     data + o.kid_at != p.kid || o.seq != p.seq || o.kind != p.kind))) {
         abort();
     }
@@ -53,6 +55,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!inside(p.kid, p.kid_len, data, size) || !inside(p.piv, p.piv_len, data, size) ||
             !inside(p.ct, p.ct_len, data, size) || !inside(p.enc0, p.enc0_len, data, size) ||
             !inside(p.sig, p.sig_len, data, size) || p.ct_len < TL_TAG_LEN ||
+            !inside(p.kid_context, p.kid_context_len, data, size) ||
+            (p.kid_context == NULL) != (p.kid_context_len == 0) ||
+            p.kid_context_len > TL_MAX_KID_CONTEXT_LEN ||
+            (p.kind == TL_KIND_LITE && p.kid_context != NULL) ||
             p.kid_len < 1 || p.kid_len > 6 || p.piv_len < 1 || p.piv_len > 5) {
             abort();
         }

@@ -218,14 +218,14 @@ static void test_frames(void)
         size_t lens[2], pl[2] = {0, 300}, total = sizeof many;
         memset(x, 'x', sizeof x);
         CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
-                           sizeof golden_kid, golden_key, golden_iv, golden_stream, 1, 255, x,
-                           pl, 2) == TL_OK);
+                           sizeof golden_kid, NULL, 0, golden_key, golden_iv, golden_stream, 1,
+                           255, x, pl, 2) == TL_OK);
         CHECK(lens[0] == sizeof golden_many0 && !memcmp(many, golden_many0, lens[0]));
         CHECK(lens[1] == sizeof golden_many1 &&
               !memcmp(many + lens[0], golden_many1, lens[1]));
         CHECK(total == lens[0] + lens[1]);
         CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
-                           sizeof golden_kid, golden_key, golden_iv, golden_stream, 1,
+                           sizeof golden_kid, NULL, 0, golden_key, golden_iv, golden_stream, 1,
                            TL_MAX_SEQ, x, pl, 2) == TL_E_RANGE);
     }
     /* Range checks, and outputs untouched on failure. */
@@ -295,6 +295,123 @@ static void test_frames(void)
     CHECK(tl_parse(&p, golden_signed, 0) == TL_E_MALFORMED);
 }
 
+/* Kid context (label 10 in the outer protected header): golden bytes, strict parse of every
+ * near-miss of the header, and the signature covering it. */
+static uint8_t kc_frame[512];
+
+/* golden_signed_kctx with its protected header replaced by prot (the signature is not redone:
+ * the parse must refuse before any cryptography). Returns the frame length. */
+static size_t with_prot(const uint8_t *prot, size_t prot_len)
+{
+    const size_t old_len = sizeof golden_signed_kctx, at = 3;
+    size_t old_prot = golden_signed_kctx[2] & 0x1Fu, n = 0;
+    kc_frame[n++] = 0xD2;
+    kc_frame[n++] = 0x84;
+    if (prot_len >= 24) {
+        kc_frame[n++] = 0x58;
+    }
+    kc_frame[n++] = (uint8_t)(prot_len >= 24 ? prot_len : 0x40u | prot_len);
+    memcpy(kc_frame + n, prot, prot_len);
+    n += prot_len;
+    memcpy(kc_frame + n, golden_signed_kctx + at + old_prot, old_len - at - old_prot);
+    return n + old_len - at - old_prot;
+}
+
+static void test_kid_context(void)
+{
+    uint8_t frame[1024], work[1024], pt[1024], prot[40], many[2048];
+    uint8_t ctx17[17] = {0}, x[3] = {1, 2, 3}, kid6[6] = {1, 2, 3, 4, 5, 6};
+    size_t n = 0, m, lens[2], pl[2] = {3, 0}, total;
+    tl_parsed p;
+
+    CHECK(tl_seal_ctx(NULL, &n, NULL, 0, golden_sk, golden_kid, sizeof golden_kid,
+                      golden_kid_context, sizeof golden_kid_context, golden_key, golden_iv,
+                      golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed_kctx);
+    n = sizeof frame;
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      golden_kid_context, sizeof golden_kid_context, golden_key, golden_iv,
+                      golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed_kctx && !memcmp(frame, golden_signed_kctx, n));
+    /* NULL kid context: exactly tl_seal's (base context) bytes */
+    n = sizeof frame;
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      NULL, 5, golden_key, golden_iv, golden_stream, 1, GOLDEN_SEQ, golden_pt,
+                      sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed && !memcmp(frame, golden_signed, n));
+    /* empty or 17 bytes: out of range */
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      ctx17, 0, golden_key, golden_iv, golden_stream, 1, 1, golden_pt,
+                      sizeof golden_pt) == TL_E_RANGE);
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      ctx17, 17, golden_key, golden_iv, golden_stream, 1, 1, golden_pt,
+                      sizeof golden_pt) == TL_E_RANGE);
+    n = sizeof frame;
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, kid6, 6, ctx17, 16,
+                      golden_key, golden_iv, golden_stream, 1, TL_MAX_SEQ, golden_pt,
+                      sizeof golden_pt) == TL_OK);
+    CHECK(n <= TL_SEAL_FRAME_BOUND(sizeof golden_pt) && frame[2] == 0x58 &&
+          frame[3] == TL_MAX_PROT_LEN); /* the longest protected header */
+    CHECK(tl_parse(&p, frame, n) == TL_OK && p.kid_context_len == 16 && p.kid_len == 6);
+    total = sizeof many;
+    CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
+                       sizeof golden_kid, golden_kid_context, sizeof golden_kid_context,
+                       golden_key, golden_iv, golden_stream, 1, GOLDEN_SEQ, x, pl, 2) == TL_OK);
+    CHECK(tl_parse(&p, many + lens[0], lens[1]) == TL_OK && p.seq == GOLDEN_SEQ + 1 &&
+          p.kid_context_len == sizeof golden_kid_context);
+
+    /* opens; the parse names the context; the signature covers it */
+    m = sizeof pt;
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, golden_signed_kctx, sizeof golden_signed_kctx,
+                  golden_pk, golden_key, golden_iv, golden_stream, 1) == TL_OK);
+    CHECK(m == sizeof golden_pt && !memcmp(pt, golden_pt, m));
+    CHECK(p.kid_context_len == sizeof golden_kid_context &&
+          !memcmp(p.kid_context, golden_kid_context, p.kid_context_len));
+    CHECK(tl_parse(&p, golden_signed, sizeof golden_signed) == TL_OK && p.kid_context == NULL &&
+          p.kid_context_len == 0);
+    memcpy(frame, golden_signed_kctx, sizeof golden_signed_kctx);
+    frame[14] ^= 1; /* inside the kid context: parses, but the signature no longer verifies */
+    m = sizeof pt;
+    CHECK(tl_parse(&p, frame, sizeof golden_signed_kctx) == TL_OK);
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, frame, sizeof golden_signed_kctx, golden_pk,
+                  golden_key, golden_iv, golden_stream, 1) == TL_E_BAD_SIGNATURE);
+
+    /* Every other shape of the protected map is malformed (shape 0 is the good one). */
+    {
+        static const char *const shapes[] = {
+            "a3012704420a0b0a489a3f01c27d5e6b88",     /* {1: -8, 4: kid, 10: ctx} */
+            "a2012704420a0b0a489a3f01c27d5e6b88",     /* count 2, an entry left over */
+            "a4012704420a0b0a489a3f01c27d5e6b88",     /* count 4, an entry missing */
+            "a3012704420a0b04489a3f01c27d5e6b88",     /* label 4 twice */
+            "a3012704420a0b0b489a3f01c27d5e6b88",     /* label 11 */
+            "a301270a489a3f01c27d5e6b8804420a0b",     /* reordered: 10 before 4 */
+            "a30a489a3f01c27d5e6b88012704420a0b",     /* reordered: 10 first */
+            "a3012704420a0b0a40",                     /* empty kid context */
+            "a3012704420a0b0a51000102030405060708090a0b0c0d0e0f10", /* 17 bytes */
+            "a3012704420a0b0a01",                     /* not a bstr: uint */
+            "a3012704420a0b0a6161",                   /* not a bstr: tstr */
+            "a3012704420a0b0af6",                     /* not a bstr: null */
+            "a3012704420a0b0a58089a3f01c27d5e6b88",   /* bstr head not in shortest form */
+            "a3012704420a0b180a489a3f01c27d5e6b88",   /* label 10 not in shortest form */
+            "a3012704420a0b0a5f489a3f01c27d5e6b88ff", /* indefinite-length kid context */
+            "a3012704420a0b0a489a3f01c27d5e6b8800",   /* trailing byte */
+            "a3012704420a0b0a489a3f01c27d5e6b",       /* truncated */
+        };
+        size_t i;
+        for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            n = with_prot(prot, unhex(prot, shapes[i]));
+            CHECK((tl_parse(&p, kc_frame, n) == TL_OK) == (i == 0));
+        }
+    }
+    /* A lite frame never carries label 10: its map must be exactly {4: kid, 6: PIV}. */
+    {
+        static const uint8_t lite_kc[] = {0xD0, 0x83, 0x44, 0xA1, 0x01, 0x18, 0x18, 0xA3, 0x04,
+                                          0x41, 0x01, 0x06, 0x41, 0x07, 0x0A, 0x41, 0x09, 0x50,
+                                          0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        CHECK(tl_parse(&p, lite_kc, sizeof lite_kc) == TL_E_MALFORMED);
+    }
+}
+
 /* The binding's C side (tl_py.c): same bytes as the core, offsets inside the frame, sizes
  * from the size functions always enough, errors as -tl_err. */
 static void test_binding(void)
@@ -305,14 +422,16 @@ static void test_binding(void)
     tlpy_parsed o;
 
     CHECK(cap <= sizeof buf);
-    n = tlpy_seal(buf, cap, golden_sk, golden_kid, sizeof golden_kid, golden_key, golden_iv,
+    n = tlpy_seal(buf, cap, golden_sk, golden_kid, sizeof golden_kid, NULL, 0, golden_key,
+                  golden_iv,
                   golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
     CHECK(n == (long long)sizeof golden_signed && !memcmp(buf, golden_signed, (size_t)n));
-    n = tlpy_seal(buf, 10, golden_sk, golden_kid, sizeof golden_kid, golden_key, golden_iv,
+    n = tlpy_seal(buf, 10, golden_sk, golden_kid, sizeof golden_kid, NULL, 0, golden_key,
+                  golden_iv,
                   golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
     CHECK(n == -TL_E_BUFFER);
-    n = tlpy_seal(buf, cap, golden_sk, golden_kid, 7, golden_key, golden_iv, golden_stream, 1,
-                  GOLDEN_SEQ, golden_pt, sizeof golden_pt);
+    n = tlpy_seal(buf, cap, golden_sk, golden_kid, 7, NULL, 0, golden_key, golden_iv,
+                  golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
     CHECK(n == -TL_E_RANGE);
     CHECK(tlpy_seal_size(TL_MAX_FRAME + 1u, 1) == 0);
     n = tlpy_seal_lite(buf, cap, golden_kid, sizeof golden_kid, golden_key, golden_iv,
@@ -322,16 +441,17 @@ static void test_binding(void)
     memset(x, 'x', sizeof x);
     cap = tlpy_seal_many_size(300, 300, 2, 1);
     CHECK(cap <= sizeof buf);
-    n = tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, golden_key,
-                       golden_iv, golden_stream, 1, 255, x, pl, 2);
+    n = tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, NULL, 0,
+                       golden_key, golden_iv, golden_stream, 1, 255, x, pl, 2);
     CHECK(n >= 0 && lens[0] == sizeof golden_many0 && lens[1] == sizeof golden_many1);
     CHECK(n >= 0 && (size_t)n + lens[0] + lens[1] <= cap &&
           !memcmp(buf + n, golden_many0, lens[0]) &&
           !memcmp(buf + n + lens[0], golden_many1, lens[1]));
-    CHECK(tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, golden_key,
-                         golden_iv, golden_stream, 1, TL_MAX_SEQ, x, pl, 2) == -TL_E_RANGE);
-    CHECK(tlpy_seal_many(buf, 100, lens, golden_sk, golden_kid, sizeof golden_kid, golden_key,
-                         golden_iv, golden_stream, 1, 255, x, pl, 2) == -TL_E_BUFFER);
+    CHECK(tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, NULL, 0,
+                         golden_key, golden_iv, golden_stream, 1, TL_MAX_SEQ, x, pl,
+                         2) == -TL_E_RANGE);
+    CHECK(tlpy_seal_many(buf, 100, lens, golden_sk, golden_kid, sizeof golden_kid, NULL, 0,
+                         golden_key, golden_iv, golden_stream, 1, 255, x, pl, 2) == -TL_E_BUFFER);
 
     CHECK(tlpy_parse(&o, golden_signed, sizeof golden_signed) == TL_OK);
     CHECK(o.kind == TL_KIND_SIGNED && o.seq == GOLDEN_SEQ && o.alg == -8);
@@ -393,6 +513,7 @@ int main(void)
     test_window();
     test_frames();
     test_binding();
+    test_kid_context();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }
