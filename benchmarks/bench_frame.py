@@ -40,7 +40,7 @@ from nacl._sodium import ffi as nacl_ffi
 from nacl._sodium import lib as nacl_lib
 
 from twinlink import _backend_pure as pure
-from twinlink import backends, oscore
+from twinlink import backends, oscore, senml
 from twinlink import frametypes as ft
 
 SIZES = [16, 64, 256, 1024]
@@ -312,3 +312,23 @@ def test_rss_no_growth(backend):
     # Growth over the 100 000 measured seals, after a warm-up: a leak of even 1 byte per
     # frame would show as 100 kB; allow allocator noise well below that.
     assert r["growth_kb"] < 64, r
+
+
+# ---------------------------------------------------------------------------------------------
+# payload validation (frame.check_payload) of a typical 40-byte SenML pack, per backend, next
+# to decoding it with cbor2 (what senml.loads does after the check)
+
+PACK = senml.encode({"temp": 21.5, "rh": 48.25, "door": "open"}, 1700000000.0)  # 40 bytes
+
+
+@pytest.mark.parametrize("backend", ["native", "python", "cbor2-decode"])
+def test_check_payload(benchmark, backend):
+    benchmark.group = "check-payload-40"
+    assert len(PACK) == 40
+    if backend == "cbor2-decode":
+        import cbor2
+
+        benchmark(cbor2.loads, PACK)
+        return
+    be = _native() if backend == "native" else pure
+    benchmark(be.check_payload, PACK)

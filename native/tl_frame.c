@@ -290,33 +290,12 @@ typedef struct {
 static int rd_head(reader *r, unsigned *major, uint64_t *arg)
 {
     unsigned ai;
-    size_t n, i;
-    uint64_t v = 0;
-    if (r->pos >= r->end) {
-        return TL_E_MALFORMED;
+    if (!tl_cbor_read_head(r->buf, r->end, &r->pos, major, &ai, arg) || ai > 27) {
+        return TL_E_MALFORMED; /* truncated, indefinite length or reserved */
     }
-    *major = r->buf[r->pos] >> 5;
-    ai = r->buf[r->pos] & 0x1Fu;
-    r->pos++;
-    if (ai < 24) {
-        *arg = ai;
-        return TL_OK;
+    if (ai >= 24 && *arg < (ai == 24 ? 24u : (uint64_t)1 << (4u << (ai - 24)))) {
+        return TL_E_MALFORMED; /* not the shortest form */
     }
-    if (ai > 27) { /* indefinite length or reserved */
-        return TL_E_MALFORMED;
-    }
-    n = (size_t)1 << (ai - 24);
-    if (r->end - r->pos < n) {
-        return TL_E_MALFORMED;
-    }
-    for (i = 0; i < n; i++) {
-        v = (v << 8) | r->buf[r->pos + i];
-    }
-    r->pos += n;
-    if (v < (n == 1 ? 24u : (uint64_t)1 << (4 * n))) { /* not the shortest form */
-        return TL_E_MALFORMED;
-    }
-    *arg = v;
     return TL_OK;
 }
 

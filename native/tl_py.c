@@ -1,6 +1,7 @@
 /* The CPython binding's C side: whole frame operations in one call. See tl_py.h. */
 #include "tl_py.h"
 
+#include "tl_cbor_check.h"
 #include "tl_error.h"
 #include "tl_frame.h"
 
@@ -206,4 +207,16 @@ long long tlpy_decrypt(uint8_t *buf, size_t buf_len, const uint8_t *kid, size_t 
     }
     rc = tl_decrypt(buf, &n, buf + n, buf_len - n, &p, key, common_iv, stream, stream_len);
     return result(rc, n);
+}
+
+int tlpy_check_payload(uint32_t *work, size_t work_n, const uint8_t *data, size_t len)
+{
+    uint32_t small[TLPY_CHECK_SMALL / 2 + TL_PAYLOAD_MAX_DEPTH + 1];
+    int reason = TL_PAYLOAD_OK, rc;
+    if (work == NULL && len <= TLPY_CHECK_SMALL) {
+        work = small;
+        work_n = sizeof small / sizeof small[0];
+    }
+    rc = tl_cbor_check(&reason, work, work_n, data, len);
+    return rc == TL_E_PAYLOAD ? reason : -rc;
 }

@@ -102,4 +102,12 @@ long long tlpy_decrypt(uint8_t *buf, size_t buf_len, const uint8_t *kid, size_t 
                        const uint8_t key[32], const uint8_t common_iv[12],
                        const uint8_t *stream, size_t stream_len);
 
+/* Payloads of at most this many bytes are checked with a work array on the C stack. */
+#define TLPY_CHECK_SMALL 256
+
+/* Validate a decrypted payload (tl_cbor_check.h): 0 if acceptable, the tl_payload_reason
+ * (> 0) if refused, -TL_E_BUFFER if work is too small. work may be NULL (work_n 0) for a
+ * payload of at most TLPY_CHECK_SMALL bytes; otherwise tl_cbor_check_work(len) entries. */
+int tlpy_check_payload(uint32_t *work, size_t work_n, const uint8_t *data, size_t len);
+
 #endif

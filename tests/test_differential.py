@@ -450,3 +450,119 @@ def test_cross_backend(kid, seq, pt, stream):
         lite = seal_be.seal_lite(kid, KEY, IV, stream, seq, pt)
         assert open_be.open_frame(lite, None, KEY, IV, stream)[1] == pt
     assert P.parse(f) == N.parse(f) and P.parse(lite) == N.parse(lite)
+
+
+# --------------------------------------------------------------------------------------------
+# The payload validator (docs/PROTOCOL.md §13): the same verdict and the same reason, always.
+
+def same_payload(data: bytes) -> str:
+    """Check ``data`` on both backends; assert the same verdict and reason; return the reason."""
+    def verdict(be) -> str:
+        try:
+            be.check_payload(data)
+        except errors.MalformedPayload as exc:
+            return str(exc)
+        return "ok"
+
+    a, b = verdict(P), verdict(N)
+    assert a == b, f"payload {data.hex()}: pure {a!r} != native {b!r}"
+    if a == "ok":  # what passes, a general decoder takes whole, without surprises
+        import io
+
+        import cbor2
+
+        fp = io.BytesIO(data)
+        cbor2.CBORDecoder(fp).decode()
+        assert fp.tell() == len(data)
+    return a
+
+
+R = cbor.PAYLOAD_REASONS
+PAYLOAD_CASES = {
+    "00": "ok", "1b7fffffffffffffff": "ok", "3b7fffffffffffffff": "ok",
+    "1b8000000000000000": R[7], "3b8000000000000000": R[7], "1800": "ok", "5a0000000161": "ok",
+    "6a68c3a9": R[2], "62c3a9": "ok", "62c0af": R[8], "63eda080": R[8], "64f4900000": R[8],
+    "80": "ok", "a0": "ok", "a200010102": "ok", "a2000118000002": R[10], "a26161006161": R[2],
+    "a261610078016101": R[10], "a200002000": "ok", "a1f400": R[9], "a14100": R[9],
+    "a1c00000": R[9], "a1fb7ff800000000000000": R[9], "c11a00000000": R[6],
+    "c249010000000000000000": R[6], "d81c80": R[6], "f4": "ok", "f5": "ok", "f6": "ok",
+    "f7": R[11], "f0": R[11], "f820": R[11], "f93c00": "ok", "f97c00": R[12], "f9fc00": R[12],
+    "f97e00": R[12], "fa7f800000": R[12], "fa47c35000": "ok", "fb7ff0000000000000": R[12],
+    "fbfff8000000000000": R[12], "fb3ff0000000000000": "ok", "9f00ff": R[4], "5f4100ff": R[4],
+    "ff": R[4], "1c": R[5], "": R[2], "19": R[2], "8200": R[2], "9bffffffffffffffff00": R[2],
+    "0000": R[3], "8181818181818180": "ok", "818181818181818180": R[13],
+    "a1008181818181818180": R[13], "82c000a10000": R[6], "a2000000c000": R[6],
+    "a1a0a0": R[9], "a10180": "ok", "a2613100613200": "ok", "a2613100613100": R[10],
+}
+
+
+@pytest.mark.parametrize("hexdata", sorted(PAYLOAD_CASES), ids=lambda h: h or "empty")
+def test_payload_cases(hexdata):
+    assert same_payload(bytes.fromhex(hexdata)) == PAYLOAD_CASES[hexdata]
+
+
+def test_payload_size_limit():
+    inner = bytes(cbor.PAYLOAD_MAX - 3)
+    assert same_payload(b"\x59" + len(inner).to_bytes(2, "big") + inner) == "ok"
+    assert same_payload(b"\x59" + (len(inner) + 1).to_bytes(2, "big") + inner + b"\x00") == R[1]
+    keys = b"".join(b"\x19" + i.to_bytes(2, "big") + b"\xf6" for i in range(4095))
+    assert same_payload(b"\xb9\x0f\xff" + keys) == "ok"  # large maps: sorted keys, not O(n^2)
+    assert same_payload(b"\xb9\x0f\xff" + keys[:-4] + b"\x19\x00\x00\xf6") == R[10]
+
+
+# Values a reading may hold, as cbor2 (an independent encoder) writes them.
+_keys = st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=8))
+_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+                    st.binary(max_size=20))
+
+
+def _nested(depth: int):
+    if depth == 0:
+        return _leaves
+    inner = _nested(depth - 1)
+    return st.one_of(_leaves, st.lists(inner, max_size=4),
+                     st.dictionaries(_keys, inner, max_size=4))
+
+
+@SETTINGS
+@given(_nested(7))
+def test_payloads_in_the_domain_accepted(value):
+    import cbor2
+
+    data = cbor2.dumps(value)
+    if len(data) <= cbor.PAYLOAD_MAX:
+        assert same_payload(data) == "ok"
+
+
+@SETTINGS
+@given(st.sampled_from([float("nan"), float("inf"), -float("inf"), 2**63, -(2**63) - 1, 2**80,
+                        {"a": float("nan")}, [1, [2, [3, 2**64]]]]))
+def test_payloads_outside_the_domain_refused(value):
+    import cbor2
+
+    assert same_payload(cbor2.dumps(value)) != "ok"
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_payload_random_bytes(data):
+    same_payload(data)
+
+
+@SETTINGS
+@given(_nested(4), st.data())
+def test_payload_mutants(value, data):
+    import cbor2
+
+    raw = bytearray(cbor2.dumps(value))
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "insert", "delete"]))
+        at = data.draw(st.integers(0, len(raw)))
+        if op == "flip" and at < len(raw):
+            raw[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "insert":
+            raw[at:at] = bytes([data.draw(st.integers(0, 255))])
+        elif at < len(raw):
+            del raw[at]
+    same_payload(bytes(raw))

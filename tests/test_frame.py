@@ -351,3 +351,25 @@ def test_kid_context_argument_errors(backend_name):
     for kc in (b"", bytes(17), bytearray(KC), memoryview(KC), KC.hex(), 8):
         _programming_error(frame.seal, SK, CTX, 1, b"x", kid_context=kc)
         _programming_error(frame.seal_many, SK, CTX, 1, [b"x"], kid_context=kc)
+
+
+# -- payload validation: the CBOR a reading may hold --------------------------------------------
+
+def test_check_payload_accepts_what_devices_send(backend_name):
+    from twinlink import senml
+
+    for reading, t in [({"temp": 21.5, "rh": 48.25, "door": "open"}, 1700000000.0),
+                       ({"ok": True, "n": -7, "blob": b"\x00\x01"}, None), ({"x": 0}, 0.0)]:
+        frame.check_payload(senml.encode(reading, t))
+    frame.check_payload(bytes.fromhex("a2617601617700"))  # raw CBOR payloads are allowed too
+
+
+def test_check_payload_refuses_with_a_reason(backend_name):
+    from twinlink.errors import MalformedPayload
+
+    for data, reason in [(b"\xd8\x1c\x80", "CBOR tag"), (b"\xf9\x7e\x00", "NaN"),
+                         (b"\x00\x00", "after"), (b"\xa2\x00\x00\x18\x00\x00", "duplicate")]:
+        with pytest.raises(MalformedPayload, match=reason):
+            frame.check_payload(data)
+    for bad in (bytearray(b"\x00"), "00", None):
+        _programming_error(frame.check_payload, bad)

@@ -54,6 +54,16 @@ def test_same_surface_as_pure(N):
     assert N.Parsed is P.Parsed
 
 
+def test_payload_reasons_are_one_table(N):
+    """The C reasons (native/tl_cbor_check.c) and the Python ones (cbor.py) are the same texts
+    under the same numbers, so the two validators report identically."""
+    from twinlink import cbor
+
+    assert N._PAYLOAD_REASONS == cbor.PAYLOAD_REASONS
+    assert N._lib.TL_PAYLOAD_MAX == cbor.PAYLOAD_MAX
+    assert N._lib.TL_PAYLOAD_MAX_DEPTH == cbor.PAYLOAD_MAX_DEPTH
+
+
 def test_backend_env_switch_reports_native(N):
     env = dict(os.environ, TWINLINK_BACKEND="native", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c",

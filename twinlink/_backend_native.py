@@ -28,8 +28,9 @@ from ._native import ffi as _ffi
 from ._native import lib as _lib
 from .frametypes import Parsed
 
-__all__ = ["NAME", "Window", "cobs_decode", "cobs_encode", "crc16", "decrypt", "derive",
-           "hkdf_sha256", "open_frame", "parse", "seal", "seal_lite", "seal_many", "verify"]
+__all__ = ["NAME", "Window", "check_payload", "cobs_decode", "cobs_encode", "crc16", "decrypt",
+           "derive", "hkdf_sha256", "open_frame", "parse", "seal", "seal_lite", "seal_many",
+           "verify"]
 
 NAME = "native"
 
@@ -63,7 +64,11 @@ _ERRORS: dict[int, tuple[type[Exception], str]] = {
     _lib.TL_E_BUFFER: (RuntimeError, "internal error: buffer too small"),
     _lib.TL_E_CRYPTO: (RuntimeError, "crypto adapter failure"),
     _lib.TL_E_LINE: (errors.LineError, "COBS record is not decodable"),
+    _lib.TL_E_PAYLOAD: (errors.MalformedPayload, "payload is not the CBOR a reading may hold"),
 }
+#: tl_payload_reason -> its text (native/tl_cbor_check.c; cbor.PAYLOAD_REASONS has the same).
+_PAYLOAD_REASONS = tuple(_ffi.string(_lib.tl_cbor_check_reason(i)).decode()
+                         for i in range(_lib.TL_PAYLOAD_NREASONS))
 
 _alloc = _ffi.new_allocator(should_clear_after_alloc=False)
 _NULL = _ffi.NULL
@@ -73,6 +78,7 @@ _seal_size, _seal, _seal_lite = _lib.tlpy_seal_size, _lib.tlpy_seal, _lib.tlpy_s
 _open_size, _open, _parse = _lib.tlpy_open_size, _lib.tlpy_open, _lib.tlpy_parse
 _verify_size, _verify = _lib.tlpy_verify_size, _lib.tlpy_verify
 _decrypt_size, _decrypt = _lib.tlpy_decrypt_size, _lib.tlpy_decrypt
+_check, _CHECK_SMALL = _lib.tlpy_check_payload, _lib.TLPY_CHECK_SMALL
 
 
 def _raise(rc: int) -> NoReturn:
@@ -202,6 +208,20 @@ def open_frame(frame: bytes, sign_pk: bytes | None, key: bytes, common_iv: bytes
     if rc < 0:
         _raise(rc)
     return _parsed(frame, o), _unpack(buf, rc)
+
+
+def check_payload(plaintext: bytes) -> None:
+    """Refuse a payload outside the CBOR a reading may hold; raise :class:`MalformedPayload`."""
+    n = len(plaintext)
+    if n <= _CHECK_SMALL:
+        rc = _check(_NULL, 0, plaintext, n)  # the work array lives on the C stack
+    else:
+        work_n = _lib.tl_cbor_check_work(n)
+        rc = _check(_alloc("uint32_t[]", work_n), work_n, plaintext, n)
+    if rc:
+        if rc > 0:
+            raise errors.MalformedPayload(_PAYLOAD_REASONS[rc])
+        _raise(rc)
 
 
 # ---------------------------------------------------------------------------------------------

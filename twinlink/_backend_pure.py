@@ -213,6 +213,11 @@ def decrypt(parsed: Parsed, key: bytes, common_iv: bytes, stream: bytes) -> byte
         raise DecryptionFailed("AEAD tag does not verify") from None
 
 
+def check_payload(plaintext: bytes) -> None:
+    """Refuse a payload outside the CBOR a reading may hold; raise :class:`MalformedPayload`."""
+    cbor.check_item(plaintext)
+
+
 def open_frame(
     frame: bytes, sign_pk: bytes | None, key: bytes, common_iv: bytes, stream: bytes
 ) -> tuple[Parsed, bytes]:

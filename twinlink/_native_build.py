@@ -21,10 +21,10 @@ from cffi import FFI
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATIVE = os.path.join(ROOT, "native")
 SOURCES = ["tl_frame.c", "tl_oscore.c", "tl_window.c", "tl_cobs.c", "tl_crc.c",
-           "tl_crypto_pynacl.c", "tl_py.c"]
+           "tl_cbor_check.c", "tl_crypto_pynacl.c", "tl_py.c"]
 #: What the binding calls: the whole-frame operations, and the core's extras it exposes.
 HEADERS = ["tl_error.h", "tl_crypto_pynacl.h", "tl_window.h", "tl_crc.h", "tl_cobs.h",
-           "tl_oscore.h", "tl_py.h"]
+           "tl_oscore.h", "tl_cbor_check.h", "tl_py.h"]
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-O2"]
 if os.environ.get("TWINLINK_WERROR") == "1":
     CFLAGS.append("-Werror")

@@ -18,15 +18,18 @@ from typing import Any
 
 from . import backends as backend
 from . import oscore
+from .cbor import PAYLOAD_MAX as MAX_PAYLOAD
 from .frametypes import KIND_LITE, KIND_SIGNED, MAX_FRAME, MAX_KID_CONTEXT, FrameBackend, Parsed
 from .oscore import IV_LEN, KEY_LEN, MAX_KID_LEN, MAX_SEQ, STREAM_TELEMETRY
 
 __all__ = [
     "KIND_LITE",
+    "MAX_PAYLOAD",
     "KIND_SIGNED",
     "MAX_FRAME",
     "MAX_KID_CONTEXT",
     "Parsed",
+    "check_payload",
     "decrypt",
     "describe",
     "diagnostic",
@@ -247,6 +250,20 @@ def open_frame(
         _need_bytes("common IV", iv, IV_LEN)
         _need_bytes("stream", stream)
     return _be.open_frame(frame, sign_pk, key, iv, stream)
+
+
+def check_payload(plaintext: bytes) -> None:
+    """Refuse a decrypted payload that is not the CBOR a reading may hold; raise
+    :class:`MalformedPayload` with a short reason. Call it before any general CBOR decoder.
+
+    Accepts exactly (docs/PROTOCOL.md §13): one item of at most :data:`MAX_PAYLOAD` bytes and
+    nothing after it; definite lengths (shortest heads not required); integers in
+    [-2**63, 2**63-1]; byte strings; UTF-8 text; arrays; maps keyed by integers or text with no
+    two keys equal as values; false/true/null; finite floats; nesting at most 8 deep; no tags.
+    """
+    if type(plaintext) is not bytes:
+        raise TypeError(f"plaintext must be bytes, not {type(plaintext).__name__}")
+    _be.check_payload(plaintext)
 
 
 # -- for humans ------------------------------------------------------------------------------

@@ -120,3 +120,8 @@ class FrameBackend(Protocol):
                    stream: bytes) -> tuple[Parsed, bytes]:
         """parse, verify (signed frames; ``sign_pk`` None -> :class:`BadSignature`), decrypt."""
         ...
+
+    def check_payload(self, plaintext: bytes) -> None:
+        """Refuse a decrypted payload that is not the CBOR a reading may hold
+        (:class:`MalformedPayload` with a short reason; docs/PROTOCOL.md §13)."""
+        ...

@@ -1,13 +1,16 @@
 /* libFuzzer target: the frame parser and open path on hostile bytes, through the core and
- * through the CPython binding's C side (tl_py.c), plus COBS decoding.
+ * through the CPython binding's C side (tl_py.c), plus the payload validator and COBS
+ * decoding.
  * Invariants: no crash or sanitizer report; a parsed frame's fields lie inside the input and
  * re-parse identically; the binding agrees with the core (same verdict, same offsets, same
- * plaintext); an opened frame's plaintext fits; COBS decode -> encode -> decode is the
- * identity. Fixed keys: opening reaches verify/decrypt whenever the structure is valid. */
+ * plaintext); an opened frame's plaintext fits; the payload validator gives one verdict
+ * with any large-enough work array, accepts nothing over 16384 bytes, and its binding
+ * wrapper agrees; COBS decode -> encode -> decode is the identity. Fixed keys: opening reaches verify/decrypt whenever the structure is valid. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tl_cbor_check.h"
 #include "../tl_cobs.h"
 #include "../tl_crypto.h"
 #include "../tl_error.h"
@@ -29,10 +32,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static uint8_t pt[TL_MAX_FRAME + 1], work[TL_OPEN_WORK_BOUND(TL_MAX_FRAME, 1)];
     static uint8_t dec[TL_MAX_FRAME + 1], enc[TL_COBS_BOUND(TL_MAX_FRAME + 1)];
     static uint8_t pybuf[TL_MAX_FRAME + TL_OPEN_WORK_BOUND(TL_MAX_FRAME, 1)];
+    static uint32_t keys[TL_MAX_FRAME / 2 + 16];
     tl_parsed p, q;
     tlpy_parsed o;
     size_t n, cap;
-    int parsed, opened;
+    int parsed, opened, reason, reason2, rc;
     long long m;
 
     if (!ready) {
@@ -79,6 +83,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m = tlpy_open(pybuf, cap, &o, data, size, golden_pk, golden_key, golden_iv, golden_stream,
                   sizeof golden_stream);
     if ((m >= 0) != opened || (opened && ((size_t)m != n || memcmp(pybuf, pt, n) != 0))) {
+        abort();
+    }
+    rc = tl_cbor_check(&reason, keys, sizeof keys / sizeof keys[0], data, size);
+    if ((rc != TL_OK && rc != TL_E_PAYLOAD) || (rc == TL_OK) != (reason == TL_PAYLOAD_OK) ||
+        reason < 0 || reason >= TL_PAYLOAD_NREASONS || (rc == TL_OK && size > TL_PAYLOAD_MAX)) {
+        abort();
+    }
+    if (tl_cbor_check(&reason2, keys, tl_cbor_check_work(size), data, size) != rc ||
+        reason2 != reason ||
+        tlpy_check_payload(size <= TLPY_CHECK_SMALL ? NULL : keys,
+                           size <= TLPY_CHECK_SMALL ? 0 : sizeof keys / sizeof keys[0], data,
+                           size) != reason) {
         abort();
     }
     if (size <= TL_MAX_FRAME) {

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from nacl import bindings as nacl  # noqa: E402
 
 from twinlink import _backend_pure as pure  # noqa: E402
+from twinlink import senml  # noqa: E402
 
 SEED = bytes(range(32))
 KEY = bytes(range(100, 132))
@@ -67,7 +68,14 @@ def main() -> None:
             kctx[:ctx_at] + b"\x0b" + kctx[ctx_at + 1:],              # label 11
             kctx[:ctx_at + 1] + b"\x68" + kctx[ctx_at + 2:],          # kid context as tstr
             kctx[:ctx_at] + b"\x18\x0a" + kctx[ctx_at + 1:]]         # label 10, long head
+    # Payloads for the validator: a SenML pack as Device.send builds it, and near-misses.
+    pack = senml.encode({"temp": 21.5, "rh": 48.25, "door": "open", "ok": True}, 1700000000.0)
+    nan = pack.replace(b"\xf9\x4d\x60", b"\xf9\x7e\x00")
+    payloads = [pack, pack + b"\x00", b"\xc1" + pack[:8], nan,
+                bytes.fromhex("a3000118000102f6"), bytes.fromhex("818181818181818180"),
+                bytes.fromhex("a2616100780161f5"), bytes.fromhex("1b8000000000000000")]
     seeds = [signed, lite, many[0], many[1], signed[:-1], signed + b"\x00", kctx, longest,
+             *payloads,
              pure.seal(sk, b"\x01\x02\x03\x04\x05\x06", KEY, IV, STREAM, (1 << 40) - 1, b""),
              b"\xd2\x9f" + signed[2:] + b"\xff", b"\xd8\x12" + signed[1:], *near]
     for s in seeds:

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tl_cbor_check.h"
 #include "../tl_cobs.h"
 #include "../tl_crc.h"
 #include "../tl_crypto.h"
@@ -500,6 +501,112 @@ static void test_binding(void)
     CHECK(tlpy_open_size(TL_MAX_FRAME + 1u, 1) == 0);
 }
 
+/* The payload validator: one case per rule, in document order, and the binding wrapper. */
+static void test_payload_check(void)
+{
+    static const struct {
+        const char *hex;
+        int reason;
+    } cases[] = {
+        {"00", TL_PAYLOAD_OK},
+        {"1b7fffffffffffffff", TL_PAYLOAD_OK},              /* 2^63-1 */
+        {"3b7fffffffffffffff", TL_PAYLOAD_OK},              /* -2^63 */
+        {"1b8000000000000000", TL_PAYLOAD_INT_RANGE},       /* 2^63 */
+        {"3b8000000000000000", TL_PAYLOAD_INT_RANGE},       /* -2^63-1 */
+        {"1800", TL_PAYLOAD_OK},                            /* non-shortest heads are fine */
+        {"5a0000000161", TL_PAYLOAD_OK},
+        {"6a68c3a9", TL_PAYLOAD_TRUNCATED},
+        {"62c3a9", TL_PAYLOAD_OK},                          /* "é" */
+        {"62c0af", TL_PAYLOAD_UTF8},                        /* overlong */
+        {"63eda080", TL_PAYLOAD_UTF8},                      /* surrogate */
+        {"64f4900000", TL_PAYLOAD_UTF8},                    /* above U+10FFFF */
+        {"80", TL_PAYLOAD_OK},
+        {"a0", TL_PAYLOAD_OK},
+        {"a200010102", TL_PAYLOAD_OK},
+        {"a2000118000002", TL_PAYLOAD_DUPLICATE_KEY},       /* 0 and 0x1800: one key */
+        {"a26161006161", TL_PAYLOAD_TRUNCATED},
+        {"a261610078016101", TL_PAYLOAD_DUPLICATE_KEY},     /* "a" twice, one long head */
+        {"a2616101616101", TL_PAYLOAD_DUPLICATE_KEY},       /* "a" twice */
+        {"a200002000", TL_PAYLOAD_OK},                      /* 0 and -1: two keys */
+        {"a1f400", TL_PAYLOAD_KEY_TYPE},
+        {"a14100", TL_PAYLOAD_KEY_TYPE},                    /* bstr key */
+        {"a1c00000", TL_PAYLOAD_KEY_TYPE},                  /* tagged key */
+        {"a1fb7ff800000000000000", TL_PAYLOAD_KEY_TYPE},
+        {"c11a00000000", TL_PAYLOAD_TAG},
+        {"c249010000000000000000", TL_PAYLOAD_TAG},         /* bignum */
+        {"d81c80", TL_PAYLOAD_TAG},                         /* shared reference */
+        {"f4", TL_PAYLOAD_OK}, {"f5", TL_PAYLOAD_OK}, {"f6", TL_PAYLOAD_OK},
+        {"f7", TL_PAYLOAD_SIMPLE},                          /* undefined */
+        {"f0", TL_PAYLOAD_SIMPLE},
+        {"f820", TL_PAYLOAD_SIMPLE},
+        {"f93c00", TL_PAYLOAD_OK},
+        {"f97c00", TL_PAYLOAD_FLOAT}, {"f9fc00", TL_PAYLOAD_FLOAT}, {"f97e00", TL_PAYLOAD_FLOAT},
+        {"fa7f800000", TL_PAYLOAD_FLOAT}, {"fa47c35000", TL_PAYLOAD_OK},
+        {"fb7ff0000000000000", TL_PAYLOAD_FLOAT}, {"fbfff8000000000000", TL_PAYLOAD_FLOAT},
+        {"fb3ff0000000000000", TL_PAYLOAD_OK},
+        {"9f00ff", TL_PAYLOAD_INDEFINITE},
+        {"5f4100ff", TL_PAYLOAD_INDEFINITE},
+        {"ff", TL_PAYLOAD_INDEFINITE},
+        {"1c", TL_PAYLOAD_RESERVED},
+        {"", TL_PAYLOAD_TRUNCATED},
+        {"19", TL_PAYLOAD_TRUNCATED},
+        {"8200", TL_PAYLOAD_TRUNCATED},
+        {"9bffffffffffffffff00", TL_PAYLOAD_TRUNCATED},    /* huge count */
+        {"0000", TL_PAYLOAD_TRAILING},
+        {"8181818181818180", TL_PAYLOAD_OK},                /* 8 deep */
+        {"818181818181818180", TL_PAYLOAD_DEPTH},           /* 9 deep */
+        {"a1008181818181818180", TL_PAYLOAD_DEPTH},
+        {"82c000a10000", TL_PAYLOAD_TAG},                   /* first violation wins */
+        {"a2000000c000", TL_PAYLOAD_TAG},                   /* ... before the duplicate */
+    };
+    uint8_t buf[64], big[TL_PAYLOAD_MAX + 1];
+    uint32_t work[TL_PAYLOAD_MAX / 2 + 16];
+    size_t i, n;
+    int reason;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        n = unhex(buf, cases[i].hex);
+        reason = -1;
+        CHECK(tl_cbor_check(&reason, work, sizeof work / sizeof work[0], buf, n) ==
+              (cases[i].reason ? TL_E_PAYLOAD : TL_OK));
+        CHECK(reason == cases[i].reason);
+        CHECK(tlpy_check_payload(NULL, 0, buf, n) == cases[i].reason);
+        if (reason != cases[i].reason) {
+            fprintf(stderr, "  case %s: reason %d, want %d\n", cases[i].hex, reason,
+                    cases[i].reason);
+        }
+    }
+    CHECK(tl_cbor_check(&reason, work, 1, buf, 40) == TL_E_BUFFER);
+    CHECK(strcmp(tl_cbor_check_reason(TL_PAYLOAD_DUPLICATE_KEY), "duplicate map key") == 0);
+    CHECK(strcmp(tl_cbor_check_reason(99), "unknown reason") == 0);
+
+    /* A map of 4095 distinct int keys nearly fills the maximum: its keys are sorted, not
+     * compared pairwise. */
+    n = 0;
+    big[n++] = 0xB9; /* map, 2-byte count: 4095 entries of 4 bytes, 19 hh ll f6 */
+    big[n++] = 0x0F;
+    big[n++] = 0xFF;
+    for (i = 0; i < 4095; i++) {
+        big[n++] = 0x19;
+        big[n++] = (uint8_t)(i >> 8);
+        big[n++] = (uint8_t)i;
+        big[n++] = 0xF6;
+    }
+    CHECK(n <= TL_PAYLOAD_MAX);
+    CHECK(tl_cbor_check(&reason, work, sizeof work / sizeof work[0], big, n) == TL_E_BUFFER ||
+          reason == TL_PAYLOAD_OK);
+    CHECK(tl_cbor_check_work(n) <= sizeof work / sizeof work[0]);
+    CHECK(tl_cbor_check(&reason, work, tl_cbor_check_work(n), big, n) == TL_OK);
+    CHECK(tlpy_check_payload(work, tl_cbor_check_work(n), big, n) == 0);
+    CHECK(tlpy_check_payload(NULL, 0, big, n) == -TL_E_BUFFER); /* too big for the stack */
+    big[n - 4 + 1] = 0; /* the last key now equals key 0 */
+    big[n - 4 + 2] = 0;
+    CHECK(tl_cbor_check(&reason, work, tl_cbor_check_work(n), big, n) == TL_E_PAYLOAD &&
+          reason == TL_PAYLOAD_DUPLICATE_KEY);
+    memset(big, 0, sizeof big);
+    CHECK(tl_cbor_check(&reason, work, sizeof work / sizeof work[0], big,
+                        TL_PAYLOAD_MAX + 1) == TL_E_PAYLOAD && reason == TL_PAYLOAD_TOO_LONG);
+}
+
 int main(void)
 {
     if (tl_crypto_sodium_init() != 0) {
@@ -514,6 +621,7 @@ int main(void)
     test_frames();
     test_binding();
     test_kid_context();
+    test_payload_check();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }
