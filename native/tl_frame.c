@@ -71,6 +71,39 @@ static int plan_seal(seal_plan *z, int lite, size_t kid_len, size_t kid_context_
     return TL_OK;
 }
 
+/* Plan a seal and settle what needs no writing: 1 if the caller returns *rc now (a range
+ * error, the NULL-frame size query answered, or a short buffer), 0 to go on and write. */
+static int begin_seal(seal_plan *z, int *rc, int lite, size_t kid_len, size_t kid_context_len,
+                      uint64_t seq, size_t stream_len, size_t pt_len, const uint8_t *frame,
+                      size_t *frame_len, size_t work_len)
+{
+    *rc = plan_seal(z, lite, kid_len, kid_context_len, seq, stream_len, pt_len);
+    if (*rc != TL_OK) {
+        return 1;
+    }
+    if (frame == NULL) {
+        *frame_len = z->frame_len;
+        return 1;
+    }
+    if (*frame_len < z->frame_len || work_len < z->work_len) {
+        *rc = TL_E_BUFFER;
+        return 1;
+    }
+    return 0;
+}
+
+/* A kid context's length for the plan: 0 when absent (NULL); present but empty is no valid
+ * ID Context (TL_E_RANGE). */
+static int kid_context_length(const uint8_t *kid_context, size_t *len)
+{
+    if (kid_context == NULL) {
+        *len = 0;
+    } else if (*len == 0) {
+        return TL_E_RANGE;
+    }
+    return TL_OK;
+}
+
 /* bstr(external_aad): [1, [24, -8], kid, PIV, stream]. */
 static size_t put_aad(uint8_t *out, const uint8_t *kid, size_t kid_len, const uint8_t *piv,
                       size_t piv_len, const uint8_t *stream, size_t stream_len)
@@ -117,24 +150,11 @@ int tl_seal_ctx(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_le
     seal_plan z;
     uint8_t nonce[12], sig[64];
     size_t n, enc0_at, aad_at, ct_at, f;
-    int rc;
+    int rc = kid_context_length(kid_context, &kid_context_len);
 
-    if (kid_context == NULL) {
-        kid_context_len = 0;
-    } else if (kid_context_len == 0) { /* present but empty: not a valid ID Context */
-        return TL_E_RANGE;
-    }
-    rc = plan_seal(&z, 0, kid_len, kid_context_len, seq, stream_len, pt_len);
-
-    if (rc != TL_OK) {
+    if (rc != TL_OK || begin_seal(&z, &rc, 0, kid_len, kid_context_len, seq, stream_len, pt_len,
+                                  frame, frame_len, work_len)) {
         return rc;
-    }
-    if (frame == NULL) {
-        *frame_len = z.frame_len;
-        return TL_OK;
-    }
-    if (*frame_len < z.frame_len || work_len < z.work_len) {
-        return TL_E_BUFFER;
     }
     /* work = ToBeSigned || Enc_structure:
      *   ["Signature1", bstr(prot), bstr(external_aad), bstr(enc0)] */
@@ -192,12 +212,10 @@ int tl_seal_many(uint8_t *frames, size_t *frames_len, size_t frame_lens[], uint8
 {
     seal_plan z;
     size_t i, total = 0, max_work = 0, off = 0, in = 0, len;
-    int rc;
+    int rc = kid_context_length(kid_context, &kid_context_len);
 
-    if (kid_context == NULL) {
-        kid_context_len = 0;
-    } else if (kid_context_len == 0) {
-        return TL_E_RANGE;
+    if (rc != TL_OK) {
+        return rc;
     }
     if (n > 0 && (first_seq > TL_MAX_SEQ || n - 1 > TL_MAX_SEQ - first_seq)) {
         return TL_E_RANGE;
@@ -243,17 +261,11 @@ int tl_seal_lite(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_l
     seal_plan z;
     uint8_t nonce[12];
     size_t f, a;
-    int rc = plan_seal(&z, 1, kid_len, 0, seq, stream_len, pt_len);
+    int rc;
 
-    if (rc != TL_OK) {
+    if (begin_seal(&z, &rc, 1, kid_len, 0, seq, stream_len, pt_len, frame, frame_len,
+                   work_len)) {
         return rc;
-    }
-    if (frame == NULL) {
-        *frame_len = z.frame_len;
-        return TL_OK;
-    }
-    if (*frame_len < z.frame_len || work_len < z.work_len) {
-        return TL_E_BUFFER;
     }
     memcpy(work, ENC_AAD_PREFIX, sizeof ENC_AAD_PREFIX);
     a = sizeof ENC_AAD_PREFIX;

@@ -1,6 +1,8 @@
 /* The CPython binding's C side: whole frame operations in one call. See tl_py.h. */
 #include "tl_py.h"
 
+#include <string.h>
+
 #include "tl_cbor_check.h"
 #include "tl_error.h"
 #include "tl_frame.h"
@@ -29,6 +31,19 @@ static void to_offsets(tlpy_parsed *o, const tl_parsed *p, const uint8_t *base)
     o->ct_len = p->ct_len;
     o->sig_at = p->sig ? (size_t)(p->sig - base) : 0;
     o->sig_len = p->sig_len;
+}
+
+/* A parsed frame with only the kid and Partial IV set, for verify and decrypt to fill in. */
+static tl_parsed with_ids(const uint8_t *kid, size_t kid_len, const uint8_t *piv,
+                          size_t piv_len)
+{
+    tl_parsed p;
+    memset(&p, 0, sizeof p);
+    p.kid = kid;
+    p.kid_len = kid_len;
+    p.piv = piv;
+    p.piv_len = piv_len;
+    return p;
 }
 
 size_t tlpy_seal_size(size_t pt_len, size_t stream_len)
@@ -165,13 +180,9 @@ int tlpy_verify(uint8_t *work, size_t work_len, const uint8_t *prot, size_t prot
                 const uint8_t *enc0, size_t enc0_len, const uint8_t *sig, size_t sig_len,
                 const uint8_t sign_pk[32], const uint8_t *stream, size_t stream_len)
 {
-    tl_parsed p = {0};
+    tl_parsed p = with_ids(kid, kid_len, piv, piv_len);
     p.prot = prot;
     p.prot_len = prot_len;
-    p.kid = kid;
-    p.kid_len = kid_len;
-    p.piv = piv;
-    p.piv_len = piv_len;
     p.enc0 = enc0;
     p.enc0_len = enc0_len;
     p.sig = sig;
@@ -189,13 +200,9 @@ long long tlpy_decrypt(uint8_t *buf, size_t buf_len, const uint8_t *kid, size_t 
                        const uint8_t key[32], const uint8_t common_iv[12],
                        const uint8_t *stream, size_t stream_len)
 {
-    tl_parsed p = {0};
+    tl_parsed p = with_ids(kid, kid_len, piv, piv_len);
     size_t n = 0;
     int rc;
-    p.kid = kid;
-    p.kid_len = kid_len;
-    p.piv = piv;
-    p.piv_len = piv_len;
     p.ct = ct;
     p.ct_len = ct_len;
     rc = tl_decrypt(NULL, &n, NULL, 0, &p, key, common_iv, stream, stream_len);
