@@ -46,7 +46,8 @@ def send_mqtt(args: argparse.Namespace) -> int:
     dev = Device.load(args.device, args.state)
     lines = ReadingLines(utf8_stdin(), check=dev.encode)
     outbox = Path(dev.state_path).with_suffix(".outbox")
-    link = MqttLink(args.mqtt, bundle=dev.bundle, outbox=outbox, client_id=args.client_id,
+    link = MqttLink(args.mqtt, bundle=dev.bundle, ack_context=dev.ack_context(), outbox=outbox,
+                    client_id=args.client_id,
                     options=_options(args), timeout=args.timeout, capacity=args.outbox_capacity,
                     when_full=args.when_full, window=args.window, resend_after=args.resend_after)
     dev.link = link

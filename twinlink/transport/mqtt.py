@@ -323,14 +323,15 @@ class MqttLink(Session):
                  client_id: str | None = None, options: MqttOptions | None = None,
                  timeout: float = 10.0, capacity: int = DEFAULT_CAPACITY,
                  when_full: str = "refuse", window: int = 64, resend_after: float = 10.0,
-                 start: bool = True) -> None:
+                 start: bool = True, ack_context: Any = None) -> None:
         if when_full not in ("refuse", "block"):
             raise ValueError("when_full must be 'refuse' or 'block'")
         if window < 1:
             raise ValueError("window must be at least 1")
         self.bundle = bundle
         self.kid = bundle.kid if bundle is not None else None
-        self._ack_ctx = (bundle.ack_context() if bundle is not None
+        self._ack_ctx = (ack_context if ack_context is not None
+                         else bundle.ack_context() if bundle is not None
                          and bundle.device_key is not None else None)
         self.e2e = self._ack_ctx is not None
         if isinstance(outbox, Outbox):
@@ -583,7 +584,8 @@ def for_device(device: Any, url: str, **kw: Any) -> MqttLink:
     device's sequence state; attach it with ``device.link = link``. Connection settings may be
     given flat (``ca=``, ``cert=``, ``key=``, ``username=``, ``password_file=``, …)."""
     kw.setdefault("outbox", Path(device.state_path).with_suffix(".outbox"))
-    return MqttLink(url, bundle=device.bundle, **_split_options(kw))
+    return MqttLink(url, bundle=device.bundle, ack_context=device.ack_context(),
+                    **_split_options(kw))
 
 
 def open_url(url: str, **kw: Any) -> MqttLink:
