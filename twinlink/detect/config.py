@@ -187,6 +187,8 @@ class DetectConfig:
         tests = set(VALUE_TESTS)
         if not ud.drift:
             tests.discard("drift")
+        if not ud.spike:
+            tests.discard("spike")
         layers = [self.units.get(unit, {}) if unit is not None else {}, self.defaults,
                   self.devices.get(device, {}), self.series.get("*", {}).get(name, {}),
                   self.series.get(device, {}).get(name, {})]

@@ -55,10 +55,11 @@ DAY, HOUR = 86400.0, 3600.0
 CLIM_MEMORY = 4 * HOUR   # seconds of data per hour bin (about four days of that hour)
 CLIM_READY = 1200.0      # seconds of data every bin needs before drift is evaluated
 DRIFT_TAU = HOUR         # smoothing of the residual
-SPREAD_TAU = 3 * DAY     # learning of the residual's spread
-SPREAD_READY = 12 * HOUR  # seconds of spread learning before drift is evaluated
+SPREAD_TAU = 7 * DAY     # learning of the residual's spread
+SPREAD_READY = 36 * HOUR  # seconds of spread learning before drift is evaluated
 MAX_DT = 600.0           # one reading never weighs more than ten minutes of data
 Z_CLAMP = 1e6
+SPIKE_SPREAD = 0.3       # a spike's neighbours differ by at most this share of its excursion
 
 # kinds of series
 UNKNOWN, NUMERIC, OTHER = 0, 1, 2
@@ -106,6 +107,7 @@ class SeriesQC:
         "inc",
         "kind",
         "last_t",
+        "mad",
         "m",
         "n",
         "name",
@@ -140,9 +142,10 @@ class SeriesQC:
         self.pend_cand = 0              # bit 1: spike candidate, bit 2: rate candidate
         self.pend_flag = PASS           # flag from the other tests at observe time
         self.pend_tests: tuple[str, ...] = ()
-        self.dq: deque[float] = deque()  # |first differences|, arrival order
+        self.dq: deque[float] = deque()  # first differences, arrival order
         self.ds: list[float] = []        # the same, sorted
-        self.quantum = math.inf          # smallest non-zero |difference| seen
+        self.quantum = math.inf          # the data's resolution, learned
+        self.mad = -1.0                  # cached MAD of ds; -1: stale
         self.run_v = 0.0
         self.run_len = 0
         self.run_hi = 0                  # longest completed clean run
@@ -190,26 +193,76 @@ class SeriesQC:
 
     # -- the robust scale of first differences ----------------------------------------------
 
-    def scale(self) -> float:
-        ds = self.ds
-        s = MAD_TO_SIGMA * ds[len(ds) >> 1] if ds else 0.0
+    def _floor(self) -> float:
+        """The smallest scale that means anything: the data's resolution, or a relative
+        floor for continuous data that never changes."""
         q = self.quantum
-        if s < q and q != math.inf:
-            s = q
         floor = 1e-9 * abs(self.a or 0.0)
-        return s if s > floor else (floor if floor > 1e-300 else 1e-300)
+        if floor < 1e-300:
+            floor = 1e-300
+        return q if q != math.inf and q > floor else floor
+
+    def scale(self) -> float:
+        """1.4826 x the MAD of the recent first differences (exact; cached until the next
+        difference arrives), at least the data's resolution."""
+        mad = self.mad
+        if mad < 0:
+            ds = self.ds
+            n = len(ds)
+            if not n:
+                return self._floor()
+            k, mid = n >> 1, n >> 1
+            med = ds[mid]
+            i, j, d = mid - 1, mid + 1, 0.0
+            for _ in range(k):  # the k-th smallest |ds - med|: walk outwards from the median
+                left = med - ds[i] if i >= 0 else math.inf
+                right = ds[j] - med if j < n else math.inf
+                if left <= right:
+                    d, i = left, i - 1
+                else:
+                    d, j = right, j + 1
+            mad = self.mad = d
+        sc = MAD_TO_SIGMA * mad
+        floor = self._floor()
+        return sc if sc > floor else floor
+
+    def _departs(self, dev: float, k: float) -> bool:
+        """Whether a deviation exceeds ``k`` scales; the exact MAD only when the quartile
+        bounds (MAD lies between the smaller and larger half-IQR) cannot tell."""
+        ds = self.ds
+        n = len(ds)
+        med = ds[n >> 1]
+        lo, hi = med - ds[n >> 2], ds[(3 * n) >> 2] - med
+        if lo > hi:
+            lo, hi = hi, lo
+        floor = self._floor()
+        lo *= MAD_TO_SIGMA
+        hi *= MAD_TO_SIGMA
+        if dev <= k * (lo if lo > floor else floor):
+            return False
+        if dev > k * (hi if hi > floor else floor):
+            return True
+        return dev > k * self.scale()
 
     def _push_diff(self, d: float) -> None:
-        if d < 0:
-            d = -d
-        if 0.0 < d < self.quantum:
-            self.quantum = d
+        ds = self.ds
+        i = bisect_left(ds, d)
+        # the data's resolution: the smallest clear gap between two differences seen
+        tol = 1e-9 * (abs(self.a or 0.0) + abs(d))
+        if i > 0:
+            g = d - ds[i - 1]
+            if tol < g < self.quantum:
+                self.quantum = g
+        if i < len(ds):
+            g = ds[i] - d
+            if tol < g < self.quantum:
+                self.quantum = g
+        ds.insert(i, d)
         dq = self.dq
         dq.append(d)
-        insort(self.ds, d)
         if len(dq) > WINDOW:
-            old = dq.popleft()
-            del self.ds[bisect_left(self.ds, old)]
+            del ds[bisect_left(ds, dq.popleft())]
+        self.mad = -1.0
 
     # -- the entry point --------------------------------------------------------------------
 
@@ -264,11 +317,12 @@ class SeriesQC:
         other_flag, other_tests = flag, tuple(tripped)
         cand = 0
         a = self.a
-        if a is not None and self.n >= p.baseline:
+        if a is not None and self.n >= p.baseline and len(self.ds) >= 4:
             d = x - a
             if d < 0:
                 d = -d
-            if "spike" in tests and d > p.spike_k * self.scale():
+            dev = x - a - self.ds[len(self.ds) >> 1]  # off the usual step (counters step)
+            if "spike" in tests and self._departs(dev if dev >= 0 else -dev, p.spike_k):
                 cand = 1
                 tripped.append("spike")
             if p.max_rate is not None and "rate_of_change" in tests:
@@ -365,9 +419,13 @@ class SeriesQC:
         if cand:
             a = self.a
             assert a is not None
-            s = abs(x - (a + b) * 0.5) - abs(b - a) * 0.5
+            # QARTOD's spike statistic; the neighbours must also be close together next to the
+            # excursion (the next reading came back): a step or a slow recovery is no spike
+            off = abs(x - (a + b) * 0.5)
+            half = abs(b - a) * 0.5
+            s = off - half
             scale = self.scale()
-            if cand & 1 and s > self.p.spike_k * scale:
+            if cand & 1 and s > self.p.spike_k * scale and half <= SPIKE_SPREAD * off:
                 z = s / scale
                 self._trip("spike", seq, self.pend_t, events,
                            {"robust_sigmas": round(z if z < Z_CLAMP else Z_CLAMP, 1),
@@ -391,7 +449,10 @@ class SeriesQC:
         dt = 0.0
         if a is not None:
             d = x - a
-            self._push_diff(d)
+            # a run of repeats longer than this series ever had (a stuck sensor) would collapse
+            # the scale to nothing and make the next honest readings look like spikes
+            if abs(d) > self.p.flat_eps or self.run_len <= self.run_hi + 1:
+                self._push_diff(d)
             if d > 0:
                 self.inc += 1
             elif d < 0:

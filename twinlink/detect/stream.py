@@ -43,6 +43,7 @@ class DeviceStream:
         "counts",
         "device",
         "epoch",
+        "gap",
         "interval",
         "last_arrival",
         "last_seq",
@@ -75,7 +76,9 @@ class DeviceStream:
         self.silent = False
         self.active: dict[str, int] = {}  # state -> normal frames since it last tripped
         self.agg: dict[str, list[float]] = {}  # kind -> [last emitted, pending, missing]
-        self.counts = {"frames": 0, "late": 0, "gaps": 0, "missing": 0, "jumps": 0}
+        self.gap: list[Any] | None = None  # [lo, hi, still missing, found at, seq]
+        self.counts = {"frames": 0, "late": 0, "gaps": 0, "missing": 0, "jumps": 0,
+                       "reordered": 0}
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -148,6 +151,12 @@ class DeviceStream:
             self.last_seq = seq
         else:
             in_order = False
+        gap = self.gap
+        if gap is not None:
+            if not in_order and type(seq) is int and gap[0] <= seq <= gap[1]:
+                gap[2] -= 1  # a frame thought missing came late: reordered, not lost
+                self.counts["reordered"] += 1
+            self._flush_gap(arrival, events)
         if not in_order:
             self.counts["late"] += 1
         else:
@@ -171,12 +180,28 @@ class DeviceStream:
             if "seq_jump" in p.tests:
                 self._count("stream.seq_jump", seq, arrival, events, adv - 1,
                             {"ahead": adv - 1, "expected": round(expected)})
-        else:
+        elif "seq_gap" in p.tests:
+            # held for a grace period: frames that arrive late (reordered) are not missing
+            gap = self.gap
+            lo, hi = self.last_seq + 1, seq - 1
+            if gap is None:
+                self.gap = [lo, hi, adv - 1, arrival, seq]
+            else:
+                gap[0], gap[1], gap[2], gap[4] = min(gap[0], lo), hi, gap[2] + adv - 1, seq
+
+    def _flush_gap(self, now: float, events: list[DetectionEvent], force: bool = False) -> None:
+        gap = self.gap
+        assert gap is not None
+        iv = self.expected_interval()
+        grace = min(3.0 * iv, 600.0) if iv else 30.0
+        if not force and now - gap[3] < grace:
+            return
+        self.gap = None
+        missing = int(gap[2])
+        if missing > 0:
             self.counts["gaps"] += 1
-            self.counts["missing"] += adv - 1
-            if "seq_gap" in p.tests:
-                self._count("stream.seq_gap", seq, arrival, events, adv - 1,
-                            {"missing": adv - 1})
+            self.counts["missing"] += missing
+            self._count("stream.seq_gap", gap[4], now, events, missing, {"missing": missing})
 
     def _time(self, seq: Any, adv: int, arrival: float, ftime: float | None, time_bad: bool,
               events: list[DetectionEvent]) -> bool:
@@ -270,7 +295,10 @@ class DeviceStream:
     # -- per sweep --------------------------------------------------------------------------
 
     def sweep(self, now: float, events: list[DetectionEvent]) -> None:
-        """Raise ``device.silent`` if due; flush folded gap/jump counts whose hold-down ended."""
+        """Raise ``device.silent`` if due; report gaps whose grace ended; flush folded gap/jump
+        counts whose hold-down ended."""
+        if self.gap is not None:
+            self._flush_gap(now, events)
         if self.agg:
             for kind, ag in list(self.agg.items()):
                 if now - ag[0] >= self.p.hold_down:

@@ -6,7 +6,9 @@ quantity, so it fails (flag 4) without any learned baseline. ``max_rate`` is the
 of that kind changes in ordinary physical settings (units per second); ``None`` means physics
 gives no useful limit (power and current step when a load switches). ``drift`` says whether the
 slow-drift test is on by default: it is for environmental sensors, whose known failure mode is
-drift, and off for quantities whose level follows usage (power, counters).
+drift, and off for quantities whose level follows usage (power, counters). ``spike`` is off for
+electrical loads: a kettle that runs for two minutes is one high sample on a meter read every
+five, a genuine single-sample excursion that a spike test cannot tell from a glitch.
 
 Any unit not listed, and a record without a unit, gets :data:`GENERIC`: finite and within the
 64-bit range SenML integers may take.
@@ -24,6 +26,7 @@ class UnitDefaults(NamedTuple):
     max: float
     max_rate: Optional[float] = None  # units per second
     drift: bool = False
+    spike: bool = True
 
 
 #: Beyond this magnitude no SenML number is a meaningful measurement (2**64, the integer range).
@@ -50,13 +53,13 @@ UNITS: dict[str, UnitDefaults] = {
     # electricity: signed where the quantity can reverse (current, voltage, power export)
     "V": UnitDefaults(-1e6, 1e6),
     "mV": UnitDefaults(-1e9, 1e9),
-    "A": UnitDefaults(-1e6, 1e6),
-    "mA": UnitDefaults(-1e9, 1e9),
-    "W": UnitDefaults(-1e10, 1e10),
-    "kW": UnitDefaults(-1e7, 1e7),
-    "mW": UnitDefaults(-1e13, 1e13),
-    "VA": UnitDefaults(0.0, 1e10),
-    "var": UnitDefaults(-1e10, 1e10),
+    "A": UnitDefaults(-1e6, 1e6, spike=False),
+    "mA": UnitDefaults(-1e9, 1e9, spike=False),
+    "W": UnitDefaults(-1e10, 1e10, spike=False),
+    "kW": UnitDefaults(-1e7, 1e7, spike=False),
+    "mW": UnitDefaults(-1e13, 1e13, spike=False),
+    "VA": UnitDefaults(0.0, 1e10, spike=False),
+    "var": UnitDefaults(-1e10, 1e10, spike=False),
     "Wh": UnitDefaults(0.0, _INF),
     "kWh": UnitDefaults(0.0, _INF),
     "J": UnitDefaults(0.0, _INF),
