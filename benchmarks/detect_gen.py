@@ -86,15 +86,20 @@ class Scenario:
 
 class _AR:
     """Slow "weather": an AR(1) process with standard deviation ``sd`` and time constant
-    ``tau`` seconds, advanced by elapsed time."""
+    ``tau`` seconds, smoothed over three hours (weather has no minute-scale jitter of its own),
+    advanced by elapsed time."""
+
+    SMOOTH = 3 * 3600.0
 
     def __init__(self, rnd: random.Random, sd: float, tau: float) -> None:
         self.rnd, self.sd, self.tau, self.x = rnd, sd, tau, rnd.gauss(0, sd)
+        self.y = self.x
 
     def at(self, dt: float) -> float:
         a = math.exp(-dt / self.tau)
         self.x = a * self.x + self.rnd.gauss(0, self.sd * math.sqrt(1 - a * a))
-        return self.x
+        self.y += (self.x - self.y) * (1 - math.exp(-dt / self.SMOOTH))
+        return self.y
 
 
 class _Signal:
@@ -310,8 +315,8 @@ def _duration(rnd: random.Random, cls: str, interval: float) -> float:
 
 # -- the generator --------------------------------------------------------------------------
 
-def generate(seed: int = 1, devices: int = 40, days: float = 7.0,
-             warmup_days: float = 2.0, rate_per_day: float = 6.0) -> Scenario:
+def generate(seed: int = 1, devices: int = 72, days: float = 11.0,
+             warmup_days: float = 4.0, rate_per_day: float = 6.0) -> Scenario:
     """A labelled scenario: ``devices`` devices over ``days`` days, anomalies injected after
     ``warmup_days`` (drift needs a day of history for its daily baseline), about
     ``rate_per_day`` stream episodes per device and day and as many value episodes per device
@@ -327,6 +332,9 @@ def generate(seed: int = 1, devices: int = 40, days: float = 7.0,
         interval = rnd.choice((30.0, 60.0, 60.0, 120.0, 300.0))
         intervals[name] = interval
         sigs = _make_series(rnd, names)
+        for sig in sigs.values():
+            if type(sig) is _Counter:  # its noise is the spread of one interval's increment
+                sig.noise = math.sqrt(sig.per_s * interval)
         anomalies_before = len(anomalies)
         frames.extend(_device_frames(rnd, name, interval, sigs, start, end,
                                      start + warmup_days * DAY, rate_per_day, anomalies))

@@ -12,7 +12,7 @@ The interface (stable; the twin's ingest, store and CLI build on it)::
         #                    4 fail, 9 missing
         # verdict.tests[i]:  names of the tests that tripped for records[i]
         # verdict.events:    DetectionEvent list (raised on *entering* a state)
-        # verdict.revisions: (seq, index, flag, tests) settling an earlier frame's reading
+        # verdict.revisions: (epoch, seq, index, flag, tests) settling an earlier reading
     events = engine.sweep(now)                # liveness; call about once a second
     engine.state(device)                      # JSON-friendly: stream, series QC, open detections
     engine.configure(DetectConfig(...))       # new settings, learned state kept

@@ -36,7 +36,7 @@ SERIES_DEFAULTS: dict[str, Any] = {
     "spike_k": 8.0,         # spike threshold in robust sigmas of the first differences
     "flat_count": 10,       # a run of identical readings this long (at least) is suspect
     "flat_eps": 0.0,        # "identical" means within this
-    "drift_k": 6.0,         # drift threshold in learned sigmas of the smoothed residual
+    "drift_k": 4.5,         # drift threshold in learned sigmas of the smoothed residual
     "baseline": 16,         # readings before the learned tests are evaluated (flag 2 before)
 }
 

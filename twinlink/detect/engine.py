@@ -47,7 +47,7 @@ class Detector:
         for name, dev in self._devices.items():
             dev.stream.p = config.device_params(name)
             for sname, s in dev.series.items():
-                s.p = config.series_params(name, sname, s.unit)
+                s.bind(config.series_params(name, sname, s.unit))
 
     def forget(self, device: str) -> None:
         """Drop everything learned about a device (removed, re-provisioned)."""
@@ -81,43 +81,35 @@ class Detector:
         events: list[DetectionEvent] = []
         revisions: list[Revision] = []
         n = len(records)
-        # times: absolute, validity, and the newest one (the frame's time)
-        times: list[float | None] = [None] * n
+        # unpack once; the newest valid absolute time is the frame's time
+        recs: list[tuple[Any, Any, Any, Any]] = []
+        times: list[float | None] = []
         ftime: float | None = None
         bad = False
-        for i in range(n):
-            t = _rec_field(records[i], 3)
-            if t is None:
-                continue
-            if type(t) is not float:
-                if type(t) is bool or not isinstance(t, (int, float)):
+        for rec in records:
+            if isinstance(rec, tuple) and len(rec) >= 4:
+                name, value, unit, t = rec[0], rec[1], rec[2], rec[3]
+            else:
+                name, value, unit, t = (_rec_field(rec, 0), _rec_field(rec, 1),
+                                        _rec_field(rec, 2), _rec_field(rec, 3))
+            recs.append((name, value, unit, t))
+            if t is not None:
+                t = _abs_time(t, arrival)
+                if t is None:
                     bad = True
-                    continue
-                try:
-                    t = float(t)
-                except OverflowError:
-                    bad = True
-                    continue
-            if not math.isfinite(t):
-                bad = True
-                continue
-            if -RELATIVE_LIMIT < t < RELATIVE_LIMIT:
-                t += arrival
-            if t < 0 or t > TIME_MAX:
-                bad = True
-                continue
-            times[i] = t
-            if ftime is None or t > ftime:
-                ftime = t
+                elif ftime is None or t > ftime:
+                    ftime = t
+            times.append(t)
         in_order = dev.stream.observe(seq, context_epoch, arrival, frame_size, ftime, bad,
                                       events)
         flags: list[int] = [NOT_EVALUATED] * n
         tests: list[tuple[str, ...]] = [_EMPTY] * n
         seen: set[tuple[str, float | None]] | None = set() if n > 1 else None
         sq = seq if type(seq) is int else -1
+        epoch = context_epoch if type(context_epoch) is int else 0
+        series = dev.series
         for i in range(n):
-            rec = records[i]
-            name = _rec_field(rec, 0)
+            name, value, unit, _ = recs[i]
             if type(name) is not str or not name:
                 flags[i], tests[i] = FAIL, ("syntax",)
                 continue
@@ -127,9 +119,9 @@ class Detector:
             if t is not None and ftime is not None:
                 back = ftime - t
                 tq = arrival - (back if back < MAX_SPAN else MAX_SPAN)
-            s = dev.series.get(name)
+            s = series.get(name)
             if s is None:
-                s = self._new_series(dev, device, name, _rec_field(rec, 2), sq, arrival, events)
+                s = self._new_series(dev, device, name, unit, sq, arrival, events)
                 if s is None:
                     continue
             if seen is not None:
@@ -138,14 +130,13 @@ class Detector:
                     flags[i], tests[i] = s.duplicate(sq, tq, events)
                     continue
                 seen.add(key)
-            unit = _rec_field(rec, 2)
-            if unit != s.unit:
+            if unit != s.unit and not (s.unit is None and not isinstance(unit, str)):
                 flags[i], tests[i] = s.mismatch(sq, tq, events)
-                continue
-            if in_order:
-                flags[i], tests[i] = s.observe(_rec_field(rec, 1), tq, sq, i, events, revisions)
+            elif in_order:
+                flags[i], tests[i] = s.observe(value, tq, sq, (epoch, sq, i), events,
+                                               revisions)
             else:
-                flags[i], tests[i] = s.late(_rec_field(rec, 1), sq, tq, events)
+                flags[i], tests[i] = s.late(value, sq, tq, events)
         return Verdict(flags, tests, events, revisions)
 
     def _new_series(self, dev: _Device, device: str, name: str, unit: Any, seq: int,
@@ -196,6 +187,25 @@ class Detector:
             open_.append("detect.series_cap")
         return {"stream": stream, "series": series, "open": open_,
                 "series_refused": dev.refused}
+
+
+def _abs_time(t: Any, arrival: float) -> float | None:
+    """A record's SenML time as absolute Unix seconds, or None if it is invalid (not a
+    number, not finite, before 1970 or after 2100)."""
+    if type(t) is not float:
+        if type(t) is bool or not isinstance(t, (int, float)):
+            return None
+        try:
+            t = float(t)
+        except OverflowError:
+            return None
+    if t - t != 0.0:  # NaN or infinite
+        return None
+    if -RELATIVE_LIMIT < t < RELATIVE_LIMIT:
+        t += arrival
+    if t < 0 or t > TIME_MAX:
+        return None
+    return t  # type: ignore[no-any-return]
 
 
 def _rec_field(rec: Any, i: int) -> Any:

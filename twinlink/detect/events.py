@@ -85,8 +85,8 @@ def event(kind: str, device: str, series: str | None = None, seq: int | None = N
                           count)
 
 
-#: (seq, record index, flag, tests) for a reading of an earlier frame.
-Revision = tuple[int, int, int, tuple[str, ...]]
+#: (context epoch, seq, record index, flag, tests) for a reading of an earlier frame.
+Revision = tuple[int, int, int, int, tuple[str, ...]]
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Verdict:
     """The result of :meth:`Detector.observe` for one frame.
 
     ``flags[i]`` and ``tests[i]`` belong to ``records[i]``. ``revisions`` lists
-    ``(seq, record index, flag, tests)`` for readings of *earlier* frames that this frame
+    ``(context epoch, seq, record index, flag, tests)`` for readings of *earlier* frames that this frame
     settled (a spike candidate is only confirmed or cleared by the next reading); a store may
     apply them, and a store that ignores them keeps the more cautious flag.
     """

@@ -31,7 +31,7 @@ learned quantity is fed clamped, finite numbers only, so no NaN or infinity can 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 
@@ -54,9 +54,10 @@ MAD_TO_SIGMA = 1.4826
 DAY, HOUR = 86400.0, 3600.0
 CLIM_MEMORY = 4 * HOUR   # seconds of data per hour bin (about four days of that hour)
 CLIM_READY = 1200.0      # seconds of data every bin needs before drift is evaluated
-DRIFT_TAU = HOUR         # smoothing of the residual
+DRIFT_TAU = 3 * HOUR     # smoothing of the residual
 SPREAD_TAU = 7 * DAY     # learning of the residual's spread
-SPREAD_READY = 36 * HOUR  # seconds of spread learning before drift is evaluated
+SPREAD_READY = 60 * HOUR  # seconds of spread learning before drift is evaluated
+DRIFT_HOLD = DAY         # a drift state older than this is adopted as the new baseline
 MAX_DT = 600.0           # one reading never weighs more than ten minutes of data
 Z_CLAMP = 1e6
 SPIKE_SPREAD = 0.3       # a spike's neighbours differ by at most this share of its excursion
@@ -93,6 +94,7 @@ class SeriesQC:
 
     __slots__ = (
         "a",
+        "a_prev",
         "a_t",
         "active",
         "clim",
@@ -102,20 +104,30 @@ class SeriesQC:
         "dec",
         "device",
         "dq",
+        "drift_since",
         "drifting",
         "ds",
+        "has_span",
         "inc",
         "kind",
+        "last_commit",
         "last_t",
-        "mad",
         "m",
+        "mf",
+        "mad",
         "n",
         "name",
+        "nread",
+        "on_drift",
+        "on_flat",
+        "on_range",
+        "on_roc",
+        "on_spike",
         "p",
         "pend",
         "pend_cand",
         "pend_flag",
-        "pend_idx",
+        "pend_ref",
         "pend_seq",
         "pend_t",
         "pend_tests",
@@ -130,15 +142,17 @@ class SeriesQC:
     )
 
     def __init__(self, device: str, name: str, unit: str | None, params: SeriesParams) -> None:
-        self.device, self.name, self.unit, self.p = device, name, unit, params
+        self.device, self.name, self.unit = device, name, unit
         self.kind = UNKNOWN
         self.n = 0                      # committed numeric readings
         self.a: float | None = None     # last committed value (the left neighbour)
         self.a_t = 0.0
+        self.a_prev = 0.0                # the committed value before ``a``
+        self.last_commit = 0.0
         self.pend: float | None = None  # newest reading, awaiting its right neighbour
         self.pend_t = 0.0
         self.pend_seq = 0
-        self.pend_idx = 0
+        self.pend_ref = (0, 0, 0)
         self.pend_cand = 0              # bit 1: spike candidate, bit 2: rate candidate
         self.pend_flag = PASS           # flag from the other tests at observe time
         self.pend_tests: tuple[str, ...] = ()
@@ -155,13 +169,17 @@ class SeriesQC:
         self.clim: list[float] | None = None
         self.climw: list[float] | None = None
         self.m = 0.0
+        self.mf = 0.0                    # the same, smoothed eight times faster
         self.spread = 0.0
         self.spread_w = 0.0
         self.drifting = False
+        self.drift_since = 0.0
         self.clim_ok = False
         self.active: dict[str, list[int]] = {}  # test -> [occurrences, clean readings since]
         self.last_t = 0.0
-        self.counts = {"readings": 0, "fail": 0, "suspect": 0, "missing": 0}
+        self.nread = 0
+        self.counts = {"fail": 0, "suspect": 0, "missing": 0}
+        self.bind(params)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -247,15 +265,16 @@ class SeriesQC:
     def _push_diff(self, d: float) -> None:
         ds = self.ds
         i = bisect_left(ds, d)
-        # the data's resolution: the smallest clear gap between two differences seen
-        tol = 1e-9 * (abs(self.a or 0.0) + abs(d))
+        # the data's resolution: the smallest clear gap between two differences seen (gaps
+        # below a relative 1e-9 are float round-off, not resolution)
+        q = self.quantum
         if i > 0:
             g = d - ds[i - 1]
-            if tol < g < self.quantum:
-                self.quantum = g
+            if 0.0 < g < q and g > 1e-9 * (abs(self.a or 0.0) + abs(d)):
+                self.quantum = q = g
         if i < len(ds):
             g = ds[i] - d
-            if tol < g < self.quantum:
+            if 0.0 < g < q and g > 1e-9 * (abs(self.a or 0.0) + abs(d)):
                 self.quantum = g
         ds.insert(i, d)
         dq = self.dq
@@ -266,85 +285,118 @@ class SeriesQC:
 
     # -- the entry point --------------------------------------------------------------------
 
-    def observe(self, value: Any, t: float, seq: int, idx: int, events: list[DetectionEvent],
+    def bind(self, params: SeriesParams) -> None:
+        """Adopt (new) parameters; the switches are cached for the per-reading path."""
+        self.p = params
+        tests = params.tests
+        self.on_range = "gross_range" in tests
+        self.on_spike = "spike" in tests
+        self.on_roc = "rate_of_change" in tests and params.max_rate is not None
+        self.on_flat = "flat_line" in tests
+        self.on_drift = "drift" in tests
+        self.has_span = params.suspect_min is not None or params.suspect_max is not None
+
+    def observe(self, value: Any, t: float, seq: int, ref: tuple[int, int, int],
+                events: list[DetectionEvent],
                 revisions: list[Revision]) -> tuple[int, tuple[str, ...]]:
-        """QC one reading taken at twin time ``t``; return (flag, tests that tripped). Appends
+        """QC one reading taken at twin time ``t``; return (flag, tests that tripped). ``ref``
+        (context epoch, seq, record index) names the reading in a later revision. Appends
         events and revisions of the previous reading's flag. Never raises for any value."""
-        self.counts["readings"] += 1
-        x = as_number(value)
+        self.nread += 1
+        x = value if type(value) is float else as_number(value)
         if x is None:
             return self._other(value, seq, t, events)
-        if self.kind == OTHER:
-            return self._syntax(seq, t, events, "number where text was")
-        self.kind = NUMERIC
+        if self.kind != NUMERIC:
+            if self.kind == OTHER:
+                return self._syntax(seq, t, events, "number where text was")
+            self.kind = NUMERIC
+        p = self.p
+        if x != x or (self.on_range and (x < p.min or x > p.max)) or x - x != 0.0:
+            return self._bad_number(x, seq, t, events)  # NaN, out of range, or infinite
+        if t < self.last_t:  # twin clock went back (or a batch out of order): keep monotone
+            t = self.last_t
+        self.last_t = t
+
+        if self.pend is not None:
+            if self.pend_cand:
+                self._resolve(x, t, events, revisions)
+            else:
+                self._commit(self.pend, self.pend_t, self.pend_seq, events)
+            self.pend = None
+
+        n = self.n
+        flag = PASS if n >= p.baseline else NOT_EVALUATED
+        other: tuple[str, ...] = ()
+        if self.has_span and ((p.suspect_min is not None and x < p.suspect_min) or (
+                p.suspect_max is not None and x > p.suspect_max)):
+            other, flag = ("gross_range",), SUSPECT
+        if self.on_flat:  # judged at once: it needs no right neighbour
+            rl = self.run_len
+            rv = self.run_v
+            if rl and -p.flat_eps <= x - rv <= p.flat_eps:
+                rl += 1
+            else:
+                if rl and not self.run_trip and rl > self.run_hi:
+                    self.run_hi = rl
+                self.run_v, rl, self.run_trip = x, 1, False
+            self.run_len = rl
+            if rl >= p.flat_count and rl > 2 * self.run_hi and n >= p.baseline:
+                ff = self._flat(seq, t, events)
+                other += ("flat_line",)
+                if ff > flag:
+                    flag = ff
+        if self.drifting:
+            other += ("drift",)
+            if flag < SUSPECT:
+                flag = SUSPECT
+        cand = 0
+        tripped = other
+        other_flag = flag
+        a = self.a
+        if a is not None and n >= p.baseline and len(self.ds) >= 4:
+            d = x - a
+            if self.on_spike:
+                dev = d - self.ds[len(self.ds) >> 1]  # off the usual step (counters step)
+                if self._departs(dev if dev >= 0 else -dev, p.spike_k):
+                    cand = 1
+                    tripped += ("spike",)
+            if self.on_roc:
+                dt = t - self.a_t
+                limit = p.max_rate * (dt if dt > 1e-3 else 1e-3)  # type: ignore[operator]
+                if (d if d >= 0 else -d) > limit:
+                    cand |= 2
+                    tripped += ("rate_of_change",)
+            if cand and flag < SUSPECT:
+                flag = SUSPECT
+        self.pend, self.pend_t, self.pend_seq, self.pend_ref = x, t, seq, ref
+        self.pend_cand, self.pend_flag, self.pend_tests = cand, other_flag, other
+        if flag >= SUSPECT:
+            self.counts["fail" if flag == FAIL else "suspect"] += 1
+        if self.active:
+            self._settle(tripped, seq, t, events)
+        return flag, tripped
+
+    def _bad_number(self, x: float, seq: int, t: float,
+                    events: list[DetectionEvent]) -> tuple[int, tuple[str, ...]]:
         if x != x:  # NaN: QARTOD "missing"
             self.counts["missing"] += 1
             return MISSING, ()
+        self.counts["fail"] += 1
         p = self.p
-        tests = p.tests
-        if "gross_range" in tests and (x < p.min or x > p.max):
-            self.counts["fail"] += 1
+        if self.on_range and (x < p.min or x > p.max):
             bound = "min" if x < p.min else "max"
             shown: Any = x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
             self._trip("gross_range", seq, t, events,
                        {"bound": bound, "limit": p.min if bound == "min" else p.max,
                         "value": shown})
             return FAIL, ("gross_range",)
-        if not math.isfinite(x):  # gross range switched off: still never learn infinity
-            self.counts["fail"] += 1
-            return FAIL, ("syntax",)
-        if t < self.last_t:  # twin clock went back (or a batch out of order): keep monotone
-            t = self.last_t
-        self.last_t = t
-
-        if self.pend is not None:
-            self._resolve(x, t, events, revisions)
-
-        flag, tripped = (PASS if self.n >= p.baseline else NOT_EVALUATED), []
-        if (p.suspect_min is not None and x < p.suspect_min) or (
-                p.suspect_max is not None and x > p.suspect_max):
-            tripped.append("gross_range")
-            flag = SUSPECT
-        # flat line, judged at once (it needs no right neighbour)
-        if "flat_line" in tests:
-            ff = self._flat(x, seq, t, events)
-            if ff:
-                tripped.append("flat_line")
-                flag = max(flag, ff)
-        if self.drifting:
-            tripped.append("drift")
-            flag = max(flag, SUSPECT)
-        other_flag, other_tests = flag, tuple(tripped)
-        cand = 0
-        a = self.a
-        if a is not None and self.n >= p.baseline and len(self.ds) >= 4:
-            d = x - a
-            if d < 0:
-                d = -d
-            dev = x - a - self.ds[len(self.ds) >> 1]  # off the usual step (counters step)
-            if "spike" in tests and self._departs(dev if dev >= 0 else -dev, p.spike_k):
-                cand = 1
-                tripped.append("spike")
-            if p.max_rate is not None and "rate_of_change" in tests:
-                dt = t - self.a_t
-                if d > p.max_rate * (dt if dt > 1e-3 else 1e-3):
-                    cand |= 2
-                    tripped.append("rate_of_change")
-            if cand and flag < SUSPECT:
-                flag = SUSPECT
-        self.pend, self.pend_t, self.pend_seq, self.pend_idx = x, t, seq, idx
-        self.pend_cand, self.pend_flag, self.pend_tests = cand, other_flag, other_tests
-        tup = tuple(tripped)
-        if flag >= SUSPECT:
-            self.counts["fail" if flag == FAIL else "suspect"] += 1
-        if self.active:
-            self._settle(tup, seq, t, events)
-        return flag, tup
+        return FAIL, ("syntax",)  # gross range switched off: still never learn infinity
 
     # -- pieces -----------------------------------------------------------------------------
 
     def _other(self, value: Any, seq: int, t: float,
                events: list[DetectionEvent]) -> tuple[int, tuple[str, ...]]:
+        """A non-numeric value: not evaluated, or a syntax failure in a numeric series."""
         if value is None:
             self.counts["missing"] += 1
             return MISSING, ()
@@ -390,19 +442,10 @@ class SeriesQC:
             return FAIL, ("gross_range",)
         return NOT_EVALUATED, ()
 
-    def _flat(self, x: float, seq: int, t: float, events: list[DetectionEvent]) -> int:
-        p = self.p
-        if self.run_len and abs(x - self.run_v) <= p.flat_eps:
-            self.run_len += 1
-        else:
-            if self.run_len and not self.run_trip and self.run_len > self.run_hi:
-                self.run_hi = self.run_len
-            self.run_v, self.run_len, self.run_trip = x, 1, False
-        if self.n < p.baseline:
-            return 0
-        limit = max(p.flat_count, 2 * self.run_hi + 1)
-        if self.run_len < limit:
-            return 0
+    def _flat(self, seq: int, t: float, events: list[DetectionEvent]) -> int:
+        """The run of repeats reached the flat-line limit: trip (once per run) and give the
+        flag: suspect, fail at twice the limit."""
+        limit = max(self.p.flat_count, 2 * self.run_hi + 1)
         if not self.run_trip:
             self.run_trip = True
             self._trip("flat_line", seq, t, events, {"run": self.run_len, "limit": limit})
@@ -415,66 +458,75 @@ class SeriesQC:
         """Settle the pending reading now that its right neighbour ``b`` is known."""
         x, cand, seq = self.pend, self.pend_cand, self.pend_seq
         assert x is not None
-        self.pend = None
         if cand:
             a = self.a
             assert a is not None
             # QARTOD's spike statistic; the neighbours must also be close together next to the
             # excursion (the next reading came back): a step or a slow recovery is no spike
+            # (both detrended by the usual step, which is zero but for counters). And the
+            # neighbourhood must be steady: the left neighbour in line with its own
+            # predecessor (else the series is mid-event: a door opening's V, a counter's rate
+            # change) and the two spacings alike (after a lost frame the midpoint is no
+            # prediction).
+            mu = self.ds[len(self.ds) >> 1]
             off = abs(x - (a + b) * 0.5)
-            half = abs(b - a) * 0.5
+            half = abs(b - a - 2.0 * mu) * 0.5
             s = off - half
             scale = self.scale()
-            if cand & 1 and s > self.p.spike_k * scale and half <= SPIKE_SPREAD * off:
+            k = self.p.spike_k
+            dt1, dt2 = self.pend_t - self.a_t, t - self.pend_t
+            if (cand & 1 and s > k * scale and half <= SPIKE_SPREAD * off
+                    and abs(a - self.a_prev - mu) <= 0.5 * k * scale
+                    and dt1 <= 1.5 * dt2 and dt2 <= 1.5 * dt1):
                 z = s / scale
                 self._trip("spike", seq, self.pend_t, events,
                            {"robust_sigmas": round(z if z < Z_CLAMP else Z_CLAMP, 1),
                             "threshold": self.p.spike_k})
                 if cand & 2:  # the spike explains the fast change
-                    revisions.append((seq, self.pend_idx, max(self.pend_flag, SUSPECT),
+                    revisions.append((*self.pend_ref, max(self.pend_flag, SUSPECT),
                                       (*self.pend_tests, "spike")))
                 return  # a spike never enters the baselines
             if cand & 2:  # the fast change persisted: a real rate-of-change violation
                 self._trip("rate_of_change", seq, self.pend_t, events,
                            {"max_rate": self.p.max_rate})
                 if cand & 1:
-                    revisions.append((seq, self.pend_idx, max(self.pend_flag, SUSPECT),
+                    revisions.append((*self.pend_ref, max(self.pend_flag, SUSPECT),
                                       (*self.pend_tests, "rate_of_change")))
             else:  # a step, not a spike: the reading was fine after all
-                revisions.append((seq, self.pend_idx, self.pend_flag, self.pend_tests))
+                revisions.append((*self.pend_ref, self.pend_flag, self.pend_tests))
         self._commit(x, self.pend_t, seq, events)
 
     def _commit(self, x: float, t: float, seq: int, events: list[DetectionEvent]) -> None:
+        """Take a settled reading into the baselines."""
         a = self.a
-        dt = 0.0
-        if a is not None:
-            d = x - a
-            # a run of repeats longer than this series ever had (a stuck sensor) would collapse
-            # the scale to nothing and make the next honest readings look like spikes
-            if abs(d) > self.p.flat_eps or self.run_len <= self.run_hi + 1:
-                self._push_diff(d)
-            if d > 0:
-                self.inc += 1
-            elif d < 0:
-                self.dec += 1
-            dt = t - self.a_t
-            dt = MAX_DT if dt > MAX_DT else (dt if dt > 0 else 0.0)
         self.a, self.a_t = x, t
         self.n += 1
-        if "drift" in self.p.tests and dt > 0:
-            self._drift(x, t, dt, seq, events)
-
-    def _monotone(self) -> bool:
-        inc, dec = self.inc, self.dec
-        return dec * 100 < inc or inc * 100 < dec
+        if a is None:
+            self.a_prev = x
+            return
+        self.a_prev = a
+        d = x - a
+        # a run of repeats longer than this series ever had (a stuck sensor) would collapse
+        # the scale to nothing and make the next honest readings look like spikes
+        if d > self.p.flat_eps or -d > self.p.flat_eps or self.run_len <= self.run_hi + 1:
+            self._push_diff(d)
+        if d > 0:
+            self.inc += 1
+        elif d < 0:
+            self.dec += 1
+        if self.on_drift:
+            dt = t - self.last_commit
+            self.last_commit = t
+            if dt > 0:
+                self._drift(x, t, dt if dt < MAX_DT else MAX_DT, seq, events)
 
     def _drift(self, x: float, t: float, dt: float, seq: int,
                events: list[DetectionEvent]) -> None:
-        ph = (t % DAY) / HOUR - 0.5
-        i = math.floor(ph)
+        ph = (t % DAY) * (1.0 / HOUR) + 23.5  # shifted by a day: never negative
+        i = int(ph)
         f = ph - i
         i %= 24
-        j = (i + 1) % 24
+        j = i + 1 if i < 23 else 0
         if self.clim is None:
             self.clim, self.climw = [x] * 24, [0.0] * 24
         c, w = self.clim, self.climw
@@ -500,24 +552,30 @@ class SeriesQC:
             # each bin is the share-weighted running mean of the readings around its hour (a
             # kernel estimate: stable, unlike fitting the interpolation itself)
             xl = pred + rl
-            for k, share in ((i, 1.0 - f), (j, f)):
-                wk = w[k]
-                if wk <= 0:
-                    c[k] = xl
-                wk += share * dt
-                if wk > CLIM_MEMORY:
-                    wk = CLIM_MEMORY
-                w[k] = wk
-                if wk > 0:
-                    c[k] += share * dt / wk * (xl - c[k])
+            share = (1.0 - f) * dt
+            if wi <= 0:
+                c[i] = xl
+            wi += share
+            w[i] = wi = wi if wi < CLIM_MEMORY else CLIM_MEMORY
+            if wi > 0:
+                c[i] += share / wi * (xl - c[i])
+            share = f * dt
+            if wj <= 0:
+                c[j] = xl
+            wj += share
+            w[j] = wj = wj if wj < CLIM_MEMORY else CLIM_MEMORY
+            if wj > 0:
+                c[j] += share / wj * (xl - c[j])
         if not self.clim_ok:
             if min(w) < CLIM_READY:
                 return
             self.clim_ok = True
-        if self._monotone():
-            return
+        if (self.inc > 100 * self.dec or self.dec > 100 * self.inc) and self.n > 100:
+            return  # a cumulative counter: its level has no daily baseline
         alpha = dt / DRIFT_TAU
         self.m += (alpha if alpha < 1.0 else 1.0) * (r - self.m)
+        alpha *= 8.0
+        self.mf += (alpha if alpha < 1.0 else 1.0) * (r - self.mf)
         am = abs(self.m)
         if not self.drifting:
             # learn the spread of the smoothed residual, clamped so one episode cannot blow it up
@@ -536,10 +594,19 @@ class SeriesQC:
             limit = floor
         if not self.drifting and am > limit and am > 0:
             self.drifting = True
+            self.drift_since = t
             self._trip("drift", seq, t, events,
                        {"sigmas": round(min(am / sd, Z_CLAMP), 1) if sd > 0 else None,
                         "threshold": self.p.drift_k})
-        elif self.drifting and am < 0.5 * limit:
+        elif self.drifting and abs(self.mf) < 0.5 * limit:
+            self.drifting = False  # judged on the faster smoothing: a sensor swap clears soon
+        elif self.drifting and t - self.drift_since > DRIFT_HOLD:
+            # a day on, the level is what it is: adopt it as the baseline (the state clears;
+            # a further drift from here is a new event) rather than flag every reading forever
+            shift = self.m
+            for k in range(24):
+                c[k] += shift
+            self.m = self.mf = 0.0
             self.drifting = False
 
     # -- views ------------------------------------------------------------------------------
@@ -551,6 +618,7 @@ class SeriesQC:
             "kind": ("unknown", "numeric", "other")[self.kind],
             "baseline": self.n >= self.p.baseline,
             "open": sorted(_TEST_EVENT[k] for k in self.active),
+            "readings": self.nread,
             **self.counts,
         }
         if self.kind == NUMERIC and self.ds:
