@@ -328,7 +328,7 @@ def generate(seed: int = 1, devices: int = 72, days: float = 11.0,
     intervals: dict[str, float] = {}
     for d in range(devices):
         name = f"dev-{d:03d}"
-        profile, names = _PROFILES[d % len(_PROFILES)]
+        _kind, names = _PROFILES[d % len(_PROFILES)]
         interval = rnd.choice((30.0, 60.0, 60.0, 120.0, 300.0))
         intervals[name] = interval
         sigs = _make_series(rnd, names)

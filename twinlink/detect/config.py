@@ -156,22 +156,22 @@ class DetectConfig:
     """Detection settings; the empty config means "built-in defaults everywhere".
 
     ``defaults`` holds any series or device key; ``units`` maps a SenML unit to series keys;
-    ``devices`` maps a device name to series or device keys; ``series`` maps a device name (or
+    ``device`` maps a device name to series or device keys; ``series`` maps a device name (or
     ``"*"``, every device) to ``{series name: series keys}``. Raises :class:`DetectConfigError`
     on construction if anything is invalid.
     """
 
     defaults: dict[str, Any] = field(default_factory=dict)
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
-    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: dict[str, dict[str, Any]] = field(default_factory=dict)
     series: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.defaults = _check_table(self.defaults, _SERIES_OR_DEVICE, "[defaults]")
         self.units = {str(u): _check_table(t, SERIES_DEFAULTS, f"[units.{u!r}]")
                       for u, t in _mapping(self.units, "[units]").items()}
-        self.devices = {str(d): _check_table(t, _SERIES_OR_DEVICE, f"[device.{d!r}]")
-                        for d, t in _mapping(self.devices, "[device]").items()}
+        self.device = {str(d): _check_table(t, _SERIES_OR_DEVICE, f"[device.{d!r}]")
+                       for d, t in _mapping(self.device, "[device]").items()}
         self.series = {
             str(d): {str(n): _check_table(t, SERIES_DEFAULTS, f"[series.{d!r}.{n!r}]")
                      for n, t in _mapping(names, f"[series.{d!r}]").items()}
@@ -190,7 +190,7 @@ class DetectConfig:
         if not ud.spike:
             tests.discard("spike")
         layers = [self.units.get(unit, {}) if unit is not None else {}, self.defaults,
-                  self.devices.get(device, {}), self.series.get("*", {}).get(name, {}),
+                  self.device.get(device, {}), self.series.get("*", {}).get(name, {}),
                   self.series.get(device, {}).get(name, {})]
         for layer in layers:
             for key, value in layer.items():
@@ -207,7 +207,7 @@ class DetectConfig:
         """The effective parameters of one device."""
         p: dict[str, Any] = dict(DEVICE_DEFAULTS)
         tests = set(STREAM_TESTS)
-        for layer in (self.defaults, self.devices.get(device, {})):
+        for layer in (self.defaults, self.device.get(device, {})):
             for key, value in layer.items():
                 if key in DEVICE_DEFAULTS:
                     p[key] = value
@@ -223,8 +223,8 @@ class DetectConfig:
             out["defaults"] = dict(self.defaults)
         if self.units:
             out["units"] = {u: dict(t) for u, t in self.units.items()}
-        if self.devices:
-            out["device"] = {d: dict(t) for d, t in self.devices.items()}
+        if self.device:
+            out["device"] = {d: dict(t) for d, t in self.device.items()}
         if self.series:
             out["series"] = {d: {n: dict(t) for n, t in names.items()}
                              for d, names in self.series.items()}
@@ -239,7 +239,7 @@ class DetectConfig:
         if unknown:
             raise DetectConfigError(f"unknown section(s): {', '.join(sorted(map(str, unknown)))}")
         return cls(defaults=dict(obj.get("defaults", {})), units=dict(obj.get("units", {})),
-                   devices=dict(obj.get("device", {})), series=dict(obj.get("series", {})))
+                   device=dict(obj.get("device", {})), series=dict(obj.get("series", {})))
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

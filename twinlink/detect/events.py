@@ -94,9 +94,9 @@ class Verdict:
     """The result of :meth:`Detector.observe` for one frame.
 
     ``flags[i]`` and ``tests[i]`` belong to ``records[i]``. ``revisions`` lists
-    ``(context epoch, seq, record index, flag, tests)`` for readings of *earlier* frames that this frame
-    settled (a spike candidate is only confirmed or cleared by the next reading); a store may
-    apply them, and a store that ignores them keeps the more cautious flag.
+    ``(context epoch, seq, record index, flag, tests)`` for readings of *earlier* frames that
+    this frame settled (a spike candidate is only confirmed or cleared by the next reading); a
+    store may apply them, and a store that ignores them keeps the more cautious flag.
     """
 
     flags: list[int]

@@ -113,8 +113,8 @@ class SeriesQC:
         "last_commit",
         "last_t",
         "m",
-        "mf",
         "mad",
+        "mf",
         "n",
         "name",
         "nread",
@@ -360,9 +360,9 @@ class SeriesQC:
                 if self._departs(dev if dev >= 0 else -dev, p.spike_k):
                     cand = 1
                     tripped += ("spike",)
-            if self.on_roc:
-                dt = t - self.a_t
-                limit = p.max_rate * (dt if dt > 1e-3 else 1e-3)  # type: ignore[operator]
+            dt = t - self.a_t
+            if self.on_roc and dt >= 1.0:  # within a second the twin cannot tell a rate
+                limit = p.max_rate * dt  # type: ignore[operator]
                 if (d if d >= 0 else -d) > limit:
                     cand |= 2
                     tripped += ("rate_of_change",)
@@ -599,7 +599,10 @@ class SeriesQC:
                        {"sigmas": round(min(am / sd, Z_CLAMP), 1) if sd > 0 else None,
                         "threshold": self.p.drift_k})
         elif self.drifting and abs(self.mf) < 0.5 * limit:
-            self.drifting = False  # judged on the faster smoothing: a sensor swap clears soon
+            # judged on the faster smoothing, which the slow one then adopts: a sensor swap
+            # clears within the hour instead of re-entering while the slow one decays
+            self.drifting = False
+            self.m = self.mf
         elif self.drifting and t - self.drift_since > DRIFT_HOLD:
             # a day on, the level is what it is: adopt it as the baseline (the state clears;
             # a further drift from here is a new event) rather than flag every reading forever
