@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import time as _time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .config import DetectConfig
 from .events import FAIL, NOT_EVALUATED, DetectionEvent, Revision, Verdict, event
-from .qc import SeriesQC
+from .qc import _TEST_EVENT, WINDOW, SeriesQC
 from .stream import DeviceStream
 
 #: SenML times below 2**28 are relative to now (RFC 8428 §4.5.3).
@@ -21,6 +22,7 @@ TIME_MAX = 4102444800.0
 MAX_SPAN = 86400.0
 
 _EMPTY: tuple[str, ...] = ()
+_TEST_NAMES = frozenset(_TEST_EVENT)
 
 
 class _Device:
@@ -169,6 +171,59 @@ class Detector:
 
     # -- views ------------------------------------------------------------------------------
 
+    # -- persistence ------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything learned, JSON-friendly (a few kB per device), for :meth:`import_state`
+        after a restart; parameters are not included (they come from the config)."""
+        return {"version": STATE_VERSION, "devices": {
+            name: {"stream": _dump(dev.stream, _STREAM_SCHEMA),
+                   "series": {sn: _dump(s, _SERIES_SCHEMA) for sn, s in dev.series.items()},
+                   "refused": dev.refused, "capped": dev.capped}
+            for name, dev in self._devices.items()}}
+
+    def import_state(self, obj: Any) -> int:
+        """Restore :meth:`export_state` output; return how many devices were restored. A
+        device whose saved state is damaged in any way starts afresh instead (its baselines
+        are relearned); this never raises for bad content."""
+        if not isinstance(obj, dict) or obj.get("version") != STATE_VERSION:
+            return 0
+        devices = obj.get("devices")
+        if not isinstance(devices, dict):
+            return 0
+        restored = 0
+        for name, data in devices.items():
+            try:
+                dev = self._restore(name, data)
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+                continue
+            self._devices[name] = dev
+            restored += 1
+        return restored
+
+    def _restore(self, name: Any, data: Any) -> _Device:
+        if not isinstance(name, str) or not isinstance(data, dict):
+            raise TypeError("bad device entry")
+        stream = DeviceStream(name, self.config.device_params(name))
+        _load(stream, data["stream"], _STREAM_SCHEMA)
+        dev = _Device(stream)
+        series = data["series"]
+        if not isinstance(series, dict) or len(series) > stream.p.max_series:
+            raise ValueError("bad series table")
+        for sn, sd in series.items():
+            if not isinstance(sn, str) or not isinstance(sd, dict):
+                raise TypeError("bad series entry")
+            unit = sd.get("unit")
+            if unit is not None and not isinstance(unit, str):
+                raise TypeError("bad unit")
+            qc = SeriesQC(name, sn, unit, self.config.series_params(name, sn, unit))
+            _load(qc, sd, _SERIES_SCHEMA)
+            qc.ds = sorted(qc.dq)
+            dev.series[sn] = qc
+        dev.refused = _coerce("i", data.get("refused", 0))
+        dev.capped = _coerce("b", data.get("capped", False))
+        return dev
+
     def devices(self) -> Iterable[str]:
         return list(self._devices)
 
@@ -187,6 +242,115 @@ class Detector:
             open_.append("detect.series_cap")
         return {"stream": stream, "series": series, "open": open_,
                 "series_refused": dev.refused}
+
+
+STATE_VERSION = 1
+
+# what each saved field may hold: f float, f? optional float, i int, b bool, s? optional str,
+# c? optional 24 floats, dq up to 32 floats, tt tuple of test names, ref 3 ints, act active
+# value states, cnt counters, sact active stream states, agg folded counts, gap? a pending gap
+_SERIES_SCHEMA = {
+    "a": "f?", "a_prev": "f", "a_t": "f", "active": "act", "clim": "c?", "clim_ok": "b",
+    "climw": "c?", "counts": "cnt", "dec": "i", "dq": "dq", "drift_since": "f",
+    "drifting": "b", "inc": "i", "kind": "i", "last_commit": "f", "last_t": "f", "m": "f",
+    "mf": "f", "n": "i", "nread": "i", "pend": "f?", "pend_cand": "i", "pend_flag": "i",
+    "pend_ref": "ref", "pend_seq": "i", "pend_t": "f", "pend_tests": "tt", "quantum": "f",
+    "run_hi": "i", "run_len": "i", "run_trip": "b", "run_v": "f", "spread": "f",
+    "spread_w": "f", "unit": "s?",
+}
+_STREAM_SCHEMA = {
+    "active": "sact", "agg": "agg", "counts": "cnt", "epoch": "i", "gap": "gap?",
+    "interval": "f", "last_arrival": "f?", "last_seq": "i", "last_time": "f?", "n_int": "i",
+    "n_off": "i", "n_size": "i", "offset": "f", "short": "f", "silent": "b", "size_hi": "i",
+    "size_lo": "i",
+}
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, (list, tuple, deque)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    return v
+
+
+def _dump(obj: Any, schema: dict[str, str]) -> dict[str, Any]:
+    return {k: _json_value(getattr(obj, k)) for k in schema}
+
+
+def _coerce(kind: str, v: Any) -> Any:
+    """One saved field back to its Python form; raise ValueError/TypeError when it does not
+    fit (the caller then drops the device's state)."""
+    if kind.endswith("?"):
+        if v is None:
+            return None
+        kind = kind[:-1]
+    if kind == "f":
+        if v == "inf":
+            return math.inf
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError("not a finite number")
+        return float(v)
+    if kind == "i":
+        if type(v) is not int or abs(v) > 2**63:
+            raise ValueError("not an integer")
+        return v
+    if kind == "b":
+        if type(v) is not bool:
+            raise ValueError("not a bool")
+        return v
+    if kind == "s":
+        if not isinstance(v, str):
+            raise ValueError("not text")
+        return v
+    if kind == "c":
+        if not isinstance(v, list) or len(v) != 24:
+            raise ValueError("not a daily baseline")
+        return [_coerce("f", x) for x in v]
+    if kind == "dq":
+        if not isinstance(v, list) or len(v) > WINDOW:
+            raise ValueError("not a difference window")
+        return deque(_coerce("f", x) for x in v)
+    if kind == "tt":
+        if not isinstance(v, list) or not all(x in _TEST_NAMES for x in v):
+            raise ValueError("not test names")
+        return tuple(v)
+    if kind == "ref":
+        if not isinstance(v, list) or len(v) != 3:
+            raise ValueError("not a reference")
+        return tuple(_coerce("i", x) for x in v)
+    if kind == "act":
+        if not isinstance(v, dict) or not set(v) <= _TEST_NAMES:
+            raise ValueError("not value states")
+        return {k: [_coerce("i", x[0]), _coerce("i", x[1])] for k, x in v.items()}
+    if kind == "cnt":
+        if not isinstance(v, dict) or len(v) > 16:
+            raise ValueError("not counters")
+        return {str(k): _coerce("i", x) for k, x in v.items()}
+    if kind == "sact":
+        if not isinstance(v, dict) or not set(v) <= {"clock_skew", "delayed", "rate", "size"}:
+            raise ValueError("not stream states")
+        return {k: _coerce("i", x) for k, x in v.items()}
+    if kind == "agg":
+        if not isinstance(v, dict) or not set(v) <= {"stream.seq_gap", "stream.seq_jump"}:
+            raise ValueError("not folded counts")
+        return {k: [_coerce("f", x) for x in a][:3] for k, a in v.items()}
+    if kind == "gap":
+        if not isinstance(v, list) or len(v) != 5:
+            raise ValueError("not a gap")
+        return [_coerce("i", v[0]), _coerce("i", v[1]), _coerce("i", v[2]), _coerce("f", v[3]),
+                _coerce("i", v[4])]
+    raise ValueError(f"unknown field kind {kind}")
+
+
+def _load(obj: Any, data: Any, schema: dict[str, str]) -> None:
+    if not isinstance(data, dict):
+        raise TypeError("not a table")
+    for key, kind in schema.items():
+        if key in data:
+            setattr(obj, key, _coerce(kind, data[key]))
 
 
 def _abs_time(t: Any, arrival: float) -> float | None:
