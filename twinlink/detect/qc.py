@@ -7,7 +7,7 @@ One :class:`SeriesQC` per (device, series name), a few dozen floats of state:
   baseline. A failed value never enters any baseline.
 - **spike**: the QARTOD spike statistic on a reading and both its neighbours,
   ``|x - (a + b) / 2| - |b - a| / 2``, against ``spike_k`` robust sigmas of the first
-  differences (1.4826 x the median of the last 32 absolute differences: median/MAD about zero).
+  differences (1.4826 x the MAD of the last 64 first differences about their median).
   A step (a door opening, a load switching) moves both neighbours and does not count. The right
   neighbour is the *next* reading, so a departing reading is flagged suspect as a candidate at
   once and settled by the next one (:attr:`Verdict.revisions`); the event fires on confirmation.
@@ -49,7 +49,7 @@ from .events import (
 )
 
 CLEAR_AFTER = 5          # clean readings before a value state clears
-WINDOW = 32              # first differences kept for the robust scale
+WINDOW = 64              # first differences kept for the robust scale
 MAD_TO_SIGMA = 1.4826
 DAY, HOUR = 86400.0, 3600.0
 CLIM_MEMORY = 4 * HOUR   # seconds of data per hour bin (about four days of that hour)
