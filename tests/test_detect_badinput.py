@@ -58,7 +58,7 @@ def test_specific_flags_for_hostile_numbers():
     assert f.temp(-float("inf")).flags == [FAIL]
     assert f.temp(10**400).flags == [FAIL]
     assert f.temp(1e308).flags == [FAIL]
-    ev = [e for e in f.events if e.type == "value.out_of_range"][0]
+    ev = next(e for e in f.events if e.type == "value.out_of_range")
     assert ev.detail["value"] == "inf"  # JSON-friendly, never a bare infinity
     assert f.frame([("temp", "21.5", "Cel", f.t)]).flags == [FAIL]  # text where numbers were
     assert f.frame([("temp", b"\x00", "Cel", f.t)]).flags == [FAIL]

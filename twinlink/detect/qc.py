@@ -6,21 +6,28 @@ One :class:`SeriesQC` per (device, series name), a few dozen floats of state:
   (flag 4); outside an operator span (``suspect_min``/``suspect_max``) is suspect (3). Needs no
   baseline. A failed value never enters any baseline.
 - **spike**: the QARTOD spike statistic on a reading and both its neighbours,
-  ``|x - (a + b) / 2| - |b - a| / 2``, against ``spike_k`` robust sigmas of the first
-  differences (1.4826 x the MAD of the last 64 first differences about their median).
-  A step (a door opening, a load switching) moves both neighbours and does not count. The right
-  neighbour is the *next* reading, so a departing reading is flagged suspect as a candidate at
-  once and settled by the next one (:attr:`Verdict.revisions`); the event fires on confirmation.
-  A confirmed spike never enters the baselines.
+  ``|x - (a + b) / 2| - |b - a - 2u| / 2`` (``u`` the usual step: zero but for counters),
+  against ``spike_k`` robust sigmas of the first differences (1.4826 x the MAD of the last 64
+  first differences about their median). The neighbourhood must be steady: the neighbours close
+  together next to the excursion, the left one in line with its own predecessor, alike
+  spacings; so a step (a door opening, a load switching), a door's V-shaped dip, a counter's
+  rate change and the reading after a lost frame are no spikes. The right neighbour is the
+  *next* reading: a departing reading is flagged suspect as a candidate at once and settled by
+  the next one (:attr:`Verdict.revisions`); the event fires on confirmation. A confirmed spike
+  never enters the baselines.
 - **rate of change**: a change faster than ``max_rate`` (units/s; per-unit physical defaults,
   none for quantities that legitimately step) that *persists* into the next reading.
-- **flat line**: a run of readings within ``flat_eps`` of each other longer than
-  ``max(flat_count, 2 x the longest run this series had before + 1)``: suspect at that length,
-  fail at twice it. Quantised sensors that repeat values normally learn a longer threshold.
-- **drift**: an hour-of-day baseline (24 bins, linearly interpolated, learned over about four
-  days) removes the daily cycle; the residual is smoothed (EWMA, one hour) and compared with its
-  own learned spread (EWMA of its magnitude, three days): beyond ``drift_k`` spreads is drift,
-  back within half of it clears. Off by default for units whose level follows usage.
+- **flat line**: a run of readings within ``flat_eps`` of each other at least
+  ``max(flat_count, 2 x the longest run this series had before + 1)`` long: suspect at that
+  length, fail at twice it. Quantised sensors that repeat values normally learn a longer limit;
+  repeats beyond the learned run stay out of the spike scale (a stuck sensor would shrink it).
+- **drift**: an hour-of-day baseline (24 bins, each a kernel-weighted running mean over about
+  four days, linearly interpolated) removes the daily cycle; the residual is smoothed (EWMA,
+  three hours) and compared with its own learned spread (EWMA of its magnitude over a week,
+  first learned for 2.5 days): beyond ``drift_k`` spreads is drift. It clears when an eight
+  times faster smoothing is back within half the limit, and a level still off after a day is
+  adopted as the new baseline. Off by default for units whose level follows usage; skipped for
+  cumulative counters.
 
 Events fire on *entering* a state; repeats while in it only count; ``<type>.cleared`` (info)
 fires after :data:`CLEAR_AFTER` clean readings. The first ``baseline`` readings are flagged 2
