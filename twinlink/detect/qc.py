@@ -96,6 +96,18 @@ def as_number(value: Any) -> float | None:
     return None
 
 
+def _learn_bin(c: list[float], w: list[float], k: int, share: float, x: float) -> None:
+    """Move hour bin ``k`` towards ``x`` as a running mean weighted by ``share`` seconds of
+    data, capped at :data:`CLIM_MEMORY` (then an exponential forgetting)."""
+    wk = w[k]
+    if wk <= 0:
+        c[k] = x
+    wk += share
+    w[k] = wk = wk if wk < CLIM_MEMORY else CLIM_MEMORY
+    if wk > 0:
+        c[k] += share / wk * (x - c[k])
+
+
 class SeriesQC:
     """The QC state of one series; :meth:`observe` is the per-reading entry point."""
 
@@ -559,20 +571,8 @@ class SeriesQC:
             # each bin is the share-weighted running mean of the readings around its hour (a
             # kernel estimate: stable, unlike fitting the interpolation itself)
             xl = pred + rl
-            share = (1.0 - f) * dt
-            if wi <= 0:
-                c[i] = xl
-            wi += share
-            w[i] = wi = wi if wi < CLIM_MEMORY else CLIM_MEMORY
-            if wi > 0:
-                c[i] += share / wi * (xl - c[i])
-            share = f * dt
-            if wj <= 0:
-                c[j] = xl
-            wj += share
-            w[j] = wj = wj if wj < CLIM_MEMORY else CLIM_MEMORY
-            if wj > 0:
-                c[j] += share / wj * (xl - c[j])
+            _learn_bin(c, w, i, (1.0 - f) * dt, xl)
+            _learn_bin(c, w, j, f * dt, xl)
         if not self.clim_ok:
             if min(w) < CLIM_READY:
                 return
