@@ -25,9 +25,9 @@ SOURCES = ["tl_frame.c", "tl_oscore.c", "tl_window.c", "tl_cobs.c", "tl_crc.c",
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
 
 CDEF = """
-#define TL_PYNACL_NFUNCS 13
-extern const char *const tl_pynacl_names[13];
-int tl_crypto_pynacl_bind(const uintptr_t addrs[13]);
+#define TL_PYNACL_NFUNCS 17
+extern const char *const tl_pynacl_names[17];
+int tl_crypto_pynacl_bind(const uintptr_t addrs[17]);
 
 typedef struct {
     int64_t top;
