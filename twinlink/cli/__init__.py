@@ -53,7 +53,7 @@ _HINTS: list[tuple[type[BaseException], int, str]] = [
     (ValueError, EXIT_USAGE, "check the arguments"),
 ]
 
-_GROUPS = ("commands", "serial_cmds", "mqtt_cmds")
+_GROUPS = ("commands", "serial_cmds", "mqtt_cmds", "update_cmds")
 
 
 class CliError(Exception):
