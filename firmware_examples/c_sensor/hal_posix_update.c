@@ -58,8 +58,13 @@ uint64_t hal_slot2_capacity(void)
     return capacity;
 }
 
+/* Erasing the slot also erases its hand-off flag (as erasing a flash slot erases the image
+ * trailer a bootloader reads): a half-written slot is never pending. */
 int hal_slot2_erase(void)
 {
+    if (unlinkat(hal_posix_state_fd(), "slot2.pending", 0) != 0 && errno != ENOENT) {
+        return -1;
+    }
     if (slot_fd >= 0) {
         (void)close(slot_fd);
     }
