@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Generate the update-manifest golden vectors: tests/vectors/update-golden.json and its C
-form native/tests/update_golden.h.
+"""Generate the update-manifest golden vectors: tests/vectors/update-golden.json, its C form
+native/tests/update_golden.h, and the fuzz seeds native/fuzz/corpus-update/.
 
 Deterministic: keys derived from labels, a fixed image, Ed25519 is deterministic. Each
 manifest carries its intermediates (protected header, payload, ToBeSigned, signature) and the
@@ -33,6 +33,7 @@ from twinlink.update import manifest as mf  # noqa: E402
 
 JSON_OUT = ROOT / "tests" / "vectors" / "update-golden.json"
 C_OUT = ROOT / "native" / "tests" / "update_golden.h"
+CORPUS = ROOT / "native" / "fuzz" / "corpus-update"
 
 
 def _label(text: str) -> bytes:
@@ -226,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     JSON_OUT.write_text(text)
     C_OUT.write_text(header)
+    CORPUS.mkdir(parents=True, exist_ok=True)
+    for m in json.loads(text)["manifests"]:
+        (CORPUS / m["name"]).write_bytes(bytes.fromhex(m["manifest"]))
     return 0
 
 
