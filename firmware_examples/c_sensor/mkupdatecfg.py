@@ -12,12 +12,11 @@ accepts: store it where the firmware is, write-protected like the firmware.
 
 from __future__ import annotations
 
-import argparse
 import binascii
+import os
 import sys
 
 from twinlink import keys
-from twinlink.errors import KeyFileError
 from twinlink.update import trust_from_bundle
 
 
@@ -29,20 +28,8 @@ def blob(bundle: keys.Bundle) -> bytes:
     return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "big")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("bundle")
-    ap.add_argument("out")
-    args = ap.parse_args(argv)
-    try:
-        data = blob(keys.Bundle.load(args.bundle))
-        with open(args.out, "wb") as fh:
-            fh.write(data)
-    except (OSError, KeyFileError) as exc:
-        print(f"mkupdatecfg: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from mkconfig import main
+
+    sys.exit(main(None, blob, __doc__ or "", "mkupdatecfg"))

@@ -262,6 +262,14 @@ def _skip(r: Reader, depth: int) -> None:
         raise MalformedFrame("tags, floats and other simple values are not allowed")
 
 
+def _map(r: Reader, what: str) -> int:
+    """Read a map head; return its number of pairs."""
+    major, n = r.head(what)
+    if major != MAP:
+        raise MalformedFrame(f"{what} is not a map")
+    return n
+
+
 def _uint(r: Reader, what: str) -> int:
     major, arg = r.head(what)
     if major != UINT:
@@ -271,11 +279,8 @@ def _uint(r: Reader, what: str) -> int:
 
 def _payload(payload: bytes) -> dict[str, Any]:
     r = Reader(payload)
-    major, n = r.head("manifest map")
-    if major != MAP:
-        raise MalformedFrame("manifest payload is not a map")
     out: dict[str, Any] = {}
-    for label in _labels(r, n, "manifest"):
+    for label in _labels(r, _map(r, "manifest payload"), "manifest"):
         if label < 0:
             _skip(r, 1)
         elif label == M_VERSION:
@@ -298,11 +303,8 @@ def _payload(payload: bytes) -> dict[str, Any]:
 
 
 def _image(r: Reader, out: dict[str, Any]) -> None:
-    major, n = r.head("image parameters")
-    if major != MAP:
-        raise MalformedFrame("image parameters are not a map")
     got: dict[str, Any] = {}
-    for label in _labels(r, n, "image parameter"):
+    for label in _labels(r, _map(r, "image parameters"), "image parameter"):
         if label < 0:
             _skip(r, 1)
         elif label in (P_VENDOR, P_CLASS):
