@@ -425,3 +425,29 @@ def test_reasons_match_the_c_codes():
     for reason, code in update.C_CODES.items():
         if code > 2:
             assert re.search(rf"#define TL_E_UPDATE_\w+ {code}\s+/\* \"{reason}\"", header), reason
+
+
+def test_pynacl_adapter_sha256_streams_like_hashlib():
+    """The CPython build binds tl_crypto_sha256_* to PyNaCl's libsodium (native/
+    tl_crypto_pynacl.c); hashed in uneven pieces it must equal hashlib."""
+    import ctypes
+
+    from twinlink import backends
+
+    previous = backends.name()
+    try:
+        backends.use("native")  # imports and binds the extension
+    except ImportError:
+        pytest.skip(f"native backend not built: {backends.native_error()}")
+    finally:
+        backends.use(previous)
+    from twinlink import _native  # type: ignore[attr-defined]
+
+    lib = ctypes.CDLL(_native.__file__)  # the loaded extension: its adapter is bound
+    data = os.urandom(10_000)
+    state, out = ctypes.create_string_buffer(128), ctypes.create_string_buffer(32)
+    assert lib.tl_crypto_sha256_init(state) == 0
+    for a, b in ((0, 1), (1, 64), (64, 65), (65, 9000), (9000, 10_000)):
+        assert lib.tl_crypto_sha256_update(state, data[a:b], ctypes.c_size_t(b - a)) == 0
+    assert lib.tl_crypto_sha256_final(state, out) == 0
+    assert out.raw == hashlib.sha256(data).digest()
