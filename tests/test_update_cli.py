@@ -33,7 +33,8 @@ def dev(tmp_path: Path) -> Path:
 def make(d: Path, seq: int, cls: str = "pump-v2", key: str = "update.key") -> Path:
     out = d / f"m{seq}-{cls}.cbor"
     p = run("update", "make", "--key", str(d / "keys" / key), "--image", str(d / "fw.bin"),
-            "--seq", str(seq), "--vendor", "example.com", "--class", cls, "--out", str(out))
+            "--seq", str(seq), "--vendor", "example.com", "--class", cls, "--out", str(out),
+            "--json")
     info = json.loads(p.stdout)
     assert info["seq"] == seq and info["bytes"] == out.stat().st_size <= 256
     return out
@@ -42,7 +43,20 @@ def make(d: Path, seq: int, cls: str = "pump-v2", key: str = "update.key") -> Pa
 def verify(d: Path, manifest: Path, *extra: str, check: bool = True
            ) -> subprocess.CompletedProcess[str]:
     return run("update", "verify", "--device", str(d / "keys/pump-17.device"), "--state",
-               str(d / "st"), *extra, str(manifest), str(d / "fw.bin"), check=check)
+               str(d / "st"), "--json", *extra, str(manifest), str(d / "fw.bin"), check=check)
+
+
+def test_group_help_and_human_output(dev: Path):
+    p = run("update")
+    assert "keygen" in p.stdout and "verify" in p.stdout
+    m = dev / "m1.cbor"
+    run("update", "make", "--key", str(dev / "keys" / "update.key"), "--image",
+        str(dev / "fw.bin"), "--seq", "1", "--vendor", "example.com", "--class", "pump-v2",
+        "--out", str(m))
+    p = run("update", "verify", "--device", str(dev / "keys/pump-17.device"), "--state",
+            str(dev / "st"), str(m), str(dev / "fw.bin"))
+    assert p.stdout == "" and "update seq 1 accepted" in p.stderr
+    assert "seq        1" in run("update", "inspect", str(m)).stdout
 
 
 def test_keygen_writes_a_private_key_0600(dev: Path):
@@ -76,7 +90,7 @@ def test_device_key_cannot_sign_updates(dev: Path):
 
 def test_inspect(dev: Path):
     m = make(dev, 7)
-    info = json.loads(run("update", "inspect", str(m), "--pub",
+    info = json.loads(run("update", "inspect", str(m), "--json", "--pub",
                           str(dev / "keys" / "update.pub")).stdout)
     assert info["signature"] == "verified" and info["size"] == 10240
     p = run("update", "inspect", str(m), "--pub", str(dev / "keys" / "pump-17.pub"), check=False)

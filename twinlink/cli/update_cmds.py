@@ -1,36 +1,33 @@
 """``twinlink update``: signing keys, manifests, and the device-side check (docs/UPDATES.md).
 
-A thin layer over :mod:`twinlink.update`. ``verify`` prints one JSON line on stdout: the
-result, or ``{"ok": false, "reason": ...}`` for a refusal (exit 1, one line on stderr too).
+A thin layer over :mod:`twinlink.update`. Status goes to stderr; ``--json`` prints one JSON
+object on stdout. ``verify`` exits 1 for a refused update (nothing changed on the device) or a
+failed installer (the seq stays recorded), with ``{"ok": false, "reason": ...}`` under
+``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from .. import keys, update
 from ..fileio import read_regular
-from . import EXIT_FAILURE, EXIT_USAGE, fail
-
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+from ..update import manifest as mf
+from . import output
+from .common import EXIT_FAILURE, EXIT_USAGE, add_command, add_json, fail, positive_seconds, say
 
 
 def _seq(text: str) -> int:
     try:
         n = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError("seq is an unsigned integer") from None
-    if not 0 <= n <= update.manifest.MAX_UINT:
+        raise argparse.ArgumentTypeError(f"seq is an unsigned integer, not {text!r}") from None
+    if not 0 <= n <= mf.MAX_UINT:
         raise argparse.ArgumentTypeError("seq is an unsigned 64-bit integer")
     return n
 
@@ -43,10 +40,17 @@ def _read_manifest(path: str) -> bytes:
                    f"a manifest is a file of at most {update.MAX_MANIFEST} bytes") from None
 
 
+def _summary(info: dict[str, Any]) -> str:
+    return (f"seq {info['seq']}, {info['size']} bytes, sha256 {info['digest'][:16]}…, "
+            f"key id {info['key_id']}, {info['bytes']}-byte manifest")
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     key_path, pub_path, public = update.generate_key(args.out, args.name, args.force)
-    print(f"update key written: {key_path} (0600, keep it offline), {pub_path}; "
-          f"key id {update.key_id(public).hex()}", file=sys.stderr)
+    kid = update.key_id(public).hex()
+    if args.json:
+        output.emit({"key": str(key_path), "pub": str(pub_path), "key_id": kid})
+    say(f"update key written: {key_path} (0600, keep it offline), {pub_path}; key id {kid}")
     return 0
 
 
@@ -62,18 +66,24 @@ def cmd_make(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE, "check --seq, --uri and --next-key") from None
     Path(args.out).write_bytes(raw)
-    _emit({"manifest": args.out, **update.parse(raw).describe()})
+    info = update.parse(raw).describe()
+    if args.json:
+        output.emit({"manifest": args.out, **info})
+    say(f"manifest written: {args.out} ({_summary(info)})")
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    raw = _read_manifest(args.manifest)
-    m = update.parse(raw)
-    out = m.describe()
+    m = update.parse(_read_manifest(args.manifest))
+    info = m.describe()
     if args.pub:
-        update.manifest.verify_signature(m, [update.load_update_public(args.pub)])
-        out["signature"] = "verified"
-    _emit(out)
+        mf.verify_signature(m, [update.load_update_public(args.pub)])
+        info["signature"] = "verified"
+    if args.json:
+        output.emit(info)
+        return 0
+    for k, v in info.items():
+        print(f"{k:10} {v}")
     return 0
 
 
@@ -86,9 +96,12 @@ def cmd_trust(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE, "check --pub, --vendor and --class") from None
     bundle.save(args.device, overwrite=True)
-    print(f"{args.device}: trusts update keys "
-          f"{', '.join(update.key_id(k).hex() for k in pubs)} for vendor {args.vendor!r}, "
-          f"class {args.device_class!r}", file=sys.stderr)
+    kids = [update.key_id(k).hex() for k in pubs]
+    if args.json:
+        output.emit({"device": args.device, "key_ids": kids, "vendor": args.vendor,
+                     "class": args.device_class, "max_image": args.max_image})
+    say(f"{args.device}: trusts update key(s) {', '.join(kids)} for vendor {args.vendor!r}, "
+        f"class {args.device_class!r}")
     return 0
 
 
@@ -115,58 +128,102 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         result = update.verify_and_record(bundle, args.state, raw, args.image, installer)
     except (update.UpdateRefused, update.InstallFailed) as exc:
-        _emit({"ok": False, "reason": exc.reason, "error": str(exc)})
-        raise fail(str(exc), EXIT_FAILURE,
-                   "nothing was changed on the device" if isinstance(exc, update.UpdateRefused)
+        if args.json:
+            output.emit({"ok": False, "reason": exc.reason, "error": str(exc)})
+        refused = isinstance(exc, update.UpdateRefused)
+        raise fail(f"{exc} ({exc.reason})", EXIT_FAILURE,
+                   "nothing was changed on the device" if refused
                    else "the seq is recorded; fix the installer and run the same manifest again"
                    ) from None
-    _emit(result.to_json())
+    if args.json:
+        output.emit(result.to_json())
+    previous = "none" if result.previous_seq is None else result.previous_seq
+    say(f"update seq {result.seq} {result.status.replace('_', ' ')} (previous seq {previous})"
+        + ("; update keys rotated" if result.keys_rotated else ""))
+    return 0
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("update", help="signed firmware updates: keys, manifests, verification")
-    usub = p.add_subparsers(dest="update_command", metavar="ACTION")
-    usub.required = True
+    group = add_command(
+        sub, "update", "signed firmware updates: keys, manifests, verification",
+        description="Signed firmware updates (docs/UPDATES.md). Each action is a subcommand "
+                    "with its own options: 'twinlink update ACTION --help'.",
+        examples=["twinlink update keygen --out offline",
+                  "twinlink update make --key offline/update.key --image fw.bin --seq 14 "
+                  "--vendor example.com --class pump-v2 --out fw.manifest",
+                  "twinlink update verify --device keys/pump-17.device --state state "
+                  "fw.manifest fw.bin"])
+    group.set_defaults(func=lambda args: _help(group))
+    usub = group.add_subparsers(dest="update_action", metavar="ACTION")
 
-    q = usub.add_parser("keygen", help="generate an update-signing key (keep it offline)")
-    q.add_argument("--out", required=True, help="directory for NAME.key (0600) and NAME.pub")
-    q.add_argument("--name", default="update", help="file stem (default: update)")
-    q.add_argument("--force", action="store_true", help="overwrite existing files")
-    q.set_defaults(func=cmd_keygen)
+    p = add_command(usub, "keygen", "generate an update-signing key (keep it offline)",
+                    examples=["twinlink update keygen --out offline"])
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory for NAME.key (0600) and NAME.pub")
+    p.add_argument("--name", default="update", help="file stem")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    add_json(p, "also print the written paths and the key id as one JSON object")
+    p.set_defaults(func=cmd_keygen)
 
-    q = usub.add_parser("make", help="sign a manifest for an image")
-    q.add_argument("--key", required=True, help="update-signing key (update.key)")
-    q.add_argument("--image", required=True, help="the firmware image file")
-    q.add_argument("--seq", required=True, type=_seq, help="sequence number (must increase)")
-    q.add_argument("--vendor", required=True, help="vendor domain (or UUID), e.g. example.com")
-    q.add_argument("--class", dest="device_class", required=True,
-                   help="device class / model name (or UUID), e.g. pump-v2")
-    q.add_argument("--uri", help="where devices fetch the image (informative)")
-    q.add_argument("--next-key", action="append", metavar="PUB",
-                   help="rotate: the update public key(s) devices trust after this manifest")
-    q.add_argument("--out", required=True, help="manifest file to write")
-    q.set_defaults(func=cmd_make)
+    p = add_command(usub, "make", "sign a manifest for an image", examples=[
+        "twinlink update make --key offline/update.key --image fw.bin --seq 14 "
+        "--vendor example.com --class pump-v2 --out fw.manifest"])
+    p.add_argument("--key", required=True, metavar="FILE", help="update-signing key")
+    p.add_argument("--image", required=True, metavar="FILE", help="the firmware image")
+    p.add_argument("--seq", required=True, type=_seq, metavar="N",
+                   help="sequence number; devices accept only a higher one than installed")
+    p.add_argument("--vendor", required=True, help="vendor domain (or UUID), e.g. example.com")
+    p.add_argument("--class", dest="device_class", required=True, metavar="CLASS",
+                   help="device class or model name (or UUID), e.g. pump-v2")
+    p.add_argument("--uri", help="where devices fetch the image (informative; default: none)")
+    p.add_argument("--next-key", action="append", metavar="PUB",
+                   help="rotate: an update public key devices trust after this manifest "
+                        "(repeat for several; default: no rotation)")
+    p.add_argument("--out", required=True, metavar="FILE", help="manifest file to write")
+    add_json(p, "also print the manifest's fields as one JSON object")
+    p.set_defaults(func=cmd_make)
 
-    q = usub.add_parser("inspect", help="decode a manifest (and check it against a key)")
-    q.add_argument("manifest")
-    q.add_argument("--pub", help="update public key to verify the signature with")
-    q.set_defaults(func=cmd_inspect)
+    p = add_command(usub, "inspect", "decode a manifest (and check it against a key)",
+                    examples=["twinlink update inspect fw.manifest --pub offline/update.pub"])
+    p.add_argument("manifest", help="manifest file")
+    p.add_argument("--pub", metavar="FILE",
+                   help="update public key to verify the signature with (default: no check)")
+    add_json(p, "one JSON object")
+    p.set_defaults(func=cmd_inspect)
 
-    q = usub.add_parser("trust", help="put update keys, vendor and class into a device bundle")
-    q.add_argument("--device", required=True, help="device bundle to update (NAME.device)")
-    q.add_argument("--pub", required=True, action="append", help="update public key (repeat)")
-    q.add_argument("--vendor", required=True)
-    q.add_argument("--class", dest="device_class", required=True)
-    q.add_argument("--max-image", type=int, help="largest image the device accepts, in bytes")
-    q.set_defaults(func=cmd_trust)
+    p = add_command(usub, "trust", "put update keys, vendor and class into a device bundle",
+                    examples=["twinlink update trust --device keys/pump-17.device "
+                              "--pub offline/update.pub --vendor example.com --class pump-v2"])
+    p.add_argument("--device", required=True, metavar="BUNDLE", help="device bundle to update")
+    p.add_argument("--pub", required=True, action="append", metavar="FILE",
+                   help="update public key (repeat for several, at most 4)")
+    p.add_argument("--vendor", required=True, help="vendor domain (or UUID)")
+    p.add_argument("--class", dest="device_class", required=True, metavar="CLASS",
+                   help="device class or model name (or UUID)")
+    p.add_argument("--max-image", type=int, metavar="BYTES",
+                   help="largest image the device accepts (default: no limit)")
+    add_json(p, "also print what was stored as one JSON object")
+    p.set_defaults(func=cmd_trust)
 
-    q = usub.add_parser("verify", help="verify a manifest and image on the device; record it")
-    q.add_argument("--device", required=True, help="device bundle (NAME.device)")
-    q.add_argument("--state", required=True, help="the device's state directory")
-    q.add_argument("--install-cmd", help="installer run as CMD IMAGE after the record is "
-                   "written (env TWINLINK_UPDATE_SEQ, _DIGEST, _SIZE)")
-    q.add_argument("--install-timeout", type=float, default=600.0)
-    q.add_argument("manifest")
-    q.add_argument("image")
-    q.set_defaults(func=cmd_verify)
+    p = add_command(usub, "verify", "verify a manifest and image on the device; record it",
+                    description="Check the manifest (signature by a trusted update key, vendor, "
+                                "class, seq above the installed one) and the image (SHA-256, "
+                                "size), record the new seq durably, then run --install-cmd.",
+                    examples=["twinlink update verify --device keys/pump-17.device --state state"
+                              " --install-cmd ./install.sh fw.manifest fw.bin"])
+    p.add_argument("--device", required=True, metavar="BUNDLE", help="device bundle")
+    p.add_argument("--state", required=True, metavar="DIR", help="the device's state directory")
+    p.add_argument("--install-cmd", metavar="CMD",
+                   help="installer run as CMD IMAGE after the record is written, with "
+                        "TWINLINK_UPDATE_SEQ, _DIGEST and _SIZE set (default: none)")
+    p.add_argument("--install-timeout", type=positive_seconds, default=600.0, metavar="S",
+                   help="seconds the installer may take")
+    p.add_argument("manifest", help="manifest file")
+    p.add_argument("image", help="image file")
+    add_json(p, "one JSON object: the result, or {ok: false, reason} for a refusal")
+    p.set_defaults(func=cmd_verify)
