@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple, TextIO
 
 import paho.mqtt.client as mqtt
 
-from . import backends
+from . import frame as _frame
 from .ack import MAX_RANGES, seal_ack, to_ranges
 from .errors import ReplayError, TwinlinkError, WindowLost
 from .transport.mqtt import MqttOptions, Session, topic, topic_kid
@@ -159,13 +159,12 @@ class Ingest(Session):
         self.stats.received += len(batch)
         stored: dict[bytes, set[int]] = {}
         replays: dict[bytes, set[int]] = {}
-        be = backends.current()
         for m, r in zip(batch, results):
             if isinstance(r, Reading):
                 stored.setdefault(r.kid, set()).add(r.seq)
                 self.stats.stored += 1
             elif isinstance(r, ReplayError) and not isinstance(r, WindowLost):
-                p = be.parse(m.payload)  # parsed fine once already, or it would not be a replay
+                p = _frame.parse(m.payload)  # parsed fine once already, or it would not be a replay
                 replays.setdefault(p.kid, set()).add(p.seq)
             else:
                 self.stats.refused += 1
