@@ -143,11 +143,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     group = add_command(
         sub, "update", "signed firmware updates: keys, manifests, verification",
@@ -158,7 +153,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                   "--vendor example.com --class pump-v2 --out fw.manifest",
                   "twinlink update verify --device keys/pump-17.device --state state "
                   "fw.manifest fw.bin"])
-    group.set_defaults(func=lambda args: _help(group))
+
+    def show_help(args: argparse.Namespace) -> int:  # no action: the group's help, exit 0
+        group.print_help()
+        return 0
+
+    group.set_defaults(func=show_help)
     usub = group.add_subparsers(dest="update_action", metavar="ACTION")
 
     p = add_command(usub, "keygen", "generate an update-signing key (keep it offline)",
