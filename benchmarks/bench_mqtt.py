@@ -27,7 +27,7 @@ from mosquitto import Broker, start_serve, stored, twin_rig  # noqa: E402
 
 from twinlink import Device, Twin, oscore  # noqa: E402
 from twinlink import _backend_pure as ref  # noqa: E402
-from twinlink.transport.mqtt import for_device  # noqa: E402
+from twinlink.mqtt_link import for_device  # noqa: E402
 
 READING = {"temp": 21.5, "hum": 40.25, "pressure": 1013.2, "tag": "ab"}
 

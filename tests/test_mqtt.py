@@ -25,9 +25,10 @@ from mosquitto import (  # noqa: F401
 )
 
 from twinlink import Device, Twin
+from twinlink.ingest import MqttIngest
+from twinlink.mqtt_link import MqttLink, for_device
 from twinlink.outbox import OutboxFull
-from twinlink.serve import Ingest
-from twinlink.transport.mqtt import MqttLink, MqttOptions, for_device, parse_url, topic_kid
+from twinlink.transport.mqtt import MqttOptions, parse_url, topic_kid
 
 pytestmark = [pytest.mark.mqtt, requires_mosquitto]
 
@@ -68,7 +69,7 @@ def test_device_link_and_in_process_ingest(tmp_path: Path, broker_factory) -> No
     rig = twin_rig(tmp_path)
     broker = broker_factory(persistence=False)
     twin = Twin(rig.db, rig.twin_key)
-    ing = Ingest(broker.url, twin, batch_wait=0.002)
+    ing = MqttIngest(broker.url, twin, batch_wait=0.002)
     stop = threading.Event()
     t = threading.Thread(target=ing.run, args=(stop,))
     t.start()

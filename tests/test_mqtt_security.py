@@ -12,8 +12,8 @@ from mosquitto import broker_factory, events, requires_mosquitto, stored_count, 
 from paho.mqtt.enums import CallbackAPIVersion
 
 from twinlink import Device, Twin, ack
-from twinlink.serve import Ingest
-from twinlink.transport.mqtt import for_device
+from twinlink.ingest import MqttIngest
+from twinlink.mqtt_link import for_device
 
 pytestmark = [pytest.mark.mqtt, requires_mosquitto]
 
@@ -33,7 +33,7 @@ def test_forged_replayed_and_cross_topic_frames(tmp_path: Path, broker_factory) 
     rig = twin_rig(tmp_path, ("pump", "valve"))
     broker = broker_factory(persistence=False)
     twin = Twin(rig.db, rig.twin_key)
-    ing = Ingest(broker.url, twin)
+    ing = MqttIngest(broker.url, twin)
     stop = threading.Event()
     t = threading.Thread(target=ing.run, args=(stop,))
     t.start()

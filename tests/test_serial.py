@@ -18,8 +18,10 @@ import pytest
 
 from twinlink import backends
 from twinlink.errors import FrameTooLarge, LineError, TransportError
+from twinlink.ingest import SerialReceiver
+from twinlink.testing import VirtualCable
 from twinlink.transport import framing
-from twinlink.transport.serial import SerialLink, SerialReceiver, VirtualCable
+from twinlink.transport.serial import SerialLink
 from twinlink.twin import Reading
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX ptys")

@@ -31,7 +31,6 @@ counter), the output link's ``send`` is thread-safe.
 from __future__ import annotations
 
 import csv
-import importlib
 import logging
 import math
 import os
@@ -45,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import senml
+from . import senml, transport
 from .device import Device, Link
-from .errors import TransportError, TwinlinkError
+from .errors import TwinlinkError
 from .transport.serial import SerialLink
 
 if sys.version_info >= (3, 11):
@@ -267,23 +266,13 @@ def config_from_dict(data: Mapping[str, Any], base: Path = Path()) -> BridgeConf
 # -- the bridge -------------------------------------------------------------------------------
 
 def open_output(url: str, device: Device, **options: Any) -> Link:
-    """The link a bridge forwards to: a serial path/URL, or MQTT for mqtt:// and mqtts://."""
-    if url.startswith(("mqtt://", "mqtts://")):
-        try:
-            mqtt = importlib.import_module("twinlink.transport.mqtt")
-        except ImportError as exc:
-            raise TransportError(f"output {url} needs the MQTT transport (twinlink.transport."
-                                 f"mqtt), which is not available: {exc}") from None
-        # The gateway seals with its own identity, so its frames get the twin's end-to-end
-        # acknowledgements and a durable outbox next to its sequence state.
-        for_device = getattr(mqtt, "for_device", None)
-        if for_device is None:
-            raise TransportError("twinlink.transport.mqtt has no for_device(device, url, …)")
-        make: Callable[..., Link] = lambda: for_device(device, url, **options)  # noqa: E731
-    else:
-        make = lambda: SerialLink(url, **options)  # noqa: E731
+    """The link a bridge forwards to: a serial path/URL, or MQTT for mqtt:// and mqtts://.
+
+    The gateway seals with its own identity, so over MQTT its frames get the twin's end-to-end
+    acknowledgements and a durable outbox next to its sequence state.
+    """
     try:
-        return make()
+        return transport.open(url, device=device, **options)
     except TypeError as exc:  # an [output] key the chosen transport does not take
         raise ConfigError(f"[output] for {url.split(':', 1)[0]}: {exc}") from None
 

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import transport
 from ..device import Device
+from ..mqtt_link import MqttLink
 from ..outbox import DEFAULT_CAPACITY, OutboxFull
-from ..transport.mqtt import MqttLink, MqttOptions, connect_options
+from ..transport.mqtt import MqttOptions, connect_options
 from . import EXIT_PENDING, EXIT_TRANSPORT, EXIT_USAGE, READING_HINT, fail, json_readings
 
 SEAL_BATCH = 256
@@ -35,14 +37,17 @@ def _readings(stream: Any) -> list[dict[str, Any]]:
 
 def send_mqtt(args: argparse.Namespace) -> int:
     """``twinlink send --mqtt URL``: exit 0 once the twin acknowledged everything queued."""
+    if args.mqtt.split("://", 1)[0].lower() not in transport.MQTT_SCHEMES:
+        raise fail(f"{args.mqtt} is not a broker URL", EXIT_USAGE, "use mqtt://host:port")
     readings = _readings(sys.stdin)
     dev = Device.load(args.device, args.state)
     outbox = Path(dev.state_path).with_suffix(".outbox")
     deadline = time.monotonic() + args.timeout
-    link = MqttLink(args.mqtt, bundle=dev.bundle, outbox=outbox, client_id=args.client_id,
-                    options=_options(args), timeout=args.timeout, capacity=args.outbox_capacity,
-                    when_full=args.when_full, window=args.window, resend_after=args.resend_after)
-    dev.link = link
+    link = dev.link = transport.open(
+        args.mqtt, device=dev, outbox=outbox, client_id=args.client_id, options=_options(args),
+        timeout=args.timeout, capacity=args.outbox_capacity, when_full=args.when_full,
+        window=args.window, resend_after=args.resend_after)
+    assert isinstance(link, MqttLink)  # the scheme was checked above
     i = 0
     try:
         for i in range(0, len(readings), SEAL_BATCH):
@@ -73,14 +78,14 @@ def send_mqtt(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..serve import Ingest
+    from ..ingest.mqtt import MqttIngest
     from ..twin import Twin
     from .commands import _store
 
     twin = Twin(_store(args.db), args.twin_key)
-    ing = Ingest(args.mqtt, twin, client_id=args.client_id, options=_options(args),
-                 share=args.share, session_expiry=args.session_expiry,
-                 batch_wait=args.batch_ms / 1000.0, jsonl=sys.stdout if args.jsonl else None)
+    ing = MqttIngest(args.mqtt, twin, client_id=args.client_id, options=_options(args),
+                     share=args.share, session_expiry=args.session_expiry,
+                     batch_wait=args.batch_ms / 1000.0, jsonl=sys.stdout if args.jsonl else None)
     stop = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -102,8 +107,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         st = ing.run(stop)
     finally:
         twin.close()
+    extra = "".join(f", {n} {what}" for n, what in (
+        (st.retained, "retained dropped"), (st.failed_batches, "failed batch attempts"),
+        (st.poisoned, "set aside")) if n)
     print(f"twinlink: stopped; {st.received} frames, {st.stored} stored, {st.duplicates} "
-          f"duplicates re-acknowledged, {st.refused} refused", file=sys.stderr)
+          f"duplicates re-acknowledged, {st.refused} refused{extra}", file=sys.stderr)
     return 0
 
 
@@ -153,6 +161,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _serve_with_default_id(args: argparse.Namespace) -> int:
     if not args.client_id:
-        from ..serve import DEFAULT_CLIENT_ID
+        from ..ingest.mqtt import DEFAULT_CLIENT_ID
         args.client_id = DEFAULT_CLIENT_ID
     return cmd_serve(args)

@@ -1,7 +1,7 @@
 """Serial commands: ``send --serial`` (dispatched from commands.py), ``monitor``, ``bridge``.
 
-A thin layer: the work is in :mod:`twinlink.transport.serial`, :mod:`twinlink.monitor` and
-:mod:`twinlink.bridge`.
+A thin layer: the work is in :mod:`twinlink.transport.serial`, :mod:`twinlink.ingest.serial`,
+:mod:`twinlink.monitor` and :mod:`twinlink.bridge`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import time
 from typing import Any
 
 from .. import bridge as _bridge
+from .. import transport
 from ..device import Device
 from ..errors import TwinlinkError
+from ..ingest.serial import SerialReceiver
 from ..monitor import Monitor
-from ..transport.serial import SerialLink, SerialReceiver
 from ..twin import Twin
 from . import EXIT_FAILURE, EXIT_TRANSPORT, EXIT_USAGE, READING_HINT, fail, json_readings
 
@@ -37,11 +38,14 @@ def send_serial(args: argparse.Namespace) -> int:
     A line that is not a JSON object is reported on stderr and skipped (exit status 1 at the end);
     a link failure stops with exit 5, reporting how many readings were sent.
     """
+    if args.serial.split("://", 1)[0].lower() in transport.MQTT_SCHEMES:
+        raise fail(f"{args.serial} is a broker URL, not a serial port", EXIT_USAGE,
+                   "use --mqtt URL")
     dev = Device.load(args.device, args.state)
     sent = skipped = 0
     try:
-        link = dev.link = SerialLink(args.serial, baudrate=args.baudrate,
-                                     write_timeout=args.timeout)
+        link = dev.link = transport.open(args.serial, baudrate=args.baudrate,
+                                         write_timeout=args.timeout)
         for lineno, reading, why in json_readings(sys.stdin):
             try:
                 if reading is None:
