@@ -19,9 +19,10 @@ Never crash-looping on a message:
 - If ``open_many`` itself raises (the database is unavailable, …) the batch is *not* acknowledged:
   the failure is logged once with its traceback and counted (``stats.failed_batches``), and the
   batch is retried after a backoff (``retry_min`` doubling to ``retry_max``), one message at a
-  time. A message that fails alone while the next one succeeds alone is the cause, not the
-  database: it is recorded as an ``internal_error`` security event, acknowledged and set aside
-  (``stats.poisoned``), and the rest flows on.
+  time; if the ingest stops meanwhile, the broker redelivers the batch to the next session. A
+  message that keeps failing alone right after other messages went in (``POISON_STRIKES``
+  times) is the cause, not the database: it is recorded as an ``internal_error`` security
+  event, acknowledged and set aside (``stats.poisoned``), and the rest flows on.
 - Retained messages are never ingested: the subscription asks the broker not to send them (MQTT v5
   Retain Handling 2, also on every re-subscription), and any PUBLISH still flagged retained is
   acknowledged and dropped (``stats.retained``). A retained frame stays on the broker and is never
@@ -62,6 +63,8 @@ __all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "serve"]
 log = logging.getLogger("twinlink.ingest")
 
 DEFAULT_CLIENT_ID = "twinlink-ingest"
+#: Times a message must fail alone, each right after another message went in, to be set aside.
+POISON_STRIKES = 2
 
 
 @dataclass
@@ -70,12 +73,21 @@ class IngestStats:
     stored: int = 0
     duplicates: int = 0  # refused as replays but already stored: re-acknowledged
     refused: int = 0  # every other refusal (security events)
-    batches: int = 0
+    batches: int = 0  # batches fully handled (stored, acks published, broker acked)
     acks: int = 0  # end-to-end acks published
     commit_seconds: float = 0.0
     retained: int = 0  # retained messages dropped unprocessed
     failed_batches: int = 0  # open_many raised: nothing acknowledged, retried
     poisoned: int = 0  # messages that failed alone: recorded, acknowledged, set aside
+
+
+class _Suspect:
+    """A message that failed alone; maybe the cause, maybe a store that failed just then."""
+
+    __slots__ = ("exc", "msg", "strikes")
+
+    def __init__(self, msg: Message, exc: BaseException) -> None:
+        self.msg, self.exc, self.strikes = msg, exc, 0
 
 
 class MqttIngest:
@@ -102,7 +114,8 @@ class MqttIngest:
         self._in: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._retry = Backoff(retry_min, retry_max)
         self._held: list[Message] = []  # a failed batch, retried one message at a time
-        self._suspect: tuple[Message, BaseException] | None = None  # failed alone
+        self._suspect: _Suspect | None = None  # failed alone; kept out of _held
+        self._cleared = False  # the last attempt stored another message
         self._streak = 0  # consecutive failed attempts
         self._last_exc: BaseException = RuntimeError("no failure yet")
         self._unconfirmed: deque[mqtt.MQTTMessageInfo] = deque()  # acks not yet PUBACKed
@@ -155,37 +168,58 @@ class MqttIngest:
         return self.stats
 
     def _step(self, stop: threading.Event) -> None:
-        if not self._held:
+        if not self._held and self._suspect is None:
             batch = self._collect(0.1)
             if batch and not self.process(batch):
                 self._held = batch  # not acknowledged: retry it, one message at a time
                 self._wait(stop)
             return
+        if not self._held:  # only the suspect left: wait a little for one to compare with
+            self._held = self._collect(0.1, 1)
+        if self._suspect is not None and (self._cleared or not self._held):
+            self._try_suspect(stop)
+            return
         m = self._held[0]
         if self.process([m]):
             self._held.pop(0)
+            self._cleared = True  # the store took a message just now
             self._succeeded()
             return
+        self._cleared = False
         if self._suspect is None:
-            if len(self._held) == 1:
-                self._held += self._collect(0.0, 1)  # something to compare with, if we can
-            if len(self._held) > 1:
-                # Before blaming the database, see whether the next message alone goes in.
-                self._suspect = (self._held.pop(0), self._last_exc)
-                return
-        else:  # a second message failed too: the database is failing, not one message
-            self._held.insert(0, self._suspect[0])
-            self._suspect = None
+            # Before blaming the store, see whether the next message alone goes in.
+            self._suspect = _Suspect(self._held.pop(0), self._last_exc)
+            return
+        # A second message failed too: the store is failing, not one message.
+        self._held.insert(0, self._suspect.msg)
+        self._suspect = None
         self._wait(stop)
 
-    def _succeeded(self) -> None:
-        if self._suspect is not None:
-            m, exc = self._suspect
+    def _try_suspect(self, stop: threading.Event) -> None:
+        """Retry the suspect alone. Failing right after another message went in counts as a
+        strike; at ``POISON_STRIKES`` it is set aside (a store that fails and recovers in step
+        with these attempts that often is not a plausible alternative)."""
+        sus = self._suspect
+        assert sus is not None
+        cleared, self._cleared = self._cleared, False
+        if self.process([sus.msg]):
             self._suspect = None
-            if not self._set_aside(m, exc):
-                self._held.insert(0, m)
+            self._succeeded()
+            return
+        sus.exc = self._last_exc
+        if not cleared:
+            self._wait(stop)  # nothing to compare with yet
+            return
+        sus.strikes += 1
+        if sus.strikes >= POISON_STRIKES:
+            self._suspect = None
+            if not self._set_aside(sus.msg, sus.exc):
+                self._held.insert(0, sus.msg)
+                self._wait(stop)
+
+    def _succeeded(self) -> None:
         if self._streak:
-            log.warning("ingest: the twin accepts batches again after %d failed attempt(s)",
+            log.warning("ingest: the twin accepts messages again after %d failed attempt(s)",
                         self._streak)
         self._streak = 0
         self._retry.reset()
@@ -199,7 +233,7 @@ class MqttIngest:
         stop.wait(delay)
 
     def _drain(self) -> None:
-        batch = self._held + ([self._suspect[0]] if self._suspect else []) + self._collect(0.0)
+        batch = ([self._suspect.msg] if self._suspect else []) + self._held + self._collect(0.0)
         self._held, self._suspect = [], None
         while batch:
             chunk, batch = batch[:self.batch_max], batch[self.batch_max:]
@@ -252,6 +286,7 @@ class MqttIngest:
 
     def _settle(self, batch: Sequence[Message], results: Sequence[Result]) -> None:
         """Everything after the commit; contained so that no single message can make it raise."""
+        self.stats.received += len(batch)
         stored: dict[bytes, set[int]] = {}
         replays: dict[bytes, set[int]] = {}
         for m, r in zip(batch, results):
@@ -274,8 +309,7 @@ class MqttIngest:
             self._publish_acks(kid, seqs)
         for m in batch:
             self.transport.ack(m)
-        self.stats.batches += 1
-        self.stats.received += len(batch)
+        self.stats.batches += 1  # last: a batch counted here is fully handled
         if self.jsonl is not None:
             self._write_jsonl(results)
 
