@@ -16,7 +16,7 @@ import pytest
 
 from twinlink import keys, senml
 from twinlink._backend_pure import seal, seal_lite
-from twinlink.cli.commands import provision
+from twinlink.provision import provision
 from twinlink.transport.framing import encode_record
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,8 +24,8 @@ import cbor2
 import pytest
 
 from twinlink import backends, keys
-from twinlink.cli.commands import provision
 from twinlink.device import Device
+from twinlink.provision import provision
 from twinlink.transport import framing
 from twinlink.transport.serial import SerialLink
 

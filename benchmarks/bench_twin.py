@@ -15,7 +15,7 @@ from nacl import bindings as sodium
 
 import twinlink
 from twinlink import backends, keys, senml
-from twinlink.cli.commands import provision
+from twinlink.provision import provision
 
 BATCH = 200
 READING = {"temp": 21.5, "hum": 40.25, "pressure": 1013.2, "tag": "ab"}  # 64-byte-ish plaintext

@@ -29,7 +29,7 @@ from nacl import bindings as sodium
 import twinlink
 from twinlink import _backend_pure as P
 from twinlink import backends, keys, oscore
-from twinlink.cli.commands import provision
+from twinlink.provision import provision
 
 FRAMES = 200
 READING = {"temp": 21.5, "hum": 40.25, "pressure": 1013.2, "tag": "ab"}

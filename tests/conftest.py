@@ -11,7 +11,7 @@ import pytest
 
 import twinlink
 from twinlink import backends, keys
-from twinlink.cli.commands import provision
+from twinlink.provision import provision
 
 BACKENDS = ["python", "native"]
 

@@ -331,31 +331,32 @@ def start_send(url: str, bundle: Path, state: Path, n: int, *extra: str, timeout
                  *extra], stdin=data)
 
 
+def _reader(db: Path):
+    from twinlink.store import SQLiteStore
+
+    return SQLiteStore(str(db), readonly=True)
+
+
 def stored(db: Path) -> list[int]:
     """Every stored seq (with repeats, if any) from the twin database, read-only."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return [int(r[0]) for r in con.execute("SELECT seq FROM readings ORDER BY seq")]
-    finally:
-        con.close()
+    with _reader(db) as store:
+        return sorted(r["seq"] for r in store.readings(limit=1 << 30))
 
 
 def stored_count(db: Path) -> int:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    from twinlink.store import StorageError
+
     try:
-        return int(con.execute("SELECT COUNT(*) FROM readings").fetchone()[0])
-    except sqlite3.OperationalError:
+        with _reader(db) as store:
+            return store.count_readings()
+    except StorageError:  # not created yet by the ingest under test
         return 0
-    finally:
-        con.close()
 
 
 def events(db: Path) -> list[tuple[str, str]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return [(r[0], r[1]) for r in con.execute("SELECT reason, detail FROM events ORDER BY id")]
-    finally:
-        con.close()
+    """Security events (refusals; audit events left out), oldest first."""
+    with _reader(db) as store:
+        return [(e["reason"], e["detail"]) for e in store.events(limit=1 << 30, audit=False)]
 
 
 def outbox_count(path: Path) -> int:
@@ -398,7 +399,7 @@ class TwinRig:
 def twin_rig(root: Path, names: tuple[str, ...] = ("pump",), window: int = 512) -> TwinRig:
     """A twin key and database with devices registered with replay window ``window``."""
     from twinlink import keys
-    from twinlink.cli.commands import provision
+    from twinlink.provision import provision
     from twinlink.store import SQLiteStore
 
     tk = keys.TwinKey.generate()

@@ -33,9 +33,9 @@ from mosquitto import (  # noqa: F401
 )
 
 from twinlink import Device, Twin, ack
-from twinlink.cli.commands import provision
 from twinlink.frame import parse
 from twinlink.mqtt_link import for_device
+from twinlink.provision import provision
 from twinlink.store import SQLiteStore
 from twinlink.transport.mqtt import MAX_PACKET
 
@@ -63,11 +63,8 @@ def _reasons(db: Path) -> list[str]:
 
 
 def _event_seqs(db: Path) -> list[tuple[str, int | None]]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return [(r[0], r[1]) for r in con.execute("SELECT reason, seq FROM events ORDER BY id")]
-    finally:
-        con.close()
+    with SQLiteStore(str(db), readonly=True) as store:
+        return [(e["reason"], e["seq"]) for e in store.events(limit=1 << 30, audit=False)]
 
 
 def test_poison_pills_on_a_persistent_session(tmp_path: Path, broker_factory) -> None:  # noqa: F811

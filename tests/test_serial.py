@@ -294,7 +294,8 @@ def test_thousands_of_frames_through_a_noisy_line(rig):
         assert len(accepted) == len(set(accepted))  # exactly once
         assert sorted(accepted) == sorted(noise.intact)  # every intact frame, nothing else
         assert twin.store.count_readings("noisy") == len(noise.intact)
-        assert twin.store.events("noisy") == []  # no damaged frame reached the twin's checks
+        # no damaged frame reached the twin's checks
+        assert twin.store.events("noisy", audit=False) == []
         assert rx.link.stats["line_errors"] == noise.line_errors
 
 

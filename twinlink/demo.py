@@ -33,7 +33,7 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     say = lambda s: (out.write(s + "\n"), out.flush())  # noqa: E731
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="twinlink-demo-"))
     work.mkdir(parents=True, exist_ok=True)
-    from .cli.commands import provision
+    from .provision import provision
 
     tk = keys.TwinKey.generate()
     keys.write_private(work / "twin.key", tk.to_pem(), overwrite=True)

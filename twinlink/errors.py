@@ -69,6 +69,27 @@ class WindowLost(ReplayError):
     reason = "window_lost"
 
 
+class Conflict(ReplayError):
+    """The sequence number was already stored with *different* content: evidence of a cloned
+    device or a lost sender state (a nonce reuse on the wire). Never acknowledged."""
+
+    reason = "conflict"
+
+
+class ContextRetired(TwinlinkError):
+    """The frame was sealed under a security context the twin has retired (the device renewed
+    its context, or an operator re-keyed it)."""
+
+    reason = "context_retired"
+
+
+class InternalError(TwinlinkError):
+    """Something unexpected failed while processing one frame (a bug, or a resource failure):
+    the frame is refused and the failure logged with its traceback; the batch goes on."""
+
+    reason = "internal_error"
+
+
 class MalformedPayload(TwinlinkError, ValueError):
     """The authenticated plaintext is not valid CBOR (or not a valid SenML pack)."""
 

@@ -21,6 +21,8 @@ from nacl import bindings as _nacl
 
 from . import oscore
 from .errors import KeyFileError
+from .fileio import atomic_write, read_regular
+from .naming import InvalidName, check_device_name
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -157,41 +159,49 @@ def parse_x25519_public(text: str, where: str = "public key") -> bytes:
 
 
 def _read_text(path: PathLike, private: bool) -> str:
+    """Read a key or bundle file: a regular file (a FIFO or device is refused, never waited
+    on), at most 1 MiB, UTF-8; a private one must not be readable by group or others."""
     p = Path(path)
     try:
-        st = p.stat()
-        if private and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyFileError(
-                f"{p} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-                f"private keys must be 0600 — run: chmod 600 {p}"
-            )
-        return p.read_text()
+        raw, st = read_regular(p)
     except OSError as exc:
         raise KeyFileError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if private and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{p} is readable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"private keys must be 0600 — run: chmod 600 {p}"
+        )
+    try:
+        return raw.decode()
     except UnicodeDecodeError:
         raise KeyFileError(f"{p} is not a text (PEM/JSON) file") from None
 
 
 def write_private(path: PathLike, text: str, overwrite: bool = False) -> None:
-    """Write a secret file with mode 0600 from its creation on (never briefly world-readable)."""
+    """Write a secret file, mode 0600 from its creation on, atomically and durably.
+
+    Without ``overwrite`` an existing file is refused (:class:`KeyFileError`). With it, the old
+    file stays whole until the new one is on disk (temp file, fsync, rename, directory fsync):
+    a power cut mid-write never leaves a truncated key or bundle.
+    """
     p = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    if not overwrite and os.path.lexists(p):
+        raise KeyFileError(f"{p} already exists; refusing to overwrite a key")
     try:
-        fd = os.open(p, flags, 0o600)
-    except FileExistsError:
-        raise KeyFileError(f"{p} already exists; refusing to overwrite a key") from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(p, 0o600)
+        atomic_write(p, text, 0o600)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {p}: {exc.strerror or exc}") from None
 
 
 def write_public(path: PathLike, text: str, overwrite: bool = False) -> None:
+    """Write a public key file (mode 0644), atomically; refuse to replace one unless asked."""
     p = Path(path)
-    if p.exists() and not overwrite:
+    if not overwrite and os.path.lexists(p):
         raise KeyFileError(f"{p} already exists; refusing to overwrite it")
-    p.write_text(text)
+    try:
+        atomic_write(p, text, 0o644)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {p}: {exc.strerror or exc}") from None
 
 
 def load_device_key(path: PathLike) -> DeviceKey:
@@ -202,13 +212,41 @@ def load_twin_key(path: PathLike) -> TwinKey:
     return parse_twin_key(_read_text(path, True), str(path))
 
 
-def load_public(path: PathLike) -> bytes:
-    """Load an Ed25519 or X25519 SubjectPublicKeyInfo PEM; returns the raw 32 bytes."""
+def load_public(path: PathLike, kind: str | None = None) -> bytes:
+    """Load an Ed25519 or X25519 SubjectPublicKeyInfo PEM; returns the raw 32 bytes.
+
+    ``kind="ed25519"`` or ``"x25519"`` requires that type (a twin key given where a device key
+    belongs is a :class:`KeyFileError`, not a silently wrong registration).
+    """
     text = _read_text(path, False)
     der = _unpem(text, "PUBLIC KEY", str(path))
-    if der.startswith(_ED25519_SPKI):
+    is_ed = der.startswith(_ED25519_SPKI)
+    if kind == "ed25519" or (kind is None and is_ed):
         return _strip(der, _ED25519_SPKI, "Ed25519 public key", str(path))
+    if kind not in (None, "x25519"):
+        raise ValueError("kind must be 'ed25519', 'x25519' or None")
     return _strip(der, _X25519_SPKI, "X25519 public key", str(path))
+
+
+class InvalidPublicKey(KeyFileError):
+    """A public key that is not a usable Ed25519 device key (not a curve point, small order)."""
+
+    reason = "invalid_public_key"
+
+
+def check_device_public(public: bytes) -> bytes:
+    """Return ``public`` if it is a valid Ed25519 public key: 32 bytes, a canonical encoding of
+    a point in the prime-order subgroup, not of small order (libsodium's
+    ``crypto_core_ed25519_is_valid_point``). Raise :class:`InvalidPublicKey` otherwise: such a
+    key could never verify a frame, and its X25519 conversion fails."""
+    if type(public) is not bytes or len(public) != 32:
+        raise InvalidPublicKey("a device public key is 32 bytes")
+    if not _nacl.crypto_core_ed25519_is_valid_point(public):
+        raise InvalidPublicKey(
+            f"public key {fingerprint(public)} is not a valid Ed25519 point "
+            "(off the curve, non-canonical or of small order)"
+        )
+    return public
 
 
 def master_secret_device(device: DeviceKey, twin_public: bytes) -> bytes:
@@ -310,7 +348,9 @@ class Bundle:
             lite_key = bytes.fromhex(lite["key"]) if lite else None
             lite_iv = bytes.fromhex(lite["common_iv"]) if lite else None
             settings = dict(doc.get("settings") or {})
-            name = str(doc["name"])
+            name = check_device_name(doc["name"])
+        except InvalidName as exc:
+            raise KeyFileError(f"{where}: {exc}") from None
         except KeyFileError:
             raise
         except (KeyError, TypeError, ValueError):

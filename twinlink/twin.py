@@ -1,32 +1,71 @@
 """The receiving side: verify, decrypt, refuse replays, store readings and keep twin state.
 
-Order for every frame (DESIGN.md): parse → registry and window pre-check → verify signature →
-decrypt → decode → one transaction that re-checks the window, stores the reading and advances
-the window. A frame that fails anywhere leaves the window untouched and is logged as a security
-event with its reason.
+Order for every frame (DESIGN.md, PROTOCOL.md §10): parse → registry, context and window
+pre-check → verify signature → decrypt → decode → one transaction that re-checks the window,
+stores the reading and advances the window. A frame that fails anywhere leaves the window
+untouched and is recorded as a security event with its reason.
+
+Containment: every per-frame step runs under its own guard. A frame whose processing raises
+anything unexpected — even after its signature verified, since a compromised device signs its
+lies — is refused as ``internal_error`` (logged with its traceback, counted, recorded as an
+event); the rest of the batch is processed and committed. Only a database that cannot store
+anything makes :meth:`Twin.open_many` raise (:class:`~twinlink.store.StorageError`): then
+nothing of the batch is acknowledged and the caller retries.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from . import backends as backend
 from . import keys, oscore, senml
 from ._backend_pure import KIND_LITE
-from .errors import BadSignature, RevokedDevice, TopicMismatch, TwinlinkError, WindowLost
+from .errors import (
+    BadSignature,
+    Conflict,
+    ContextRetired,
+    InternalError,
+    MalformedFrame,
+    ReplayError,
+    RevokedDevice,
+    TopicMismatch,
+    TwinlinkError,
+    WindowLost,
+)
 from .replay import ReplayWindow
-from .store import PROFILE_LITE, Accepted, DeviceRecord, Event, SQLiteStore, TwinStore, to_json
+from .store import (
+    PROFILE_LITE,
+    Accepted,
+    DeviceRecord,
+    Event,
+    StorageError,
+    TwinStore,
+    open_store,
+)
+from .values import dumps_json, to_json
+
+log = logging.getLogger("twinlink.twin")
+
+#: Digest of a frame as acknowledgements name it: the first 8 bytes of SHA-256(frame).
+DIGEST_LEN = 8
+
+
+def frame_digest(frame: bytes) -> bytes:
+    """The 8-byte digest that names one frame in acknowledgements and in the store."""
+    return hashlib.sha256(frame).digest()[:DIGEST_LEN]
 
 
 @dataclass(frozen=True)
 class Reading:
-    """An accepted, stored reading."""
+    """An accepted, stored reading (or, from :meth:`Twin.check`, one that would be)."""
 
     device: str
     kid: bytes
@@ -36,6 +75,9 @@ class Reading:
     time: float | None = None
     provenance: str = "signed"
     plaintext: bytes = field(default=b"", repr=False)
+    epoch: int = 0
+    id_context: bytes | None = None
+    digest: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
         """The ``twinlink open`` output object."""
@@ -50,28 +92,86 @@ class Reading:
 
 
 def refusal_json(err: TwinlinkError) -> dict[str, Any]:
-    """The ``twinlink open`` output object for a refused frame."""
-    return {"ok": False, "error": err.reason, "detail": str(err)}
+    """The ``twinlink open`` output object for a refused frame: the reason, and the device and
+    sequence number where the frame named them."""
+    out: dict[str, Any] = {"ok": False, "error": err.reason}
+    info = getattr(err, "frame", None)
+    if isinstance(info, FrameInfo):
+        if info.device is not None:
+            out["device"] = info.device
+        if info.kid is not None:
+            out["kid"] = info.kid.hex()
+        if info.seq is not None:
+            out["seq"] = info.seq
+    out["detail"] = str(err)
+    return out
+
+
+@dataclass
+class FrameInfo:
+    """What the twin learned about a refused frame, attached to the refusal as ``.frame``.
+
+    ``authenticated`` is true when the frame's signature (or, lite, its AEAD tag) verified under
+    the device's key: only such refusals may be negatively acknowledged to the device.
+    ``duplicate`` marks a byte-identical copy of a stored frame (safe to acknowledge again).
+    """
+
+    kid: bytes | None = None
+    seq: int | None = None
+    device: str | None = None
+    id_context: bytes | None = None
+    epoch: int | None = None
+    digest: bytes = b""
+    authenticated: bool = False
+    duplicate: bool = False
 
 
 Result = Union[Reading, TwinlinkError]
 
+_CURRENT: Any = object()
+
+
+def _kid_context(parsed: Any) -> bytes | None:
+    return getattr(parsed, "kid_context", None)
+
+
+def _info(err: TwinlinkError) -> FrameInfo:
+    info = getattr(err, "frame", None)
+    if not isinstance(info, FrameInfo):
+        info = FrameInfo()
+        err.frame = info  # type: ignore[attr-defined]
+    return info
+
 
 class _Job:
-    """One frame between the pre-check and the commit."""
+    """One frame on its way through the pipeline."""
 
-    __slots__ = ("ctx", "dev", "error", "index", "parsed", "plaintext")
+    __slots__ = ("ctx", "dev", "digest", "error", "frame", "held", "index", "parsed",
+                 "plaintext", "renew", "salt", "verify_only")
 
-    def __init__(self, index: int, parsed: Any, dev: DeviceRecord, ctx: oscore.Context) -> None:
-        self.index, self.parsed, self.dev, self.ctx = index, parsed, dev, ctx
+    def __init__(self, index: int, frame: bytes) -> None:
+        self.index, self.frame = index, frame
+        self.parsed: Any = None
+        self.dev: DeviceRecord | None = None
+        self.ctx: oscore.Context | None = None
+        self.salt: bytes = b""
+        self.renew = False
+        self.verify_only = False
         self.plaintext = b""
+        self.digest = b""
         self.error: TwinlinkError | None = None
+        #: A refusal decided before crypto that stands once the frame authenticates (a
+        #: conflict, a stale number not stored); the frame is verified only to label it.
+        self.held: TwinlinkError | None = None
 
 
 class Twin:
     """A digital twin's ingest: open frames from registered devices into a store.
 
-    ``Twin("twin.db", twin_key="keys/twin.key")``. Methods are thread-safe (serialised).
+    ``Twin("twin.db", twin_key="keys/twin.key")``; ``db`` may also be a
+    :class:`~twinlink.store.TwinStore`. The store is bound to the twin key's fingerprint on
+    first use; a different key is refused at once (:class:`~twinlink.store.TwinKeyMismatch`)
+    instead of logging every genuine frame as ``decrypt_failed``. Methods are thread-safe.
     """
 
     def __init__(
@@ -82,27 +182,48 @@ class Twin:
         cache_size: int = 4096,
         workers: int | None = None,
     ) -> None:
-        self.store: TwinStore = db if isinstance(db, TwinStore) else SQLiteStore(os.fspath(db))
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
-        self._contexts: OrderedDict[tuple[bytes, int, bytes], oscore.Context] = OrderedDict()
+        self.store: TwinStore = db if isinstance(db, TwinStore) else open_store(db)
+        try:
+            self.store.bind_twin_key(keys.fingerprint(self.key.public))
+        except BaseException:
+            if not isinstance(db, TwinStore):
+                self.store.close()
+            raise
+        self._contexts: OrderedDict[tuple[Any, ...], oscore.Context] = OrderedDict()
+        self._secrets: dict[bytes, bytes] = {}
+        self._batch_devices: dict[bytes, DeviceRecord] = {}
+        self._batch_lost: set[bytes] = set()
         self._cache_size = cache_size
         self._lock = threading.RLock()
         # Threads that verify large batches in parallel; 1 disables (a Pi Zero has one core).
         self._workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         self._pool: ThreadPoolExecutor | None = None
+        #: Refusals by reason and internal errors since start (for monitoring).
+        self.counts: Counter[str] = Counter()
 
     def __repr__(self) -> str:
         return f"Twin(store={self.store!r}, key={self.key!r})"
 
     # -- contexts ---------------------------------------------------------------------------
 
-    def _context(self, dev: DeviceRecord, sender_id: bytes | None = None) -> oscore.Context:
+    def _context(self, dev: DeviceRecord, sender_id: bytes | None = None,
+                 master_salt: bytes | None = None, id_context: Any = _CURRENT
+                 ) -> oscore.Context:
+        """The context of ``dev``: its current one, or the given Master Salt / ID Context."""
         sid = dev.kid if sender_id is None else sender_id
-        ck = (dev.kid + b"/" + sid, dev.epoch, dev.public_key)
+        salt = dev.master_salt if master_salt is None else master_salt
+        idc: bytes | None = dev.id_context if id_context is _CURRENT else id_context
+        ck = (dev.kid, sid, salt, idc, dev.public_key)
         ctx = self._contexts.get(ck)
         if ctx is None:
-            secret = keys.master_secret_twin(self.key, dev.public_key)
-            ctx = oscore.derive_context(secret, sid, dev.master_salt, dev.id_context)
+            secret = self._secrets.get(dev.public_key)
+            if secret is None:  # one X25519 per device key, not per context
+                secret = keys.master_secret_twin(self.key, dev.public_key)
+                if len(self._secrets) >= self._cache_size:
+                    self._secrets.pop(next(iter(self._secrets)))
+                self._secrets[dev.public_key] = secret
+            ctx = oscore.derive_context(secret, sid, salt, idc)
             self._contexts[ck] = ctx
             if len(self._contexts) > self._cache_size:
                 self._contexts.popitem(last=False)
@@ -129,127 +250,188 @@ class Twin:
             raise result
         return result
 
+    def check(self, frame: bytes, *, expect_kid: bytes | None = None) -> Result:
+        """A dry run of :meth:`open`: the same rules (registry, revocation, profile, context,
+        window, signature, decryption, payload), nothing stored, no event, no window change."""
+        return self.open_many([frame], expect_kids=None if expect_kid is None else [expect_kid],
+                              dry_run=True)[0]
+
     def open_many(
         self,
         frames: Sequence[bytes],
         *,
         expect_kids: Sequence[bytes | None] | None = None,
         source: str = "",
+        dry_run: bool = False,
     ) -> list[Result]:
         """Open a batch; store every accepted reading in one transaction.
 
-        Returns one entry per frame, in order: a :class:`Reading` or the :class:`TwinlinkError`
-        that refused it (never raised). ``expect_kids[i]`` is the kid the transport address
-        claims (MQTT topic); a mismatch is refused as ``topic_mismatch``.
+        Returns one entry per frame, in order: a :class:`Reading` or the
+        :class:`~twinlink.errors.TwinlinkError` that refused it (never raised; its ``.frame``
+        is a :class:`FrameInfo`). ``expect_kids[i]`` is the kid the transport address claims
+        (MQTT topic); a mismatch is refused as ``topic_mismatch``. Raises
+        :class:`~twinlink.store.StorageError` only when the database cannot store the batch.
         """
-        be = backend.current()
         results: list[Result | None] = [None] * len(frames)
         events: list[tuple[int, Event]] = []
-        # Per device, looked up once per batch: record, batch-local window copy, context.
-        devices: dict[bytes, tuple[DeviceRecord, ReplayWindow, bool, oscore.Context]] = {}
-        jobs: list[_Job] = []
+        jobs = [_Job(i, f) for i, f in enumerate(frames)]
+
+        def refuse(job: _Job, exc: TwinlinkError) -> None:
+            job.error = exc
+            info = _info(exc)
+            p = job.parsed
+            if p is not None:
+                info.kid, info.seq = p.kid, p.seq
+                info.id_context = _kid_context(p)
+            if job.dev is not None:
+                info.device, info.epoch = job.dev.name, job.dev.epoch
+            info.digest = job.digest
+            results[job.index] = exc
+            self.counts[exc.reason] += 1
+            events.append((job.index, Event(exc.reason, str(exc), info.kid, info.seq, source)))
+
         with self._lock:
-            # 1. parse, registry and window pre-check (cheap, in order).
-            for i, frame in enumerate(frames):
-                kid: bytes | None = None
-                seq: int | None = None
-                try:
-                    parsed = be.parse(frame)
-                    kid, seq = parsed.kid, parsed.seq
-                    if expect_kids is not None:
-                        claimed = expect_kids[i]
-                        if claimed is not None and claimed != kid:
-                            raise TopicMismatch(
-                                f"frame kid {kid.hex()} does not match the address's kid "
-                                f"{claimed.hex()}"
-                            )
-                    entry = devices.get(kid)
-                    if entry is None:
-                        st = self.store.lookup(kid)
-                        ctx = self._context(st.device)
-                        entry = devices[kid] = (st.device, st.window, st.lost, ctx)
-                    dev, win, lost, ctx = entry
-                    if dev.status != "active":
-                        raise RevokedDevice(f"device {dev.name} is revoked")
-                    if lost:
-                        raise WindowLost(
-                            f"replay window of {dev.name} was lost; an operator must "
-                            "re-anchor it (twinlink twin reanchor)"
-                        )
-                    if parsed.kind == KIND_LITE and dev.profile != PROFILE_LITE:
-                        raise BadSignature(
-                            f"unsigned (lite) frame from {dev.name}, which is "
-                            "registered for signed frames"
-                        )
-                    win.check(seq)
-                    jobs.append(_Job(i, parsed, dev, ctx))
-                except TwinlinkError as exc:
-                    results[i] = exc
-                    events.append((i, Event(exc.reason, str(exc), kid, seq, source)))
-            # 2. verify and decrypt: the cost floor; spread over cores for large batches
-            # (cffi releases the GIL inside libsodium).
-            self._crypto(be, jobs)
-            # 3. decode and advance the batch-local windows in frame order; duplicates inside
-            # the batch are caught here, after verification, as the window rules require.
-            pending: list[tuple[int, Accepted, str]] = []
+            be = backend.current()
+            # Per device, looked up once per batch: its record, and batch-local copies of the
+            # windows of its contexts (key: kid, Master Salt, ID Context).
+            self._batch_devices, self._batch_lost = {}, set()
+            windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow] = {}
+            replays: list[_Job] = []
+            crypto: list[_Job] = []
+            # 1. parse, registry, context and window pre-check (cheap, in order).
             for job in jobs:
-                dev = job.dev
-                try:
-                    if job.error is not None:
-                        raise job.error
-                    win = devices[dev.kid][1]
-                    win.check(job.parsed.seq)
-                    payload, records, t = decode_payload(job.plaintext)
-                    win.update(job.parsed.seq)
-                    lite = job.parsed.kind == KIND_LITE
-                    acc = Accepted(
-                        dev.kid,
-                        job.parsed.seq,
-                        dev.epoch,
-                        job.plaintext,
-                        payload,
-                        records,
-                        t,
-                        "aead-only" if lite else "signed",
-                        source=source,
-                    )
-                    pending.append((job.index, acc, dev.name))
-                except TwinlinkError as exc:
-                    results[job.index] = exc
-                    events.append(
-                        (job.index, Event(exc.reason, str(exc), dev.kid, job.parsed.seq, source))
-                    )
+                self._guard(job, refuse, self._precheck, job, be, expect_kids, windows,
+                            replays, crypto)
+            # 2. a replayed sequence number: a byte-identical copy of a stored frame is a
+            # duplicate (safe to acknowledge again); anything else must authenticate before
+            # it is called a conflict or an authentic stale frame.
+            self._classify_replays(replays, crypto, refuse)
+            # 3. verify and decrypt: the cost floor; spread over cores for large batches
+            # (cffi releases the GIL inside libsodium).
+            self._crypto(be, crypto)
+            # 4. decode and advance the batch-local windows in frame order; duplicates inside
+            # the batch are caught here, after verification, as the window rules require.
+            pending: list[tuple[int, Accepted, DeviceRecord]] = []
+            for job in sorted(crypto, key=lambda j: j.index):
+                self._guard(job, refuse, self._decode, job, be, windows, pending, source)
+            if dry_run:
+                for i, acc, dev in pending:
+                    results[i] = _reading(dev, acc)
+                return results  # type: ignore[return-value]
             events.sort(key=lambda e: e[0])
-            outcomes = self.store.commit([p[1] for p in pending], [e for _, e in events])
-        for (i, acc, name), err in zip(pending, outcomes):
-            results[i] = (
-                err
-                if err is not None
-                else Reading(
-                    name,
-                    acc.kid,
-                    acc.seq,
-                    acc.payload,
-                    acc.records,
-                    acc.time,
-                    acc.provenance,
-                    acc.plaintext,
-                )
-            )
+            self._commit(pending, [e for _, e in events], results)
         return results  # type: ignore[return-value]
+
+    def _guard(self, job: _Job, refuse: Callable[[_Job, TwinlinkError], None],
+               step: Callable[..., None], *args: Any) -> None:
+        try:
+            step(*args)
+        except TwinlinkError as exc:
+            refuse(job, exc)
+        except Exception as exc:  # a bug or resource failure: this frame only
+            refuse(job, self._internal(exc, job))
+
+    def _internal(self, exc: BaseException, job: _Job | None) -> InternalError:
+        where = ""
+        if job is not None and job.parsed is not None:
+            where = f" (kid {job.parsed.kid.hex()}, seq {job.parsed.seq})"
+        log.error("internal error while processing a frame%s", where, exc_info=exc)
+        self.counts["internal_error_logged"] += 1
+        return InternalError(f"unexpected {type(exc).__name__} while processing the frame; "
+                             "see the twin's log")
+
+    def _precheck(self, job: _Job, be: Any, expect_kids: Sequence[bytes | None] | None,
+                  windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow],
+                  replays: list[_Job], crypto: list[_Job]) -> None:
+        job.digest = frame_digest(job.frame) if isinstance(job.frame, (bytes, bytearray)) \
+            else b""
+        parsed = job.parsed = be.parse(job.frame)
+        kid = parsed.kid
+        if expect_kids is not None:
+            claimed = expect_kids[job.index]
+            if claimed is not None and claimed != kid:
+                raise TopicMismatch(
+                    f"frame kid {kid.hex()} does not match the address's kid {claimed.hex()}")
+        dev = self._batch_devices.get(kid)
+        if dev is None:
+            st = self.store.lookup(kid)
+            dev = self._batch_devices[kid] = st.device
+            windows[(kid, dev.master_salt, dev.id_context)] = st.window
+            if st.lost:
+                self._batch_lost.add(kid)
+        job.dev = dev
+        if dev.status != "active":
+            raise RevokedDevice(f"device {dev.name} is revoked")
+        if parsed.kind == KIND_LITE:
+            if dev.profile != PROFILE_LITE:
+                raise BadSignature(f"unsigned (lite) frame from {dev.name}, which is "
+                                   "registered for signed frames")
+        elif _kid_context(parsed) != dev.id_context:
+            # Another context than the current one: it may renew the device's context, or be
+            # a retired one; either way nothing is derived or looked up before the signature
+            # verifies (an unauthenticated frame must not cost a key agreement).
+            job.renew = True
+            crypto.append(job)
+            return
+        if kid in self._batch_lost:
+            raise WindowLost(f"replay window of {dev.name} was lost; an operator must "
+                             "re-anchor it (twinlink twin reanchor)")
+        job.salt, job.ctx = dev.master_salt, self._context(dev)
+        try:
+            windows[(kid, dev.master_salt, dev.id_context)].check(parsed.seq)
+        except ReplayError as exc:
+            job.held = exc
+            replays.append(job)
+            return
+        crypto.append(job)
+
+    def _classify_replays(self, replays: list[_Job], crypto: list[_Job],
+                          refuse: Callable[[_Job, TwinlinkError], None]) -> None:
+        by_ctx: dict[tuple[bytes, int], list[_Job]] = {}
+        for job in replays:
+            assert job.dev is not None
+            by_ctx.setdefault((job.dev.kid, job.dev.epoch), []).append(job)
+        for (kid, epoch), group in by_ctx.items():
+            try:
+                stored = self.store.stored(kid, epoch, [j.parsed.seq for j in group])
+            except StorageError:
+                raise
+            except Exception as exc:
+                for job in group:
+                    job.held = None
+                    refuse(job, self._internal(exc, job))
+                continue
+            for job in group:
+                assert job.held is not None
+                if stored.get(job.parsed.seq) == job.digest:
+                    err, job.held = job.held, None
+                    info = _info(err)
+                    info.duplicate = info.authenticated = True
+                    refuse(job, err)
+                else:
+                    if job.parsed.seq in stored:
+                        job.held = Conflict(
+                            f"sequence number {job.parsed.seq} of {job.dev.name} "  # type: ignore[union-attr]
+                            "was stored before with different content")
+                    job.verify_only = True
+                    crypto.append(job)
 
     def _crypto(self, be: Any, jobs: list[_Job]) -> None:
         def run(chunk: list[_Job]) -> None:
             telemetry = oscore.STREAM_TELEMETRY
             for job in chunk:
                 try:
-                    if job.parsed.kind != KIND_LITE:
-                        be.verify(job.parsed, job.dev.public_key, telemetry)
-                    job.plaintext = be.decrypt(
-                        job.parsed, job.ctx.key, job.ctx.common_iv, telemetry
-                    )
+                    signed = job.parsed.kind != KIND_LITE
+                    if signed:
+                        be.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
+                    if job.renew or (job.verify_only and signed):
+                        continue  # decrypted (if at all) once its context is settled
+                    ctx = job.ctx if job.ctx is not None else self._context(job.dev)  # type: ignore[arg-type]
+                    job.plaintext = be.decrypt(job.parsed, ctx.key, ctx.common_iv, telemetry)
                 except TwinlinkError as exc:
                     job.error = exc
+                except Exception as exc:  # never lose the thread's other frames
+                    job.error = self._internal(exc, job)
 
         workers = self._workers
         if workers < 2 or len(jobs) < 4 * workers:
@@ -262,13 +444,120 @@ class Twin:
         for f in futures:
             f.result()
 
+    def _settle_context(self, be: Any, job: _Job) -> None:
+        """A verified frame under a context that is not the device's current one: refuse a
+        retired context; otherwise decrypt under the current salt (or an announced re-key's)
+        and mark the frame as renewing the context when it commits."""
+        dev, parsed = job.dev, job.parsed
+        assert dev is not None
+        kid_context = _kid_context(parsed)
+        state = self.store.context_status(dev.kid, dev.master_salt, kid_context)
+        if state == "retired":
+            err = ContextRetired(f"frame of {dev.name} was sealed under a security context "
+                                 "the twin has retired")
+            _info(err).authenticated = True
+            raise err
+        salts = [dev.master_salt]
+        if dev.pending_salt is not None:
+            salts.append(dev.pending_salt)
+        last: TwinlinkError | None = None
+        for salt in salts:
+            ctx = self._context(dev, master_salt=salt, id_context=kid_context)
+            try:
+                job.plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv,
+                                           oscore.STREAM_TELEMETRY)
+            except TwinlinkError as exc:
+                last = exc
+                continue
+            job.salt, job.ctx = salt, ctx
+            return
+        assert last is not None
+        raise last
+
+    def _decode(self, job: _Job, be: Any,
+                windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow],
+                pending: list[tuple[int, Accepted, DeviceRecord]], source: str) -> None:
+        dev, parsed = job.dev, job.parsed
+        assert dev is not None
+        if job.error is not None:
+            raise job.error
+        if job.held is not None:
+            # It authenticated, but stays refused for the reason found before (a conflict, a
+            # stale or replayed number not stored).
+            _info(job.held).authenticated = True
+            raise job.held
+        if job.renew:
+            self._settle_context(be, job)
+        kid_context = dev.id_context if parsed.kind == KIND_LITE else _kid_context(parsed)
+        key = (dev.kid, job.salt, kid_context)
+        win = windows.get(key)
+        if win is None:  # a context new to the twin starts with an empty window
+            win = windows[key] = ReplayWindow(dev.window_size)
+        try:
+            win.check(parsed.seq)
+        except ReplayError as exc:  # a duplicate inside this batch
+            _info(exc).authenticated = True
+            raise
+        try:
+            payload, records, t = decode_payload(job.plaintext)
+            payload_json = dumps_json(payload)
+        except TwinlinkError as exc:
+            _info(exc).authenticated = True
+            raise
+        win.update(parsed.seq)
+        lite = parsed.kind == KIND_LITE
+        pending.append((job.index, Accepted(
+            dev.kid, parsed.seq, dev.epoch, job.plaintext, payload, records, t,
+            "aead-only" if lite else "signed", source=source, digest=job.digest,
+            payload_json=payload_json, master_salt=job.salt, id_context=kid_context,
+            renew=job.renew), dev))
+
+    def _commit(self, pending: list[tuple[int, Accepted, DeviceRecord]], events: list[Event],
+                results: list[Result | None]) -> None:
+        """Commit; if the commit fails for a reason one reading may cause, isolate it."""
+        outcomes = self._commit_isolating(pending, events)
+        for (i, acc, dev), err in zip(pending, outcomes):
+            if err is None:
+                results[i] = _reading(dev, acc)
+            else:
+                info = _info(err)
+                info.kid, info.seq, info.device = acc.kid, acc.seq, dev.name
+                info.digest, info.id_context = acc.digest, acc.id_context
+                info.authenticated = True
+                if isinstance(err, ReplayError):
+                    info.duplicate = not isinstance(err, Conflict)
+                self.counts[err.reason] += 1
+                results[i] = err
+
+    def _commit_isolating(self, pending: list[tuple[int, Accepted, DeviceRecord]],
+                          events: list[Event]) -> list[TwinlinkError | None]:
+        accepted = [p[1] for p in pending]
+        try:
+            return self.store.commit(accepted, events)
+        except Exception as exc:
+            if len(pending) == 0:
+                raise
+            first = exc
+        # The batch failed. Is the database down (then nothing can be stored: raise, the
+        # caller retries the whole batch), or does one reading break the commit?
+        try:
+            self.store.commit([], events)
+        except Exception:
+            raise first from None
+        if len(pending) == 1:
+            return [self._internal(first, None)]
+        half = len(pending) // 2
+        return (self._commit_isolating(pending[:half], [])
+                + self._commit_isolating(pending[half:], []))
+
     # -- registry shortcuts -----------------------------------------------------------------
 
     def register(
         self, name: str, public_key: bytes | str | os.PathLike[str], **kw: Any
     ) -> DeviceRecord:
         """Register a device by its Ed25519 public key (raw 32 bytes or a PEM file path)."""
-        pk = public_key if isinstance(public_key, bytes) else keys.load_public(public_key)
+        pk = (public_key if isinstance(public_key, bytes)
+              else keys.load_public(public_key, "ed25519"))
         return self.store.register(name, pk, **kw)
 
     def revoke(self, name: str, why: str = "") -> None:
@@ -287,6 +576,11 @@ class Twin:
         self.close()
 
 
+def _reading(dev: DeviceRecord, acc: Accepted) -> Reading:
+    return Reading(dev.name, acc.kid, acc.seq, acc.payload, acc.records, acc.time,
+                   acc.provenance, acc.plaintext, acc.epoch, acc.id_context, acc.digest)
+
+
 def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
     """(payload, SenML records, time) of an opened plaintext; raise :class:`MalformedPayload`.
 
@@ -302,20 +596,30 @@ def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], flo
     return payload, records, records[0].time
 
 
-def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    """Open hex frames one a line (the ``twinlink open`` filter); yield JSON-ready objects."""
-    from .errors import MalformedFrame
+#: Longest line ``twinlink open`` reads (a hex frame of MAX_FRAME bytes is 131 070 characters).
+MAX_LINE = 2 * 65535 + 2
 
+
+def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
+    """Open hex frames one a line (the ``twinlink open`` filter); yield JSON-ready objects.
+
+    A line that is not hex, or longer than :data:`MAX_LINE`, is refused as ``malformed`` and
+    recorded; the next line is processed.
+    """
     for line in lines:
         text = line.strip()
         if not text:
             continue
-        try:
-            frame = bytes.fromhex(text)
-        except ValueError:
-            err = MalformedFrame("line is not hex")
-            twin.store.record_events([Event(err.reason, str(err))])
-            yield refusal_json(err)
-            continue
-        result = twin.open_many([frame])[0]
-        yield result.to_json() if isinstance(result, Reading) else refusal_json(result)
+        if len(text) > MAX_LINE:
+            err = MalformedFrame(f"line of {len(text)} characters exceeds the longest frame")
+        else:
+            try:
+                frame = bytes.fromhex(text)
+            except ValueError:
+                err = MalformedFrame("line is not hex")
+            else:
+                result = twin.open_many([frame])[0]
+                yield result.to_json() if isinstance(result, Reading) else refusal_json(result)
+                continue
+        twin.store.record_events([Event(err.reason, str(err))])
+        yield refusal_json(err)

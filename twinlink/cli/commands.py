@@ -13,8 +13,10 @@ from .. import __version__, frame, keys, oscore
 from .. import backends as backend
 from ..device import Device
 from ..errors import TwinlinkError
-from ..store import PROFILE_LITE, PROFILE_SIGNED, SQLiteStore
-from ..twin import Twin, open_lines, refusal_json
+from ..provision import provision
+from ..store import PROFILE_LITE, PROFILE_SIGNED, StorageError, TwinStore, open_store
+from ..twin import Reading, Twin, open_lines, refusal_json
+from ..values import to_json
 from . import EXIT_REGISTRY, EXIT_USAGE, READING_HINT, fail, json_readings
 
 
@@ -33,14 +35,11 @@ def _kid(text: str) -> bytes:
     return kid
 
 
-def _store(path: str, must_exist: bool = True) -> SQLiteStore:
-    if must_exist and not Path(path).exists():
-        raise fail(
-            f"no twin database at {path}",
-            EXIT_REGISTRY,
-            "create one with 'twinlink provision NAME --db PATH …' or give --db",
-        )
-    return SQLiteStore(path)
+def _store(path: str, must_exist: bool = True) -> TwinStore:
+    try:
+        return open_store(path, must_exist=must_exist)
+    except StorageError as exc:
+        raise fail(str(exc), EXIT_REGISTRY) from None
 
 
 # -- keygen / provision ---------------------------------------------------------------------
@@ -69,47 +68,6 @@ def cmd_keygen(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def provision(
-    name: str,
-    twin_pub: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    db: str | None = None,
-    kid: bytes | None = None,
-    lite: bool = False,
-    chunk: int | None = None,
-    force: bool = False,
-    settings: dict[str, Any] | None = None,
-) -> keys.Bundle:
-    """Create a device key pair and bundle in ``out``; register it in ``db`` if given."""
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    twin_public = keys.load_public(twin_pub)
-    dk = keys.DeviceKey.generate()
-    store = SQLiteStore(db) if db else None
-    try:
-        if kid is None:
-            kid = store.next_kid() if store is not None else os.urandom(4)
-        bundle_settings: dict[str, Any] = {"stream": "t", "master_salt": "", "id_context": None}
-        if chunk:
-            bundle_settings["sequence_chunk"] = chunk
-        bundle_settings.update(settings or {})
-        bundle = keys.Bundle(name, kid, twin_public, dk, bundle_settings)
-        if lite:
-            ctx = bundle.context()
-            bundle = keys.Bundle(
-                name, kid, twin_public, None, bundle_settings, ctx.key, ctx.common_iv
-            )
-        keys.write_private(outp / f"{name}.key", dk.to_pem(), force)
-        keys.write_public(outp / f"{name}.pub", dk.public_pem(), force)
-        bundle.save(outp / f"{name}.device", force)
-        if store is not None:
-            store.register(name, dk.public, kid, PROFILE_LITE if lite else PROFILE_SIGNED)
-    finally:
-        if store is not None:
-            store.close()
-    return bundle
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -206,33 +164,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
-    """Check a frame without storing it or touching the window (a dry run of ``open``)."""
-    be = backend.current()
-    try:
-        parsed = be.parse(data)
-        st = twin.store.lookup(parsed.kid)
-        try:
-            st.window.check(parsed.seq)
-            window = "fresh"
-        except TwinlinkError as exc:
-            window = exc.reason
-        ctx = twin.device_context(parsed.kid)
-        if parsed.kind == frame.KIND_SIGNED:
-            be.verify(parsed, st.device.public_key, oscore.STREAM_TELEMETRY)
-        plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv, oscore.STREAM_TELEMETRY)
-        from ..store import to_json
-        from ..twin import decode_payload
-
+    """What ``open`` would do with the frame (:meth:`Twin.check`: same rules, nothing stored)."""
+    res = twin.check(data)
+    if isinstance(res, Reading):
         return {
             "ok": True,
-            "device": st.device.name,
-            "status": st.device.status,
-            "window": window,
-            "plaintext": plaintext.hex(),
-            "payload": to_json(decode_payload(plaintext)[0]),
+            "device": res.device,
+            "status": "active",
+            "window": "fresh",
+            "plaintext": res.plaintext.hex(),
+            "payload": to_json(res.payload),
         }
-    except TwinlinkError as exc:
-        return refusal_json(exc)
+    return refusal_json(res)
 
 
 # -- twin registry --------------------------------------------------------------------------
@@ -280,14 +223,14 @@ def cmd_twin(args: argparse.Namespace) -> int:
                     f"seq={e['seq']} {e['detail']}"
                 )
         elif args.action == "readings":
-            for r in store.readings(args.name, args.limit):
-                _emit(r)
+            for row in store.readings(args.name, args.limit):
+                _emit(row)
         elif args.action == "register":
             if not args.pub:
                 raise fail("register needs --pub FILE", EXIT_USAGE)
             d = store.register(
                 _need_name(args),
-                keys.load_public(args.pub),
+                keys.load_public(args.pub, "ed25519"),
                 args.kid,
                 PROFILE_LITE if args.lite else PROFILE_SIGNED,
             )
@@ -300,7 +243,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
                 raise fail(
                     "reanchor needs --floor SEQ (the lowest sequence number to accept)", EXIT_USAGE
                 )
-            store.reanchor(_need_name(args), args.floor)
+            store.reanchor(_need_name(args), args.floor, force=args.force)
             print(f"re-anchored {args.name}: accepting seq >= {args.floor}", file=sys.stderr)
         elif args.action == "rekey":
             _rekey(store, _need_name(args), args.salt, args.bundle)
@@ -309,8 +252,14 @@ def cmd_twin(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rekey(store: SQLiteStore, name: str, salt_hex: str | None, bundle_path: str | None) -> None:
-    """New Master Salt for one device: history stays, window and counters start afresh."""
+def _rekey(store: TwinStore, name: str, salt_hex: str | None, bundle_path: str | None) -> None:
+    """New Master Salt for one device: history stays, window and counters start afresh.
+
+    Crash-safe order: the store records the new salt as pending, the bundle is rewritten
+    atomically, then the store switches. Killed anywhere, the bundle parses and the device's
+    frames open under exactly the context its bundle names (a pending salt is accepted too);
+    running the re-key again finishes the job.
+    """
     try:
         salt = os.urandom(8) if salt_hex is None else bytes.fromhex(salt_hex)
     except ValueError:
@@ -326,10 +275,13 @@ def _rekey(store: SQLiteStore, name: str, salt_hex: str | None, bundle_path: str
                 EXIT_USAGE,
                 "re-provision the lite device instead of re-keying it",
             )
-    store.rekey(name, salt, dev.id_context)
+    store.announce_rekey(name, salt)
     if bundle is not None and bundle_path is not None:
         bundle.settings["master_salt"] = salt.hex()
+        bundle.settings["id_context"] = None
         bundle.save(bundle_path, overwrite=True)
+    store.rekey(name, salt, None)
+    if bundle is not None:
         print(f"re-keyed {name} (master salt {salt.hex()}); updated {bundle_path}", file=sys.stderr)
     else:
         print(
@@ -441,6 +393,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lite", action="store_true", help="register: lite-profile device")
     p.add_argument("--why", help="revoke: reason recorded in the events")
     p.add_argument("--floor", type=int, help="reanchor: lowest sequence number to accept")
+    p.add_argument("--force", action="store_true",
+                   help="reanchor: allow a floor at or below numbers already used")
     p.add_argument("--salt", help="rekey: new Master Salt in hex (default: 8 random bytes)")
     p.add_argument("--bundle", help="rekey: the device's bundle file to update as well")
     p.set_defaults(func=cmd_twin)

@@ -1,0 +1,393 @@
+"""The twin store interface: what the twin, the CLI and the tools need from a database.
+
+:class:`TwinStore` is the seam a second implementation fills (SQLite today, PostgreSQL next):
+its docstrings state the contract — what is atomic, what each method raises. The records it
+returns are plain data classes and typed dicts, JSON-friendly where the CLI prints them.
+
+Invariants every implementation keeps:
+
+- A device's replay window changes *only* inside :meth:`TwinStore.commit`, in the same
+  transaction that stores the readings, after the window is re-checked under the write lock,
+  so two ingest processes can never both accept one sequence number.
+- Every operator action (register, revoke, rekey, reanchor, mark lost) commits together with
+  its audit event, or not at all.
+- Expected refusals are :class:`~twinlink.errors.TwinlinkError` subclasses; a database that
+  cannot be read or written raises :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypedDict
+
+from .. import keys as _keys
+from ..errors import TwinlinkError, UnknownDevice
+from ..replay import DEFAULT_WINDOW, ReplayWindow
+
+PROFILE_SIGNED = "twinlink/1"
+PROFILE_LITE = "lite"
+
+#: Schema version this program reads and writes (SQLite ``PRAGMA user_version``).
+SCHEMA_VERSION = 2
+
+
+class StorageError(TwinlinkError):
+    """The twin database cannot be opened, read or written (disk full, permissions, locked,
+    or a schema this program does not know). Nothing of the failed operation was stored."""
+
+    reason = "storage_failure"
+
+
+class RegistryError(TwinlinkError, ValueError):
+    """An operator action conflicts with the registry (duplicate name or kid, reused context,
+    an invalid floor)."""
+
+    reason = "registry"
+
+
+class TwinKeyMismatch(TwinlinkError, ValueError):
+    """The twin key given to an ingest is not the key this database was created for."""
+
+    reason = "twin_key_mismatch"
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A registered device as the registry holds it (public data only).
+
+    ``master_salt``/``id_context``/``epoch`` describe the device's *current* security context;
+    ``epoch`` counts its contexts (0 for the first). ``pending_salt`` is a Master Salt an
+    operator re-key has announced but no frame has used yet (see :meth:`TwinStore.rekey`).
+    """
+
+    name: str
+    kid: bytes
+    public_key: bytes = field(repr=False)
+    profile: str = PROFILE_SIGNED
+    status: str = "active"
+    master_salt: bytes = b""
+    id_context: bytes | None = None
+    epoch: int = 0
+    window_size: int = DEFAULT_WINDOW
+    registered_at: float = 0.0
+    pending_salt: bytes | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return _keys.fingerprint(self.public_key)
+
+
+@dataclass
+class WindowState:
+    """A device and the replay window of its current context, as read (not locked)."""
+
+    device: DeviceRecord
+    window: ReplayWindow
+    lost: bool
+
+
+@dataclass
+class Accepted:
+    """A verified, decrypted, decoded frame ready to be committed.
+
+    ``master_salt``/``id_context`` name the context the frame was sealed under; when they differ
+    from the device's current context, committing it *renews* the context (the current one is
+    retired, the new one starts with a fresh window) — the twin asks for that only for a frame
+    whose signature verified under a context it has never seen.
+    """
+
+    kid: bytes
+    seq: int
+    epoch: int
+    plaintext: bytes
+    payload: Any
+    records: Sequence[Any]  # (name, value, unit, time, ...) tuples, e.g. senml.Record
+    time: float | None
+    provenance: str
+    received_at: float = field(default_factory=_time.time)
+    source: str = ""
+    digest: bytes = b""
+    payload_json: str = ""
+    master_salt: bytes | None = None
+    id_context: bytes | None = None
+    renew: bool = False
+
+
+@dataclass
+class Event:
+    """A security event: a refused frame or an operator action (``reason`` names the kind)."""
+
+    reason: str
+    detail: str
+    kid: bytes | None = None
+    seq: int | None = None
+    source: str = ""
+    at: float = field(default_factory=_time.time)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the store holds for one (kid, epoch, seq): the frame digest, to tell a duplicate
+    (same frame again) from a conflict (another frame under the same sequence number)."""
+
+    seq: int
+    digest: bytes
+
+
+class ReadingRow(TypedDict):
+    """One stored reading (``readings``): ``payload`` is the decoded value as JSON data."""
+
+    id: int
+    device: str
+    seq: int
+    epoch: int
+    received_at: float
+    time: Optional[float]
+    provenance: str
+    source: str
+    payload: Any
+
+
+class EventRow(TypedDict):
+    """One security event (``events``)."""
+
+    id: int
+    at: float
+    kid: Optional[str]
+    device: Optional[str]
+    seq: Optional[int]
+    reason: str
+    detail: str
+    source: str
+
+
+class SeriesState(TypedDict):
+    value: Any
+    unit: Optional[str]
+    time: Optional[float]
+    seq: int
+    epoch: int
+
+
+class DeviceStatus(TypedDict):
+    """Registry entry, counters and the latest value per series of one device (``status``)."""
+
+    name: str
+    kid: str
+    profile: str
+    status: str
+    fingerprint: str
+    registered_at: float
+    last_seen: Optional[float]
+    last_seq: Optional[int]
+    accepted: int
+    refused: int
+    window_top: int
+    window_lost: bool
+    epoch: int
+    id_context: Optional[str]
+    state: dict[str, SeriesState]
+
+
+#: Reasons of audit events (operator actions and context changes), as opposed to refusals.
+AUDIT_REASONS = frozenset({"registered", "revoked_by_operator", "reanchored",
+                           "window_marked_lost", "rekey_announced", "rekeyed",
+                           "context_renewed"})
+
+
+def context_key(master_salt: bytes, id_context: bytes | None) -> str:
+    """A stable text key of a security context (Master Salt, ID Context) of one device."""
+    return master_salt.hex() + "|" + ("-" if id_context is None else id_context.hex())
+
+
+class TwinStore(ABC):
+    """What the twin needs from a store.
+
+    Every method may be called from several threads (implementations serialise internally)
+    and, for shared databases, from several processes. Methods raise :class:`StorageError`
+    when the database itself fails; the other exceptions are listed per method.
+    """
+
+    # -- registry -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def register(
+        self,
+        name: str,
+        public_key: bytes,
+        kid: bytes | None = None,
+        profile: str = PROFILE_SIGNED,
+        master_salt: bytes = b"",
+        id_context: bytes | None = None,
+        window: int = DEFAULT_WINDOW,
+    ) -> DeviceRecord:
+        """Register a device, atomically with its ``registered`` audit event.
+
+        ``kid`` defaults to the next free one. Raises :class:`~twinlink.naming.InvalidName`,
+        :class:`~twinlink.keys.InvalidPublicKey` (not a valid Ed25519 point, or a small-order
+        one: such a key must never reach the ingest), :class:`RegistryError` (name or kid
+        taken), ValueError for a bad profile, kid length or window size.
+        """
+
+    @abstractmethod
+    def next_kid(self) -> bytes:
+        """The smallest kid (1..6 bytes, big-endian integer) not yet registered."""
+
+    @abstractmethod
+    def device(self, name_or_kid: str | bytes) -> DeviceRecord:
+        """The device by name (str) or kid (bytes); raises :class:`UnknownDevice`."""
+
+    @abstractmethod
+    def devices(self) -> list[DeviceRecord]:
+        """Every registered device, ordered by name."""
+
+    @abstractmethod
+    def revoke(self, name: str, why: str = "") -> None:
+        """Refuse the device's frames from now on; atomic with its audit event.
+        Raises :class:`UnknownDevice`."""
+
+    @abstractmethod
+    def reanchor(self, name: str, floor: int, force: bool = False) -> int:
+        """Accept only sequence numbers >= ``floor`` from now on (after window state was lost).
+
+        ``floor`` must lie in 0..2**40-1 and, unless ``force``, above every sequence number the
+        current context has accepted (a lower floor would re-open numbers already used).
+        Atomic with its audit event; returns the previous window top. Raises
+        :class:`RegistryError` for a refused floor, :class:`UnknownDevice`.
+        """
+
+    @abstractmethod
+    def mark_window_lost(self, name: str) -> None:
+        """Refuse the device until re-anchored; atomic with its audit event."""
+
+    @abstractmethod
+    def announce_rekey(self, name: str, master_salt: bytes) -> DeviceRecord:
+        """First step of an operator re-key: record ``master_salt`` as pending.
+
+        While pending, a frame that verifies under the new salt completes the re-key by itself
+        (so a crash between this step, rewriting the bundle and :meth:`rekey` never strands the
+        device). Raises :class:`RegistryError` if that salt was used before by this device.
+        """
+
+    @abstractmethod
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+        """Switch the device to a new security context; history stays, the window restarts.
+
+        Atomic: the old context is retired, the new one installed with a fresh window, and the
+        audit event recorded, together. Raises :class:`RegistryError` when the (salt, ID
+        Context) pair was used before (its old frames would be accepted again).
+        """
+
+    @abstractmethod
+    def context_status(self, kid: bytes, master_salt: bytes, id_context: bytes | None) -> str:
+        """``"current"``, ``"pending"`` (announced re-key salt), ``"retired"`` or ``"unknown"``
+        for one context of a device (``"unknown"`` also for an unknown kid)."""
+
+    # -- twin key binding ---------------------------------------------------------------------
+
+    @abstractmethod
+    def bind_twin_key(self, fingerprint: str) -> None:
+        """Record the twin public key's fingerprint on first use; afterwards require it.
+
+        Raises :class:`TwinKeyMismatch` (one line, with the fingerprint it expected) when the
+        database was created for another twin key.
+        """
+
+    @abstractmethod
+    def twin_fingerprint(self) -> str | None:
+        """The twin key fingerprint this database is bound to, if any."""
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def lookup(self, kid: bytes) -> WindowState:
+        """The device and its current window, read without locking (the commit re-checks).
+        Raises :class:`UnknownDevice`."""
+
+    @abstractmethod
+    def commit(
+        self, accepted: Sequence[Accepted], events: Sequence[Event]
+    ) -> list[TwinlinkError | None]:
+        """Atomically: re-check each window, store accepted readings, advance windows, renew
+        contexts where asked, update twin state and counters, record events.
+
+        Returns one entry per ``accepted`` item: None if stored, else the refusal (a replay that
+        raced in from another ingest, a revocation or re-key that landed meanwhile); refusals
+        are recorded as events in the same transaction. A reading whose (kid, epoch, seq) is
+        already stored is refused as :class:`~twinlink.errors.Replay`, never an integrity
+        error. Raises :class:`StorageError` if the transaction cannot commit: then nothing of
+        it was stored.
+        """
+
+    @abstractmethod
+    def record_events(self, events: Iterable[Event]) -> None:
+        """Store events on their own (refusals outside a commit); atomic."""
+
+    @abstractmethod
+    def stored(self, kid: bytes, epoch: int, seqs: Iterable[int]) -> dict[int, bytes]:
+        """For the given seqs of one context (kid, epoch): seq -> digest of the stored frame,
+        for those stored. Used to re-acknowledge duplicates and detect conflicts."""
+
+    def stored_seqs(self, kid: bytes, seqs: Iterable[int]) -> set[int]:
+        """Which of ``seqs`` are stored for ``kid`` in its current context (empty for an
+        unknown kid)."""
+        try:
+            epoch = self.device(kid).epoch
+        except UnknownDevice:
+            return set()
+        return set(self.stored(kid, epoch, seqs))
+
+    @abstractmethod
+    def take_ack_seq(self, kid: bytes) -> int:
+        """Reserve the next twin→device sequence number of ``kid``'s current context, durably
+        and atomically (several ingest processes share the counter)."""
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def status(self, name: str) -> DeviceStatus:
+        """Registry entry, counters and latest values of one device; :class:`UnknownDevice`."""
+
+    @abstractmethod
+    def readings(
+        self,
+        name: str | None = None,
+        limit: int = 100,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int | None = None,
+    ) -> list[ReadingRow]:
+        """Stored readings, oldest first: the newest ``limit`` of one device (or all) received
+        in [since, until), or with ``after_id`` the first ``limit`` with a larger id (paging
+        forward, e.g. to follow a live store)."""
+
+    @abstractmethod
+    def events(
+        self, name: str | None = None, limit: int = 100, *, after_id: int | None = None,
+        audit: bool = True,
+    ) -> list[EventRow]:
+        """Security events, oldest first: the newest ``limit`` (of one device or all), or with
+        ``after_id`` the first ``limit`` with a larger id. ``audit=False`` leaves out the audit
+        events (:data:`AUDIT_REASONS`: operator actions, context changes)."""
+
+    @abstractmethod
+    def count_readings(self, name: str | None = None) -> int:
+        """How many readings are stored (of one device, or all)."""
+
+    @abstractmethod
+    def count_events(self, name: str | None = None) -> int:
+        """How many security events are stored (of one device, or all)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the database; further calls raise :class:`StorageError`."""
+
+    def __enter__(self) -> TwinStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

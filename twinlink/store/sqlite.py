@@ -1,0 +1,737 @@
+"""The embedded twin store: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+A committed reading survives a power cut. One connection per store object, guarded by a lock
+(callers from several threads are serialised); several processes may share one file (SQLite's
+write lock serialises their commits, and every commit re-checks the windows it advances).
+The file and its -wal/-shm companions are created mode 0600: they hold decrypted readings.
+The schema carries its version in ``PRAGMA user_version`` and migrates forward in code.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time as _time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from .. import _sqlite
+from .. import keys as _keys
+from ..errors import (
+    Conflict,
+    ContextRetired,
+    Replay,
+    RevokedDevice,
+    TwinlinkError,
+    UnknownDevice,
+    WindowLost,
+)
+from ..naming import check_device_name, printable
+from ..oscore import MAX_KID_LEN, MAX_SEQ
+from ..replay import DEFAULT_WINDOW, ReplayWindow
+from ..values import dumps_json
+from .base import (
+    AUDIT_REASONS,
+    PROFILE_LITE,
+    PROFILE_SIGNED,
+    SCHEMA_VERSION,
+    Accepted,
+    DeviceRecord,
+    DeviceStatus,
+    Event,
+    EventRow,
+    ReadingRow,
+    RegistryError,
+    StorageError,
+    TwinKeyMismatch,
+    TwinStore,
+    WindowState,
+    context_key,
+)
+
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    kid BLOB PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    public_key BLOB NOT NULL,
+    profile TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active',
+    master_salt BLOB NOT NULL DEFAULT x'',
+    id_context BLOB,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    pending_salt BLOB,
+    registered_at REAL NOT NULL,
+    revoked_at REAL,
+    win_size INTEGER NOT NULL,
+    win_top INTEGER NOT NULL DEFAULT -1,
+    win_bits BLOB NOT NULL,
+    win_lost INTEGER NOT NULL DEFAULT 0,
+    ack_seq INTEGER NOT NULL DEFAULT 0,
+    last_seen REAL,
+    last_seq INTEGER,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    refused INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY,
+    kid BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    time REAL,
+    provenance TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
+    payload TEXT NOT NULL,
+    plaintext BLOB NOT NULL,
+    digest BLOB NOT NULL DEFAULT x'',
+    UNIQUE (kid, epoch, seq)
+);
+CREATE TABLE IF NOT EXISTS state (
+    kid BLOB NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    unit TEXT,
+    time REAL,
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (kid, name)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    kid BLOB,
+    seq INTEGER,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_kid ON events (kid, at);
+CREATE INDEX IF NOT EXISTS readings_received ON readings (received_at);
+CREATE TABLE IF NOT EXISTS retired_contexts (
+    kid BLOB NOT NULL,
+    context TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    retired_at REAL NOT NULL,
+    PRIMARY KEY (kid, context)
+);
+"""
+
+# Version 1 is the schema twinlink 0.1 wrote (user_version 0, meta 'schema' = '1').
+_MIGRATE_1_TO_2 = """
+ALTER TABLE devices ADD COLUMN pending_salt BLOB;
+ALTER TABLE readings ADD COLUMN digest BLOB NOT NULL DEFAULT x'';
+ALTER TABLE state ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS readings_received ON readings (received_at);
+"""
+
+_DEVICE_COLS = (
+    "name, kid, public_key, profile, status, master_salt, id_context, epoch, "
+    "win_size, registered_at, pending_salt"
+)
+
+
+def _record(row: Sequence[Any]) -> DeviceRecord:
+    return DeviceRecord(
+        row[0],
+        bytes(row[1]),
+        bytes(row[2]),
+        row[3],
+        row[4],
+        bytes(row[5]),
+        None if row[6] is None else bytes(row[6]),
+        row[7],
+        row[8],
+        row[9],
+        None if row[10] is None else bytes(row[10]),
+    )
+
+
+class SQLiteStore(TwinStore):
+    """The embedded :class:`TwinStore` (see the module docstring).
+
+    ``max_events`` bounds the event table (a flood of garbage frames must not fill the disk:
+    only the newest are kept; per-device counters keep the totals). ``readonly`` opens an
+    existing database for queries (a dashboard, a test watching another process's ingest).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "FULL",
+        timeout: float = 10.0,
+        max_events: int = 1_000_000,
+        *,
+        readonly: bool = False,
+    ) -> None:
+        self.path = str(path)
+        self.max_events = max_events
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self._db = _sqlite.connect(self.path, timeout=timeout, synchronous=synchronous,
+                                       readonly=readonly)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open twin database {self.path}: {exc}") from None
+        try:
+            self._migrate()
+        except StorageError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StorageError(f"cannot open twin database {self.path}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        db = self._db
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"twin database {self.path} has schema version {version}, newer than this "
+                f"twinlink understands ({SCHEMA_VERSION}); upgrade twinlink")
+        if version == SCHEMA_VERSION:
+            return
+        if self.readonly:
+            raise StorageError(f"twin database {self.path} needs a schema upgrade; open it "
+                               "once read-write (any twinlink command with --db) first")
+        with _sqlite.transaction(db, self._lock):
+            has_devices = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='devices'").fetchone()
+            if version == 0 and has_devices:  # twinlink 0.1's schema (version 1)
+                for stmt in _MIGRATE_1_TO_2.strip().split(";"):
+                    if stmt.strip():
+                        db.execute(stmt)
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _guard(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` under the lock; a database failure becomes :class:`StorageError`."""
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"twin database {self.path} is closed")
+            try:
+                return fn()
+            except sqlite3.Error as exc:
+                raise StorageError(f"twin database {self.path}: {exc}") from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a database failure becomes :class:`StorageError` (after the
+        rollback), twinlink errors raised by the body pass through unchanged."""
+        if self.readonly:
+            raise StorageError(f"twin database {self.path} is open read-only")
+        with self._lock:
+            if self._closed:
+                raise StorageError(f"twin database {self.path} is closed")
+            try:
+                with _sqlite.transaction(self._db, self._lock) as db:
+                    yield db
+            except sqlite3.Error as exc:
+                raise StorageError(f"twin database {self.path}: {exc}") from None
+
+    def _device_row(self, db: sqlite3.Connection, name_or_kid: str | bytes) -> DeviceRecord:
+        col = "name" if isinstance(name_or_kid, str) else "kid"
+        row = db.execute(f"SELECT {_DEVICE_COLS} FROM devices WHERE {col}=?",
+                         (name_or_kid,)).fetchone()
+        if row is None:
+            what = (printable(name_or_kid) if isinstance(name_or_kid, str)
+                    else f"with kid {name_or_kid.hex()}")
+            raise UnknownDevice(f"no device {what} is registered")
+        return _record(row)
+
+    # -- twin key binding ---------------------------------------------------------------------
+
+    def twin_fingerprint(self) -> str | None:
+        row = self._guard(lambda: self._db.execute(
+            "SELECT value FROM meta WHERE key='twin_fingerprint'").fetchone())
+        return None if row is None else str(row[0])
+
+    def bind_twin_key(self, fingerprint: str) -> None:
+        known = self.twin_fingerprint()
+        if known is None and not self.readonly:
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('twin_fingerprint', ?)",
+                           (fingerprint,))
+            known = self.twin_fingerprint()
+        if known is not None and known != fingerprint:
+            raise TwinKeyMismatch(
+                f"twin key {fingerprint} does not match this database, which belongs to twin "
+                f"key {known}")
+
+    # -- registry -----------------------------------------------------------------------------
+
+    def next_kid(self) -> bytes:
+        return self._guard(lambda: self._next_kid(self._db))
+
+    @staticmethod
+    def _next_kid(db: sqlite3.Connection) -> bytes:
+        used = {bytes(r[0]) for r in db.execute("SELECT kid FROM devices")}
+        n = 1
+        while _keys.kid_from_int(n) in used:
+            n += 1
+        return _keys.kid_from_int(n)
+
+    def register(
+        self,
+        name: str,
+        public_key: bytes,
+        kid: bytes | None = None,
+        profile: str = PROFILE_SIGNED,
+        master_salt: bytes = b"",
+        id_context: bytes | None = None,
+        window: int = DEFAULT_WINDOW,
+    ) -> DeviceRecord:
+        check_device_name(name)
+        if profile not in (PROFILE_SIGNED, PROFILE_LITE):
+            raise ValueError(f"unknown profile {profile!r}")
+        _keys.check_device_public(public_key)
+        _check_context(master_salt, id_context)
+        ReplayWindow(window)  # validates the size
+        if kid is not None and not 1 <= len(kid) <= MAX_KID_LEN:
+            raise ValueError("kid must be 1 to 6 bytes")
+        with self._tx() as db:
+            kid = kid if kid is not None else self._next_kid(db)
+            taken = db.execute("SELECT name, kid FROM devices WHERE name=? OR kid=?",
+                               (name, kid)).fetchone()
+            if taken is not None:
+                raise RegistryError(
+                    f"a device named {name!r} or with kid {kid.hex()} is already registered "
+                    f"(as {taken[0]!r}, kid {bytes(taken[1]).hex()})")
+            db.execute(
+                "INSERT INTO devices (kid, name, public_key, profile, master_salt, id_context,"
+                " registered_at, win_size, win_bits) VALUES (?,?,?,?,?,?,?,?,?)",
+                (kid, name, public_key, profile, master_salt, id_context, _time.time(), window,
+                 bytes(window // 8)),
+            )
+            self._insert_events(db, [Event(
+                "registered", f"device registered, profile {profile}, key "
+                f"{_keys.fingerprint(public_key)}", kid)])
+            return self._device_row(db, kid)
+
+    def device(self, name_or_kid: str | bytes) -> DeviceRecord:
+        return self._guard(lambda: self._device_row(self._db, name_or_kid))
+
+    def devices(self) -> list[DeviceRecord]:
+        rows = self._guard(lambda: self._db.execute(
+            f"SELECT {_DEVICE_COLS} FROM devices ORDER BY name").fetchall())
+        return [_record(r) for r in rows]
+
+    def revoke(self, name: str, why: str = "") -> None:
+        with self._tx() as db:
+            dev = self._device_row(db, name)
+            db.execute("UPDATE devices SET status='revoked', revoked_at=? WHERE kid=?",
+                       (_time.time(), dev.kid))
+            self._insert_events(db, [Event("revoked_by_operator", why or "revoked", dev.kid)])
+
+    def reanchor(self, name: str, floor: int, force: bool = False) -> int:
+        if type(floor) is not int or not 0 <= floor <= MAX_SEQ:
+            raise RegistryError(f"floor must be an integer from 0 to {MAX_SEQ}")
+        with self._tx() as db:
+            dev = self._device_row(db, name)
+            row = db.execute("SELECT win_top, last_seq FROM devices WHERE kid=?",
+                             (dev.kid,)).fetchone()
+            stored = db.execute("SELECT MAX(seq) FROM readings WHERE kid=? AND epoch=?",
+                                (dev.kid, dev.epoch)).fetchone()[0]
+            highest = max(int(row[0]), -1 if stored is None else int(stored))
+            if floor <= highest and not force:
+                raise RegistryError(
+                    f"floor {floor} is not above sequence number {highest}, which {name} has "
+                    "already used in its current context; choose a floor above it (or force, "
+                    "knowing that numbers already stored are still refused as replays)")
+            win = ReplayWindow.anchored(dev.window_size, floor)
+            db.execute("UPDATE devices SET win_top=?, win_bits=?, win_lost=0 WHERE kid=?",
+                       (win.top, win.to_bytes(), dev.kid))
+            detail = f"window re-anchored at {floor} (highest used {highest})"
+            if floor <= highest:
+                detail += "; forced below numbers already used"
+            self._insert_events(db, [Event("reanchored", detail, dev.kid)])
+            return int(row[0])
+
+    def mark_window_lost(self, name: str) -> None:
+        with self._tx() as db:
+            dev = self._device_row(db, name)
+            db.execute("UPDATE devices SET win_lost=1 WHERE kid=?", (dev.kid,))
+            self._insert_events(db, [Event("window_marked_lost", "window marked lost by an "
+                                           "operator; refused until re-anchored", dev.kid)])
+
+    def context_status(self, kid: bytes, master_salt: bytes, id_context: bytes | None) -> str:
+        def q() -> str:
+            row = self._db.execute(
+                "SELECT master_salt, id_context, pending_salt FROM devices WHERE kid=?",
+                (kid,)).fetchone()
+            if row is None:
+                return "unknown"
+            cur = (bytes(row[0]), None if row[1] is None else bytes(row[1]))
+            if cur == (master_salt, id_context):
+                return "current"
+            if self._db.execute("SELECT 1 FROM retired_contexts WHERE kid=? AND context=?",
+                                (kid, context_key(master_salt, id_context))).fetchone():
+                return "retired"
+            if row[2] is not None and bytes(row[2]) == master_salt:
+                return "pending"
+            return "unknown"
+
+        return self._guard(q)
+
+    def announce_rekey(self, name: str, master_salt: bytes) -> DeviceRecord:
+        _check_context(master_salt, None)
+        with self._tx() as db:
+            dev = self._device_row(db, name)
+            if master_salt == dev.master_salt or db.execute(
+                    "SELECT 1 FROM retired_contexts WHERE kid=? AND context LIKE ?",
+                    (dev.kid, master_salt.hex() + "|%")).fetchone():
+                raise RegistryError(f"{name} already used this Master Salt; a re-key needs a "
+                                    "new one")
+            db.execute("UPDATE devices SET pending_salt=? WHERE kid=?", (master_salt, dev.kid))
+            self._insert_events(db, [Event("rekey_announced",
+                                           f"re-key to a new Master Salt announced (epoch "
+                                           f"{dev.epoch})", dev.kid)])
+            return self._device_row(db, dev.kid)
+
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+        _check_context(master_salt, id_context)
+        with self._tx() as db:
+            dev = self._device_row(db, name)
+            new = context_key(master_salt, id_context)
+            if new == context_key(dev.master_salt, dev.id_context) or db.execute(
+                    "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?",
+                    (dev.kid, new)).fetchone():
+                # Same key again with a fresh window would let every old frame be replayed.
+                raise RegistryError(
+                    f"{name} already used this Master Salt / ID Context; a re-key needs a new "
+                    "one")
+            self._switch_context(db, dev, master_salt, id_context)
+            self._insert_events(db, [Event(
+                "rekeyed", f"new security context by an operator, epoch {dev.epoch + 1}",
+                dev.kid)])
+            return self._device_row(db, dev.kid)
+
+    @staticmethod
+    def _switch_context(db: sqlite3.Connection, dev: DeviceRecord, master_salt: bytes,
+                        id_context: bytes | None) -> None:
+        """Retire the current context and install a new one with a fresh window (in a tx)."""
+        db.execute("INSERT OR IGNORE INTO retired_contexts VALUES (?,?,?,?)",
+                   (dev.kid, context_key(dev.master_salt, dev.id_context), dev.epoch,
+                    _time.time()))
+        pending = dev.pending_salt if dev.pending_salt != master_salt else None
+        db.execute(
+            "UPDATE devices SET master_salt=?, id_context=?, epoch=epoch+1, pending_salt=?,"
+            " win_top=-1, win_bits=?, win_lost=0, ack_seq=0 WHERE kid=?",
+            (master_salt, id_context, pending, bytes(dev.window_size // 8), dev.kid))
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def lookup(self, kid: bytes) -> WindowState:
+        def q() -> WindowState:
+            row = self._db.execute(
+                f"SELECT {_DEVICE_COLS}, win_top, win_bits, win_lost FROM devices WHERE kid=?",
+                (kid,)).fetchone()
+            if row is None:
+                raise UnknownDevice(f"no device with kid {kid.hex()} is registered")
+            dev = _record(row)
+            return WindowState(dev, ReplayWindow.from_state(dev.window_size, row[11], row[12]),
+                               bool(row[13]))
+
+        return self._guard(q)
+
+    def commit(
+        self, accepted: Sequence[Accepted], events: Sequence[Event]
+    ) -> list[TwinlinkError | None]:
+        try:
+            return self._commit(accepted, events, careful=False)
+        except _Collision:
+            # A (kid, epoch, seq) was stored already although the window allowed it (after a
+            # forced re-anchor, or a database edited by hand): redo with an explicit check.
+            return self._commit(accepted, events, careful=True)
+
+    def _commit(self, accepted: Sequence[Accepted], events: Sequence[Event],
+                careful: bool) -> list[TwinlinkError | None]:
+        results: list[TwinlinkError | None] = []
+        with self._tx() as db:
+            devs: dict[bytes, list[Any]] = {}  # kid -> [record, window, lost]
+            rows: list[tuple[Any, ...]] = []
+            extra = list(events)
+            state_rows: dict[tuple[bytes, str], tuple[Any, ...]] = {}
+            counts: dict[bytes, list[Any]] = {}
+            for a in accepted:
+                entry = devs.get(a.kid)
+                if entry is None:
+                    r = db.execute(f"SELECT {_DEVICE_COLS}, win_top, win_bits, win_lost FROM "
+                                   "devices WHERE kid=?", (a.kid,)).fetchone()
+                    if r is None:
+                        gone = UnknownDevice("device was removed")
+                        results.append(gone)
+                        extra.append(Event(gone.reason, str(gone), a.kid, a.seq, a.source))
+                        continue
+                    dev0 = _record(r)
+                    entry = devs[a.kid] = [
+                        dev0, ReplayWindow.from_state(dev0.window_size, r[11], r[12]), bool(r[13])]
+                err: TwinlinkError | None = None
+                try:
+                    dev, win, lost = entry
+                    if dev.status != "active":
+                        raise RevokedDevice(f"device {dev.name} was revoked")
+                    ctx = ((dev.master_salt, dev.id_context) if a.master_salt is None
+                           else (a.master_salt, a.id_context))
+                    if ctx != (dev.master_salt, dev.id_context):
+                        key = context_key(*ctx)
+                        retired = db.execute(
+                            "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?",
+                            (a.kid, key)).fetchone()
+                        if retired or not a.renew or dev.profile == PROFILE_LITE:
+                            raise ContextRetired(
+                                f"frame of {dev.name} was sealed under a security context the "
+                                "twin has retired")
+                        self._switch_context(db, dev, ctx[0], ctx[1])
+                        extra.append(Event(
+                            "context_renewed",
+                            f"{dev.name} started a new security context (epoch {dev.epoch + 1},"
+                            f" kid context {'-' if ctx[1] is None else ctx[1].hex()}): its "
+                            "sequence state was lost, restored or copied", a.kid, a.seq,
+                            a.source))
+                        dev = self._device_row(db, a.kid)
+                        win, lost = ReplayWindow(dev.window_size), False
+                        entry[:] = [dev, win, lost]
+                    if lost:
+                        raise WindowLost("replay window lost; re-anchor the device")
+                    win.check(a.seq)
+                    if careful:
+                        prior = db.execute(
+                            "SELECT digest FROM readings WHERE kid=? AND epoch=? AND seq=?",
+                            (a.kid, dev.epoch, a.seq)).fetchone()
+                        if prior is not None:
+                            if a.digest and bytes(prior[0]) and bytes(prior[0]) != a.digest:
+                                raise Conflict(f"sequence number {a.seq} of {dev.name} was "
+                                               "stored before with different content")
+                            raise Replay(f"sequence number {a.seq} was already accepted")
+                    win.update(a.seq)
+                except TwinlinkError as exc:
+                    err = exc
+                    extra.append(Event(exc.reason, str(exc), a.kid, a.seq, a.source))
+                results.append(err)
+                if err is not None:
+                    continue
+                epoch = entry[0].epoch
+                c = counts.setdefault(a.kid, [0, None, None])
+                c[0] += 1
+                c[1], c[2] = a.received_at, a.seq
+                rows.append((a.kid, epoch, a.seq, a.received_at, a.time, a.provenance, a.source,
+                             a.payload_json or dumps_json(a.payload), a.plaintext, a.digest))
+                for rec in a.records:
+                    name, value, unit, t = rec[0], rec[1], rec[2], rec[3]
+                    # Newest (epoch, seq) per (device, name) within the batch: one upsert each.
+                    prev = state_rows.get((a.kid, name))
+                    if prev is None or (epoch, a.seq) >= (prev[6], prev[5]):
+                        state_rows[(a.kid, name)] = (a.kid, name, value, unit, t, a.seq, epoch,
+                                                     a.received_at)
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO readings (kid, epoch, seq, received_at, time, provenance, source,"
+                " payload, plaintext, digest) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (kid, epoch, seq) DO NOTHING",
+                rows,
+            )
+            if db.total_changes - before != len(rows):
+                raise _Collision
+            db.executemany(
+                "INSERT INTO state (kid, name, value, unit, time, seq, epoch, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (kid, name) DO UPDATE SET"
+                " value=excluded.value, unit=excluded.unit, time=excluded.time,"
+                " seq=excluded.seq, epoch=excluded.epoch, updated_at=excluded.updated_at"
+                " WHERE excluded.epoch > state.epoch"
+                " OR (excluded.epoch = state.epoch AND excluded.seq >= state.seq)",
+                [(k, n, dumps_json(v), u, t, q, e, r)
+                 for k, n, v, u, t, q, e, r in state_rows.values()],
+            )
+            for kid, (_dev, win, _lost) in devs.items():
+                db.execute("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
+                           (win.top, win.to_bytes(), kid))
+            for kid, (acc, seen, seq) in counts.items():
+                db.execute(
+                    "UPDATE devices SET accepted=accepted+?, last_seen=?, last_seq=? WHERE kid=?",
+                    (acc, seen, seq, kid))
+            self._insert_events(db, extra)
+        return results
+
+    def _insert_events(self, db: sqlite3.Connection, events: Iterable[Event]) -> None:
+        evs = list(events)
+        if not evs:
+            return
+        db.executemany(
+            "INSERT INTO events (at, kid, seq, reason, detail, source) VALUES (?,?,?,?,?,?)",
+            [(e.at, e.kid, e.seq, e.reason, e.detail, e.source) for e in evs],
+        )
+        refused: dict[bytes, int] = {}
+        for e in evs:
+            if e.kid is not None and e.reason not in AUDIT_REASONS:
+                refused[e.kid] = refused.get(e.kid, 0) + 1
+        db.executemany("UPDATE devices SET refused=refused+? WHERE kid=?",
+                       [(n, k) for k, n in refused.items()])
+        db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
+                   (self.max_events,))
+
+    def record_events(self, events: Iterable[Event]) -> None:
+        evs = list(events)
+        if not evs:
+            return
+        with self._tx() as db:
+            self._insert_events(db, evs)
+
+    def take_ack_seq(self, kid: bytes) -> int:
+        """Reserve the next twin→device sequence number (acknowledgements)."""
+        with self._tx() as db:
+            row = db.execute("SELECT ack_seq FROM devices WHERE kid=?", (kid,)).fetchone()
+            if row is None:
+                raise UnknownDevice(f"no device with kid {kid.hex()} is registered")
+            db.execute("UPDATE devices SET ack_seq=ack_seq+1 WHERE kid=?", (kid,))
+            return int(row[0])
+
+    def stored(self, kid: bytes, epoch: int, seqs: Iterable[int]) -> dict[int, bytes]:
+        want = sorted(set(seqs))
+
+        def q() -> dict[int, bytes]:
+            found: dict[int, bytes] = {}
+            for i in range(0, len(want), 500):
+                part = want[i : i + 500]
+                found.update(
+                    (int(r[0]), bytes(r[1]))
+                    for r in self._db.execute(
+                        "SELECT seq, digest FROM readings WHERE kid=? AND epoch=? AND seq IN"
+                        f" ({','.join('?' * len(part))})",
+                        (kid, epoch, *part),
+                    )
+                )
+            return found
+
+        return self._guard(q) if want else {}
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def status(self, name: str) -> DeviceStatus:
+        def q() -> DeviceStatus:
+            dev = self._device_row(self._db, name)
+            r = self._db.execute(
+                "SELECT status, last_seen, last_seq, accepted, refused, win_top, win_lost, epoch"
+                " FROM devices WHERE kid=?", (dev.kid,)).fetchone()
+            st = self._db.execute(
+                "SELECT name, value, unit, time, seq, epoch FROM state WHERE kid=? ORDER BY name",
+                (dev.kid,)).fetchall()
+            return {
+                "name": dev.name,
+                "kid": dev.kid.hex(),
+                "profile": dev.profile,
+                "status": r[0],
+                "fingerprint": dev.fingerprint,
+                "registered_at": dev.registered_at,
+                "last_seen": r[1],
+                "last_seq": r[2],
+                "accepted": r[3],
+                "refused": r[4],
+                "window_top": r[5],
+                "window_lost": bool(r[6]),
+                "epoch": r[7],
+                "id_context": None if dev.id_context is None else dev.id_context.hex(),
+                "state": {n: {"value": json.loads(v), "unit": u, "time": t, "seq": s, "epoch": e}
+                          for n, v, u, t, s, e in st},
+            }
+
+        return self._guard(q)
+
+    def _page(self, select: str, alias: str, name: str | None, limit: int,
+              after_id: int | None, extra: str = "", params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of ``select`` (its table as ``alias``, devices as ``d``), oldest first: the newest
+        ``limit`` matching, or the first ``limit`` after ``after_id``."""
+        where = f"(? IS NULL OR d.name = ?){extra}"
+        args: tuple[Any, ...] = (name, name, *params)
+        if after_id is not None:
+            q = f"{select} WHERE {where} AND {alias}.id > ? ORDER BY {alias}.id LIMIT ?"
+            return self._guard(lambda: self._db.execute(q, (*args, after_id, limit)).fetchall())
+        q = f"{select} WHERE {where} ORDER BY {alias}.id DESC LIMIT ?"
+        rows = self._guard(lambda: self._db.execute(q, (*args, limit)).fetchall())
+        return list(reversed(rows))
+
+    def readings(
+        self,
+        name: str | None = None,
+        limit: int = 100,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        after_id: int | None = None,
+    ) -> list[ReadingRow]:
+        rows = self._page(
+            "SELECT r.id, d.name, r.seq, r.epoch, r.received_at, r.time, r.provenance, r.source,"
+            " r.payload FROM readings r JOIN devices d ON d.kid = r.kid",
+            "r", name, limit, after_id,
+            " AND (? IS NULL OR r.received_at >= ?) AND (? IS NULL OR r.received_at < ?)",
+            (since, since, until, until),
+        )
+        return [
+            {"id": i, "device": n, "seq": s, "epoch": e, "received_at": ra, "time": t,
+             "provenance": p, "source": src, "payload": json.loads(pl)}
+            for i, n, s, e, ra, t, p, src, pl in rows
+        ]
+
+    def events(
+        self, name: str | None = None, limit: int = 100, *, after_id: int | None = None,
+        audit: bool = True,
+    ) -> list[EventRow]:
+        extra, params = "", ()  # type: tuple[str, tuple[str, ...]]
+        if not audit:
+            extra = f" AND e.reason NOT IN ({','.join('?' * len(AUDIT_REASONS))})"
+            params = tuple(sorted(AUDIT_REASONS))
+        rows = self._page(
+            "SELECT e.id, e.at, e.kid, d.name, e.seq, e.reason, e.detail, e.source FROM events e"
+            " LEFT JOIN devices d ON d.kid = e.kid",
+            "e", name, limit, after_id, extra, params,
+        )
+        return [
+            {"id": i, "at": at, "kid": None if k is None else bytes(k).hex(), "device": n,
+             "seq": s, "reason": r, "detail": d, "source": src}
+            for i, at, k, n, s, r, d, src in rows
+        ]
+
+    def count_readings(self, name: str | None = None) -> int:
+        return int(self._guard(lambda: self._db.execute(
+            "SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid = r.kid"
+            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+
+    def count_events(self, name: str | None = None) -> int:
+        return int(self._guard(lambda: self._db.execute(
+            "SELECT COUNT(*) FROM events e LEFT JOIN devices d ON d.kid = e.kid"
+            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+
+class _Collision(Exception):
+    """Internal: the fast insert found a stored (kid, epoch, seq); redo the commit carefully."""
+
+
+def _check_context(master_salt: bytes, id_context: bytes | None) -> None:
+    if type(master_salt) is not bytes or len(master_salt) > 64:
+        raise ValueError("Master Salt must be bytes, at most 64")
+    if id_context is not None and (type(id_context) is not bytes
+                                   or not 1 <= len(id_context) <= 16):
+        raise ValueError("ID Context must be 1 to 16 bytes (or absent)")
