@@ -14,7 +14,7 @@ Never crash-looping on a message:
 
 - A frame the twin refuses (any reason, recorded by the twin as a security event) is
   acknowledged to the broker like a stored one: it is processed for good. Nothing between
-  ``open_many`` and the broker acks can raise for one message (acks, duplicate lookups and the
+  ``open_many`` and the broker acks can raise for one message (end-to-end acks and the
   ``--jsonl`` output are each contained).
 - If ``open_many`` itself raises (the database is unavailable, …) the batch is *not* acknowledged:
   the failure is logged once with its traceback and counted (``stats.failed_batches``), and the
@@ -53,10 +53,9 @@ import paho.mqtt.client as mqtt
 from .. import frame as _frame
 from ..ack import MAX_RANGES, seal_ack, to_ranges
 from ..backoff import Backoff
-from ..errors import ReplayError, WindowLost
 from ..store import Event
 from ..transport.mqtt import MAX_PACKET, Message, MqttOptions, MqttTransport, topic, topic_kid
-from ..twin import Reading, Result, Twin, refusal_json
+from ..twin import FrameInfo, Reading, Result, Twin, refusal_json
 
 __all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "serve"]
 
@@ -71,7 +70,7 @@ POISON_STRIKES = 2
 class IngestStats:
     received: int = 0  # messages processed (stored, duplicate or refused)
     stored: int = 0
-    duplicates: int = 0  # refused as replays but already stored: re-acknowledged
+    duplicates: int = 0  # byte-identical copies of stored frames: re-acknowledged
     refused: int = 0  # every other refusal (security events)
     batches: int = 0  # batches fully handled (stored, acks published, broker acked)
     acks: int = 0  # end-to-end acks published
@@ -288,23 +287,20 @@ class MqttIngest:
         """Everything after the commit; contained so that no single message can make it raise."""
         self.stats.received += len(batch)
         stored: dict[bytes, set[int]] = {}
-        replays: dict[bytes, set[int]] = {}
-        for m, r in zip(batch, results):
+        for r in results:
             if isinstance(r, Reading):
                 stored.setdefault(r.kid, set()).add(r.seq)
                 self.stats.stored += 1
                 continue
-            ks = _kid_seq(m.payload) if isinstance(r, ReplayError) else None
-            if ks is not None and not isinstance(r, WindowLost):
-                replays.setdefault(ks[0], set()).add(ks[1])
+            info = getattr(r, "frame", None)
+            if isinstance(info, FrameInfo) and info.duplicate and info.kid is not None \
+                    and info.seq is not None:
+                # A byte-identical copy of a stored frame (the twin compared digests): its
+                # ack was lost, acknowledge it again. Never a conflict (other content).
+                stored.setdefault(info.kid, set()).add(info.seq)
+                self.stats.duplicates += 1
             else:
                 self.stats.refused += 1
-        for kid, seqs in replays.items():
-            known = self._stored_before(kid, seqs)
-            self.stats.duplicates += len(known)
-            self.stats.refused += len(seqs) - len(known)
-            if known:
-                stored.setdefault(kid, set()).update(known)
         for kid, seqs in stored.items():
             self._publish_acks(kid, seqs)
         for m in batch:
@@ -312,15 +308,6 @@ class MqttIngest:
         self.stats.batches += 1  # last: a batch counted here is fully handled
         if self.jsonl is not None:
             self._write_jsonl(results)
-
-    def _stored_before(self, kid: bytes, seqs: set[int]) -> set[int]:
-        # Only what the database says is stored is acknowledged, never what a frame claims.
-        try:
-            return set(self.twin.store.stored_seqs(kid, seqs))
-        except Exception:
-            log.exception("ingest: looking up %d duplicate(s) of device %s failed; they are not "
-                          "re-acknowledged (the device sends them again)", len(seqs), kid.hex())
-            return set()
 
     def _publish_acks(self, kid: bytes, seqs: Iterable[int]) -> None:
         # A failure costs only this device's acks: its frames are stored, it resends them and
