@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cbor2
 import pytest
 from mosquitto import (  # noqa: F401
     broker_factory,
@@ -19,6 +20,7 @@ from mosquitto import (  # noqa: F401
 )
 
 from twinlink import Device, Twin, ack
+from twinlink.frame import parse, seal
 from twinlink.mqtt_link import for_device
 
 pytestmark = [pytest.mark.mqtt, requires_mosquitto]
@@ -109,3 +111,33 @@ def test_forged_and_replayed_acks_change_nothing(tmp_path: Path, broker_factory)
         link.close()  # the link is not attached to dev: close it, or its thread outlives the test
         dev.close()
         twin.close()
+
+
+def test_a_conflicting_frame_is_never_acknowledged(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+    """A second frame under a stored sequence number with other content (a clone, or a device
+    that lost its state) is refused as a conflict and not acknowledged; a byte-identical copy
+    (a lost ack) is acknowledged again."""
+    rig = twin_rig(tmp_path)
+    broker = broker_factory(persistence=False)
+    pump = Device.load(rig.bundle("pump"), rig.state)
+    original = pump.seal({"i": 1})
+    seq = parse(original).seq
+    assert pump.bundle.device_key is not None
+    clone = seal(pump.bundle.device_key.secret64, pump.bundle.context(), seq,
+                 cbor2.dumps({"cloned": True}))
+    pump.close()
+    raw = raw_client(broker.port)
+    try:
+        with Twin(rig.db, rig.twin_key) as twin, running_ingest(broker.url, twin) as ing:
+            publish(raw, "twinlink/01/t", original)
+            wait_until(lambda: ing.stats.batches == 1, 10, what="the original")
+            publish(raw, "twinlink/01/t", original)
+            wait_until(lambda: ing.stats.batches == 2, 10, what="the copy")
+            assert (ing.stats.duplicates, ing.stats.acks) == (1, 2)
+            publish(raw, "twinlink/01/t", clone)
+            wait_until(lambda: ing.stats.batches == 3, 10, what="the clone")
+            assert (ing.stats.duplicates, ing.stats.acks, ing.stats.refused) == (1, 2, 1)
+    finally:
+        raw.loop_stop()
+    assert [r for r, _ in events(rig.db)] == ["replay", "conflict"]
+    assert stored_count(rig.db) == 1
