@@ -20,10 +20,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from . import _sqlite
 from . import frame as _frame
 from .errors import StateLocked, TransportError, TwinlinkError
 from .replay import ReplayWindow
@@ -73,13 +73,15 @@ class Outbox:
             os.close(self._lockfd)
             raise StateLocked(f"outbox {self.path} is in use by another process") from None
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = _sqlite.connect(str(self.path), timeout=timeout)  # WAL, FULL, 0600
+        except (sqlite3.Error, OSError) as exc:
+            os.close(self._lockfd)
+            raise TwinlinkError(f"cannot open outbox {self.path}: {exc}") from None
+        try:
             self._db.executescript(_SCHEMA)
             self._count = int(self._db.execute("SELECT COUNT(*) FROM frames").fetchone()[0])
         except sqlite3.Error as exc:
+            self._db.close()
             os.close(self._lockfd)
             raise TwinlinkError(f"cannot open outbox {self.path}: {exc}") from None
 
@@ -91,17 +93,6 @@ class Outbox:
 
     def room(self) -> int:
         return max(0, self.capacity - self._count)
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # Caller holds self._lock. BEGIN IMMEDIATE: take the write lock up front.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
 
     def put(self, frames: Sequence[bytes], kid: bytes | None = None) -> int:
         """Durably queue sealed frames (all or none); return how many were new.
@@ -124,7 +115,7 @@ class Outbox:
                 raise OutboxFull(
                     f"outbox {self.path.name} is full ({self._count}/{self.capacity} unacknowledged"
                     f" frames); {len(rows)} new frame(s) refused")
-            with self._transaction() as db:
+            with _sqlite.transaction(self._db, self._lock) as db:
                 before = db.total_changes
                 db.executemany("INSERT OR IGNORE INTO frames VALUES (?,?,?,?)",
                                [(k, s, f, now) for k, s, f in rows])
@@ -163,7 +154,7 @@ class Outbox:
         """
         rs = list(ranges)
         with self._lock:
-            with self._transaction() as db:
+            with _sqlite.transaction(self._db, self._lock) as db:
                 if ack_seq is not None:
                     row = db.execute("SELECT top, bits FROM ack_window WHERE kid=?",
                                      (kid,)).fetchone()

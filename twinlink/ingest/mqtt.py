@@ -19,10 +19,12 @@ Never crash-looping on a message:
 - If ``open_many`` itself raises (the database is unavailable, …) the batch is *not* acknowledged:
   the failure is logged once with its traceback and counted (``stats.failed_batches``), and the
   batch is retried after a backoff (``retry_min`` doubling to ``retry_max``), one message at a
-  time; if the ingest stops meanwhile, the broker redelivers the batch to the next session. A
-  message that keeps failing alone right after other messages went in (``POISON_STRIKES``
-  times) is the cause, not the database: it is recorded as an ``internal_error`` security
-  event, acknowledged and set aside (``stats.poisoned``), and the rest flows on.
+  time; if the ingest stops meanwhile, the broker redelivers the batch to the next session.
+  :class:`~twinlink.store.StorageError` (the store cannot store anything) is only ever waited
+  out. Any other exception is a bug the twin failed to contain to one frame: a message that
+  keeps failing alone right after other messages went in (``POISON_STRIKES`` times) is its
+  cause, recorded as an ``internal_error`` security event, acknowledged and set aside
+  (``stats.poisoned``), and the rest flows on.
 - Retained messages are never ingested: the subscription asks the broker not to send them (MQTT v5
   Retain Handling 2, also on every re-subscription), and any PUBLISH still flagged retained is
   acknowledged and dropped (``stats.retained``). A retained frame stays on the broker and is never
@@ -53,7 +55,7 @@ import paho.mqtt.client as mqtt
 from .. import frame as _frame
 from ..ack import MAX_RANGES, seal_ack, to_ranges
 from ..backoff import Backoff
-from ..store import Event
+from ..store import Event, StorageError
 from ..transport.mqtt import MAX_PACKET, Message, MqttOptions, MqttTransport, topic, topic_kid
 from ..twin import FrameInfo, Reading, Result, Twin, refusal_json
 
@@ -185,13 +187,15 @@ class MqttIngest:
             self._succeeded()
             return
         self._cleared = False
-        if self._suspect is None:
-            # Before blaming the store, see whether the next message alone goes in.
+        if self._suspect is not None:
+            # A second message failed too: the store is failing, not one message.
+            self._held.insert(0, self._suspect.msg)
+            self._suspect = None
+        elif not isinstance(self._last_exc, StorageError):
+            # A bug, not the store's "cannot store": before blaming this message, see whether
+            # the next one alone goes in.
             self._suspect = _Suspect(self._held.pop(0), self._last_exc)
             return
-        # A second message failed too: the store is failing, not one message.
-        self._held.insert(0, self._suspect.msg)
-        self._suspect = None
         self._wait(stop)
 
     def _try_suspect(self, stop: threading.Event) -> None:
@@ -206,8 +210,8 @@ class MqttIngest:
             self._succeeded()
             return
         sus.exc = self._last_exc
-        if not cleared:
-            self._wait(stop)  # nothing to compare with yet
+        if not cleared or isinstance(sus.exc, StorageError):
+            self._wait(stop)  # nothing to compare with yet, or the store itself failing
             return
         sus.strikes += 1
         if sus.strikes >= POISON_STRIKES:
