@@ -4,7 +4,8 @@ raw libsodium verify+decrypt rate of the same frames measured in the same run.
     python benchmarks/bench_mqtt.py [--frames 10000] [--window 1024]
     pytest benchmarks/bench_mqtt.py --benchmark-only        (same measurement, one round)
 
-The device publishes pre-sealed frames through its durable outbox (``MqttLink``) and the clock
+The device publishes pre-sealed frames through its durable outbox (``MqttLink`` from
+``transport.open``) and the clock
 stops when the twin's end-to-end acks have released every frame, so the figure includes the
 broker, both SQLite commits (readings, outbox) and the acks. The ingest is a separate process
 (``twinlink serve``), as deployed. Target: e2e >= 50 % of the raw rate (one core's crypto floor).
@@ -25,9 +26,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from mosquitto import Broker, start_serve, stored, twin_rig  # noqa: E402
 
-from twinlink import Device, Twin, oscore  # noqa: E402
+from twinlink import Device, Twin, oscore, transport  # noqa: E402
 from twinlink import _backend_pure as ref  # noqa: E402
-from twinlink.mqtt_link import for_device  # noqa: E402
 
 READING = {"temp": 21.5, "hum": 40.25, "pressure": 1013.2, "tag": "ab"}
 
@@ -63,7 +63,7 @@ def run(n: int = 10_000, window: int = 1024, workdir: Path | None = None) -> dic
     broker.start()
     serve = start_serve(broker.url, rig.db, rig.twin_key)
     try:
-        link = for_device(dev, broker.url, window=window, timeout=120)
+        link = transport.open(broker.url, device=dev, window=window, timeout=120)
         assert link.wait_connected(10) and link.ack_subscribed.wait(10)
         t0 = time.perf_counter()
         link.send_many(frames)
