@@ -167,3 +167,15 @@ def test_flat_connection_settings_as_the_bridge_passes_them(tmp_path: Path) -> N
     assert link.outbox.path.parent == rig.state
     link.close()
     dev.close()
+
+
+def test_flat_settings_of_the_wrong_type_name_the_key(tmp_path: Path) -> None:
+    rig = twin_rig(tmp_path)
+    dev = Device.load(rig.bundle("pump"), rig.state)
+    try:
+        for bad, key in (({"keepalive": "30"}, "keepalive"), ({"username": 7}, "username"),
+                         ({"reconnect_max": True}, "reconnect_max")):
+            with pytest.raises(TypeError, match=key):
+                for_device(dev, "mqtt://127.0.0.1:1", start=False, **bad)
+    finally:
+        dev.close()

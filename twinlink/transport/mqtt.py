@@ -148,9 +148,19 @@ def take_options(kw: dict[str, Any]) -> dict[str, Any]:
     """Move flat connection settings (``ca=``, ``username=``, ``password_file=``,
     ``reconnect_max=``, …) out of ``kw`` into ``kw["options"]`` (an :class:`MqttOptions`).
 
-    Raises ValueError if both flat settings and ``options=`` are given.
+    Raises ValueError if both flat settings and ``options=`` are given, TypeError (naming the
+    key) for a value of the wrong type.
     """
     flat = {k: kw.pop(k) for k in FLAT_KEYS if k in kw}
+    for k, v in flat.items():
+        numeric = k in ("keepalive", "connect_timeout", "reconnect_max")
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 if numeric
+              else isinstance(v, str))
+        if not ok:
+            raise TypeError(f"{k} must be {'a number >= 0' if numeric else 'a string'}, "
+                            f"not {type(v).__name__}")
+    if "keepalive" in flat:
+        flat["keepalive"] = int(flat["keepalive"])
     if flat:
         if "options" in kw:
             raise ValueError("give either options=MqttOptions(...) or flat connection settings")
