@@ -6,8 +6,9 @@ raw libsodium verify+decrypt rate of the same frames measured in the same run.
 
 The device publishes pre-sealed frames through its durable outbox (``MqttLink`` from
 ``transport.open``) and the clock stops when the twin's end-to-end acks have released every
-frame, so the figure includes the broker, both SQLite commits (readings, outbox) and the acks. The ingest is a separate process
-(``twinlink serve``), as deployed. Target: e2e >= 50 % of the raw rate (one core's crypto floor).
+frame, so the figure includes the broker, both SQLite commits (readings, outbox) and the acks.
+The ingest is a separate process (``twinlink serve``), as deployed. Target: e2e >= 50 % of the
+raw rate (one core's crypto floor).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="mosquitto libsodium-dev clang openssl make"
+APT_PACKAGES="mosquitto libsodium-dev clang openssl make rsyslog rsyslog-openssl prometheus"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"

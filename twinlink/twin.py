@@ -80,7 +80,10 @@ class Reading:
     digest: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
-        """The ``twinlink open`` output object."""
+        """A JSON-ready dict of the reading (``time`` as epoch seconds).
+
+        Deprecated: what the CLI prints is shaped by ``twinlink.cli.output`` (ISO times); this
+        stays for ``demo.py``, ``monitor.py`` and ``serve.py``'s ``jsonl`` until they move."""
         return {
             "ok": True,
             "device": self.device,
@@ -92,8 +95,11 @@ class Reading:
 
 
 def refusal_json(err: TwinlinkError) -> dict[str, Any]:
-    """The ``twinlink open`` output object for a refused frame: the reason, and the device and
-    sequence number where the frame named them."""
+    """A JSON-ready dict of a refusal: the reason, and the device and sequence number where the
+    frame named them.
+
+    Deprecated: the CLI's copy is ``twinlink.cli.output.refusal_json``; this stays for
+    ``monitor.py`` and ``serve.py``'s ``jsonl`` until they move."""
     out: dict[str, Any] = {"ok": False, "error": err.reason}
     info = getattr(err, "frame", None)
     if isinstance(info, FrameInfo):
@@ -600,8 +606,9 @@ def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], flo
 MAX_LINE = 2 * 65535 + 2
 
 
-def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    """Open hex frames one a line (the ``twinlink open`` filter); yield JSON-ready objects.
+def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[Result]:
+    """Open hex frames one a line (the ``twinlink open`` filter); yield each frame's result:
+    the :class:`Reading`, or the :class:`~twinlink.errors.TwinlinkError` that refused it.
 
     A line that is not hex, or longer than :data:`MAX_LINE`, is refused as ``malformed`` and
     recorded; the next line is processed.
@@ -618,8 +625,7 @@ def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
             except ValueError:
                 err = MalformedFrame("line is not hex")
             else:
-                result = twin.open_many([frame])[0]
-                yield result.to_json() if isinstance(result, Reading) else refusal_json(result)
+                yield twin.open_many([frame])[0]
                 continue
         twin.store.record_events([Event(err.reason, str(err))])
-        yield refusal_json(err)
+        yield err

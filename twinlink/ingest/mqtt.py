@@ -14,8 +14,8 @@ Never crash-looping on a message:
 
 - A frame the twin refuses (any reason, recorded by the twin as a security event) is
   acknowledged to the broker like a stored one: it is processed for good. Nothing between
-  ``open_many`` and the broker acks can raise for one message (end-to-end acks and the
-  ``--jsonl`` output are each contained).
+  ``open_many`` and the broker acks can raise for one message (end-to-end acks are contained;
+  ``on_results``, e.g. the CLI's JSON output, runs after the acks and is contained too).
 - If ``open_many`` itself raises (the database is unavailable, …) the batch is *not* acknowledged:
   the failure is logged once with its traceback and counted (``stats.failed_batches``), and the
   batch is retried after a backoff (``retry_min`` doubling to ``retry_max``), one message at a
@@ -40,15 +40,14 @@ connection the message arrived on, see :meth:`MqttTransport.ack`).
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
@@ -57,7 +56,7 @@ from ..ack import MAX_RANGES, seal_ack, to_ranges
 from ..backoff import Backoff
 from ..store import Event, StorageError
 from ..transport.mqtt import MAX_PACKET, Message, MqttOptions, MqttTransport, topic, topic_kid
-from ..twin import FrameInfo, Reading, Result, Twin, refusal_json
+from ..twin import FrameInfo, Reading, Result, Twin
 
 __all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "serve"]
 
@@ -99,11 +98,13 @@ class MqttIngest:
                  session_expiry: int = 3600, receive_maximum: int = 2048,
                  max_packet_size: int = MAX_PACKET, batch_max: int = 1024,
                  batch_wait: float = 0.005, retry_min: float = 0.5, retry_max: float = 30.0,
-                 jsonl: TextIO | None = None) -> None:
+                 on_results: Callable[[list[Result]], None] | None = None) -> None:
         self.twin = twin
         self.sub_topic = f"$share/{share}/twinlink/+/t" if share else "twinlink/+/t"
         self.batch_max, self.batch_wait = batch_max, batch_wait
-        self.jsonl = jsonl
+        #: Called in the ``run`` thread with each committed batch's results, in order, after
+        #: the batch was acknowledged; an exception from it is logged, never stops the ingest.
+        self.on_results = on_results
         self.stats = IngestStats()
         #: Set while the broker has confirmed our subscription on the current connection.
         self.subscribed = threading.Event()
@@ -310,8 +311,11 @@ class MqttIngest:
         for m in batch:
             self.transport.ack(m)
         self.stats.batches += 1  # last: a batch counted here is fully handled
-        if self.jsonl is not None:
-            self._write_jsonl(results)
+        if self.on_results is not None:
+            try:
+                self.on_results(list(results))
+            except Exception:
+                log.exception("ingest: the on_results callback failed; carrying on")
 
     def _publish_acks(self, kid: bytes, seqs: Iterable[int]) -> None:
         # A failure costs only this device's acks: its frames are stored, it resends them and
@@ -357,22 +361,6 @@ class MqttIngest:
         self.stats.poisoned += 1
         return True
 
-    def _write_jsonl(self, results: Sequence[Result]) -> None:
-        assert self.jsonl is not None
-        lines = []
-        for r in results:
-            try:
-                obj = r.to_json() if isinstance(r, Reading) else refusal_json(r)
-                lines.append(json.dumps(obj, separators=(",", ":"), allow_nan=False))
-            except Exception:  # a payload JSON cannot show must not stop the ingest
-                lines.append(json.dumps(_fallback_json(r), separators=(",", ":")))
-        try:
-            self.jsonl.write("\n".join(lines) + "\n")
-            self.jsonl.flush()
-        except (OSError, ValueError) as exc:  # a closed pipe or file: stop writing, keep serving
-            log.error("ingest: cannot write JSON lines (%s); JSON output stopped", exc)
-            self.jsonl = None
-
 
 def _settled(info: mqtt.MQTTMessageInfo) -> bool:
     """True once the broker has the message, or if paho cannot tell any more (it was queued
@@ -389,13 +377,6 @@ def _kid_seq(payload: bytes) -> tuple[bytes, int] | None:
         return p.kid, p.seq
     except Exception:
         return None
-
-
-def _fallback_json(r: Result) -> dict[str, Any]:
-    if isinstance(r, Reading):
-        return {"ok": True, "device": str(r.device), "seq": int(r.seq), "payload": None,
-                "detail": "payload cannot be shown as JSON"}
-    return {"ok": False, "error": str(getattr(r, "reason", "error"))}
 
 
 def serve(url: str, twin: Twin, stop: threading.Event, **kw: Any) -> IngestStats:
