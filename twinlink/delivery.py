@@ -136,6 +136,7 @@ class Delivery:
         self.last_error = ""
         self._wake = threading.Condition()  # events for the delivery thread
         self._events: list[tuple[Any, ...]] = []
+        self._urgent = False  # an event that needs the thread now (not just a hop ack)
         self._stopping = False
         self._changed = threading.Condition()  # the outbox shrank (flush, blocking put)
         self._closed = False
@@ -224,31 +225,37 @@ class Delivery:
 
     def hop_acked(self, token: int) -> None:
         """The next hop confirmed the frame sent with ``token`` (MQTT: PUBACK)."""
-        self._post(("hop", token))
+        # With end-to-end acks a hop ack changes nothing urgent (it only marks the frame as
+        # the transport's no longer): queue it without waking the thread, which takes it with
+        # the next event or due resend. In gateway mode it releases the frame: wake up.
+        self._post(("hop", token), wake=not self.e2e)
 
     def ack_arrived(self, kid: bytes, data: bytes) -> None:
         """An end-to-end acknowledgement for device ``kid`` arrived (not yet verified)."""
         self._post(("ack", kid, data))
 
-    def _post(self, event: tuple[Any, ...]) -> None:
+    def _post(self, event: tuple[Any, ...], wake: bool = True) -> None:
         with self._wake:
             self._events.append(event)
-            self._wake.notify()
+            if wake:
+                self._urgent = True
+                self._wake.notify()
 
     # -- the delivery thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             with self._wake:
-                if not self._events and not self._stopping:
+                if not self._urgent and not self._stopping:
                     self._wake.wait(self._sleep())
                 if self._stopping:
                     return
-                events, self._events = self._events, []
+                events, self._events, self._urgent = self._events, [], False
             try:
                 self._handle(events)
-                if self._up:
-                    self._pump(time.monotonic())
+                now = time.monotonic()
+                if self._up and (self._dirty or now >= self._next_due):
+                    self._pump(now)
             except Exception as exc:  # e.g. the outbox's disk failed: keep the link alive
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("delivery: handling link events failed; retrying in 1 s")
