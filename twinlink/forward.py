@@ -24,11 +24,13 @@ batch again on restart (at-least-once, at most ``batch`` events, only at that in
 **Collector restarts (TCP/TLS).** Syslog over TCP has no application acknowledgement: a
 collector that is killed with data in its socket's receive buffer loses that data even though
 its TCP acknowledged it, and its kernel answers with a reset instead of an orderly close. So
-when the forwarder sees a *reset* (not an orderly close), it goes back and resends the batches
-it confirmed within the last ``resend_window`` seconds (at least the last one) on the new
-connection: nothing is lost across a collector restart, at the price of possible duplicates —
-deduplicate on the event id (``id`` SD parameter, ECS ``event.id``, CEF ``externalId``, OCSF
-``metadata.uid``). While the collector is down the forwarder retries with exponential backoff.
+when the forwarder sees a *reset* (not an orderly close), it goes back and resends every batch
+it confirmed on the connection that was reset (at most ``resend_limit`` events, at least the
+last batch) on the new connection — a rule about the connection, not about time, so a slow or
+loaded machine resends the same. Nothing is lost across a collector restart, at the price of
+possible duplicates: deduplicate on the event id (``id`` SD parameter, ECS ``event.id``,
+CEF ``externalId``, OCSF ``metadata.uid``). While the collector is down the forwarder retries
+with exponential backoff.
 
 **Finality.** A row whose ``final_after`` lies in the future may still change (an aggregated
 event still counting repeats); it and everything after it wait until then.
@@ -413,7 +415,7 @@ class Forwarder:
         backoff: tuple[float, float] = (0.25, 30.0),
         timeout: float = 10.0,
         ack_timeout: float = 10.0,
-        resend_window: float = 2.0,
+        resend_limit: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = parse_target(to)
@@ -425,7 +427,7 @@ class Forwarder:
         self.batch = batch
         self.poll = poll
         self.backoff = backoff
-        self.resend_window = resend_window
+        self.resend_limit = resend_limit
         self.clock = clock
         self.stats = ForwardStats()
         self._own_store = False
@@ -489,14 +491,14 @@ class Forwarder:
             self.position.save(after_id, to=str(self.target), format=self.fmt)
 
     def _rewind(self) -> None:
-        """After a collector reset: go back to the oldest batch confirmed within the resend
-        window (at least the last batch), and persist that so a crash now skips nothing."""
+        """After a collector reset: go back to the oldest batch confirmed on the reset connection
+        (within ``resend_limit`` events, at least the last batch), and persist that so a crash
+        now skips nothing."""
         if not self._recent:
             return
-        now = time.monotonic()
         start = self._recent[-1][1]
-        for at, before in self._recent:
-            if now - at <= self.resend_window:
+        for _, before in self._recent:  # oldest first
+            if self.after_id - before <= self.resend_limit:
                 start = before
                 break
         self._recent.clear()

@@ -25,9 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
-from . import backends as backend
+from . import frame as _frame
 from . import keys, oscore, senml
-from ._backend_pure import KIND_LITE
 from .errors import (
     BadSignature,
     Conflict,
@@ -40,6 +39,7 @@ from .errors import (
     TwinlinkError,
     WindowLost,
 )
+from .frametypes import KIND_LITE
 from .replay import ReplayWindow
 from .store import (
     PROFILE_LITE,
@@ -138,7 +138,7 @@ _CURRENT: Any = object()
 
 
 def _kid_context(parsed: Any) -> bytes | None:
-    return getattr(parsed, "kid_context", None)
+    return parsed.kid_context  # type: ignore[no-any-return]
 
 
 def _info(err: TwinlinkError) -> FrameInfo:
@@ -297,7 +297,6 @@ class Twin:
             events.append((job.index, Event(exc.reason, str(exc), info.kid, info.seq, source)))
 
         with self._lock:
-            be = backend.current()
             # Per device, looked up once per batch: its record, and batch-local copies of the
             # windows of its contexts (key: kid, Master Salt, ID Context).
             self._batch_devices, self._batch_lost = {}, set()
@@ -306,7 +305,7 @@ class Twin:
             crypto: list[_Job] = []
             # 1. parse, registry, context and window pre-check (cheap, in order).
             for job in jobs:
-                self._guard(job, refuse, self._precheck, job, be, expect_kids, windows,
+                self._guard(job, refuse, self._precheck, job, expect_kids, windows,
                             replays, crypto)
             # 2. a replayed sequence number: a byte-identical copy of a stored frame is a
             # duplicate (safe to acknowledge again); anything else must authenticate before
@@ -314,12 +313,12 @@ class Twin:
             self._classify_replays(replays, crypto, refuse)
             # 3. verify and decrypt: the cost floor; spread over cores for large batches
             # (cffi releases the GIL inside libsodium).
-            self._crypto(be, crypto)
+            self._crypto(crypto)
             # 4. decode and advance the batch-local windows in frame order; duplicates inside
             # the batch are caught here, after verification, as the window rules require.
             pending: list[tuple[int, Accepted, DeviceRecord]] = []
             for job in sorted(crypto, key=lambda j: j.index):
-                self._guard(job, refuse, self._decode, job, be, windows, pending, source)
+                self._guard(job, refuse, self._decode, job, windows, pending, source)
             if dry_run:
                 for i, acc, dev in pending:
                     results[i] = _reading(dev, acc)
@@ -346,12 +345,12 @@ class Twin:
         return InternalError(f"unexpected {type(exc).__name__} while processing the frame; "
                              "see the twin's log")
 
-    def _precheck(self, job: _Job, be: Any, expect_kids: Sequence[bytes | None] | None,
+    def _precheck(self, job: _Job, expect_kids: Sequence[bytes | None] | None,
                   windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow],
                   replays: list[_Job], crypto: list[_Job]) -> None:
         job.digest = frame_digest(job.frame) if isinstance(job.frame, (bytes, bytearray)) \
             else b""
-        parsed = job.parsed = be.parse(job.frame)
+        parsed = job.parsed = _frame.parse(job.frame)
         kid = parsed.kid
         if expect_kids is not None:
             claimed = expect_kids[job.index]
@@ -422,18 +421,18 @@ class Twin:
                     job.verify_only = True
                     crypto.append(job)
 
-    def _crypto(self, be: Any, jobs: list[_Job]) -> None:
+    def _crypto(self, jobs: list[_Job]) -> None:
         def run(chunk: list[_Job]) -> None:
             telemetry = oscore.STREAM_TELEMETRY
             for job in chunk:
                 try:
                     signed = job.parsed.kind != KIND_LITE
                     if signed:
-                        be.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
+                        _frame.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
                     if job.renew or (job.verify_only and signed):
                         continue  # decrypted (if at all) once its context is settled
                     ctx = job.ctx if job.ctx is not None else self._context(job.dev)  # type: ignore[arg-type]
-                    job.plaintext = be.decrypt(job.parsed, ctx.key, ctx.common_iv, telemetry)
+                    job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
                 except TwinlinkError as exc:
                     job.error = exc
                 except Exception as exc:  # never lose the thread's other frames
@@ -450,7 +449,7 @@ class Twin:
         for f in futures:
             f.result()
 
-    def _settle_context(self, be: Any, job: _Job) -> None:
+    def _settle_context(self, job: _Job) -> None:
         """A verified frame under a context that is not the device's current one: refuse a
         retired context; otherwise decrypt under the current salt (or an announced re-key's)
         and mark the frame as renewing the context when it commits."""
@@ -470,8 +469,7 @@ class Twin:
         for salt in salts:
             ctx = self._context(dev, master_salt=salt, id_context=kid_context)
             try:
-                job.plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv,
-                                           oscore.STREAM_TELEMETRY)
+                job.plaintext = _frame.decrypt(parsed, ctx, oscore.STREAM_TELEMETRY)
             except TwinlinkError as exc:
                 last = exc
                 continue
@@ -480,7 +478,7 @@ class Twin:
         assert last is not None
         raise last
 
-    def _decode(self, job: _Job, be: Any,
+    def _decode(self, job: _Job,
                 windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow],
                 pending: list[tuple[int, Accepted, DeviceRecord]], source: str) -> None:
         dev, parsed = job.dev, job.parsed
@@ -493,7 +491,7 @@ class Twin:
             _info(job.held).authenticated = True
             raise job.held
         if job.renew:
-            self._settle_context(be, job)
+            self._settle_context(job)
         kid_context = dev.id_context if parsed.kind == KIND_LITE else _kid_context(parsed)
         key = (dev.kid, job.salt, kid_context)
         win = windows.get(key)

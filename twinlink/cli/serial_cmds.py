@@ -217,9 +217,7 @@ def cmd_bridge(args: argparse.Namespace) -> int:
             pass
     finally:
         bridge.close()
-    c = bridge.counts
-    print(f"bridge: forwarded {c['forwarded']}, malformed {c['malformed']}, "
-          f"send failures {c['send_failed']}", file=sys.stderr)
+    print(f"bridge: {bridge.summary()}", file=sys.stderr)  # queued vs stored: Bridge.delivery
     return 0
 
 

@@ -298,7 +298,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--follow", action="store_true",
                    help="keep printing new events as they are stored (Ctrl-C ends)")
     p.add_argument("--since", type=int, metavar="ID",
-                   help="every event with an id above ID (instead of the newest --limit)")
+                   help="every event with an id above ID (default: none, i.e. the newest --limit)")
     add_json(p, "one JSON object per event")
 
     p = action(
