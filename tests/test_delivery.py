@@ -55,6 +55,10 @@ def pump(tmp_path: Path):
     twin.close()
 
 
+def _opener(dev: Device) -> AckOpener:
+    return AckOpener(dev.kid, dev.ack_context())
+
+
 def _ack(twin: Twin, kid: bytes, lo: int, hi: int) -> bytes:
     return ack.seal_ack(twin.ack_context(kid), kid, twin.store.take_ack_seq(kid), [(lo, hi)])
 
@@ -62,12 +66,13 @@ def _ack(twin: Twin, kid: bytes, lo: int, hi: int) -> bytes:
 def test_window_and_end_to_end_release(pump, tmp_path: Path) -> None:
     _, twin, dev = pump
     carrier = Loopback()
-    d = Delivery(Outbox(tmp_path / "o.outbox"), carrier, kid=dev.kid, acks=AckOpener(dev.bundle),
+    d = Delivery(Outbox(tmp_path / "o.outbox"), carrier, kid=dev.kid, acks=_opener(dev),
                  window=4)
     d.start()
     try:
         frames = dev.seal_many([{"i": i} for i in range(10)])
         seqs = [parse(f).seq for f in frames]
+        twin.open(frames[0])  # the twin learns the device's (fresh) context from a genuine frame
         d.put(frames)
         assert d.pending() == 10 and carrier.sent == []  # link down: nothing handed over
         d.link_up()
@@ -89,7 +94,7 @@ def test_window_and_end_to_end_release(pump, tmp_path: Path) -> None:
 def test_reconnect_resends_what_only_the_next_hop_had(pump, tmp_path: Path) -> None:
     _, _, dev = pump
     carrier = Loopback()
-    d = Delivery(Outbox(tmp_path / "o.outbox"), carrier, kid=dev.kid, acks=AckOpener(dev.bundle))
+    d = Delivery(Outbox(tmp_path / "o.outbox"), carrier, kid=dev.kid, acks=_opener(dev))
     d.start()
     try:
         frames = dev.seal_many([{"i": i} for i in range(3)])
@@ -111,7 +116,7 @@ def test_reconnect_resends_what_only_the_next_hop_had(pump, tmp_path: Path) -> N
 def test_unacknowledged_frames_are_sent_again_after_resend_after(pump, tmp_path: Path) -> None:
     _, _, dev = pump
     carrier = Loopback(tokens=False)
-    d = Delivery(Outbox(tmp_path / "o.outbox"), carrier, kid=dev.kid, acks=AckOpener(dev.bundle),
+    d = Delivery(Outbox(tmp_path / "o.outbox"), carrier, kid=dev.kid, acks=_opener(dev),
                  resend_after=0.05)
     d.start()
     try:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import ack as _ack
+from . import oscore
 from .errors import ReplayError, TransportError, TwinlinkError
 from .keys import Bundle
 from .outbox import Outbox, OutboxFull
@@ -75,13 +76,20 @@ class Carrier(Protocol):
 
 
 class AckOpener:
-    """Opens the end-to-end acknowledgements addressed to one device (:mod:`twinlink.ack`)."""
+    """Opens the end-to-end acknowledgements addressed to device ``kid`` (:mod:`twinlink.ack`),
+    with the twin→device context of the security context the device seals under
+    (``Device.ack_context()``)."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, kid: bytes, ctx: oscore.Context) -> None:
+        self.kid = kid
+        self._ctx = ctx
+
+    @classmethod
+    def for_bundle(cls, bundle: Bundle) -> AckOpener:
+        """The opener for a bundle's base context; raise ValueError for a lite bundle."""
         if bundle.device_key is None:
             raise ValueError("end-to-end acks need the device's own key (not a lite bundle)")
-        self.kid = bundle.kid
-        self._ctx = bundle.ack_context()
+        return cls(bundle.kid, bundle.ack_context())
 
     def __repr__(self) -> str:
         return f"AckOpener(kid={self.kid.hex()})"

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import oscore
 from .delivery import AckOpener, Delivery, DeliveryStats
 from .keys import Bundle
 from .outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
@@ -48,11 +49,13 @@ __all__ = ["MqttLink", "OutboxFull", "for_device", "open_url"]
 class MqttLink:
     """A durable device→twin link over MQTT; ``send(frame)`` queues, a thread publishes.
 
-    ``bundle``: the device's bundle; its twin→device context authenticates end-to-end acks and
-    only its frames may be sent. Without it (a gateway forwarding other devices' frames, or a
-    lite bundle) frames are released on the broker's PUBACK: durable at the broker, not proven
-    stored. ``when_full``: ``"refuse"`` raises :class:`OutboxFull` at once, ``"block"`` waits up
-    to ``timeout`` seconds for room then raises it. Nothing queued is ever dropped.
+    ``bundle``: the device's bundle; only its frames may be sent, and the twin→device context
+    (``ack_context``, by default the bundle's base context; a device that renewed its context
+    passes ``Device.ack_context()``) authenticates end-to-end acks. Without a bundle (a gateway
+    forwarding other devices' frames) or with a lite one, frames are released on the broker's
+    PUBACK: durable at the broker, not proven stored. ``when_full``: ``"refuse"`` raises
+    :class:`OutboxFull` at once, ``"block"`` waits up to ``timeout`` seconds for room then raises
+    it. Nothing queued is ever dropped.
     """
 
     def __init__(self, url: str, *, bundle: Bundle | None = None,
@@ -60,12 +63,15 @@ class MqttLink:
                  client_id: str | None = None, options: MqttOptions | None = None,
                  timeout: float = 10.0, capacity: int = DEFAULT_CAPACITY,
                  when_full: str = "refuse", window: int = 64, resend_after: float = 10.0,
-                 start: bool = True) -> None:
+                 start: bool = True, ack_context: oscore.Context | None = None) -> None:
         parse_url(url)  # a bad URL fails here, before any file is opened
         self.bundle = bundle
         self.kid = bundle.kid if bundle is not None else None
-        acks = (AckOpener(bundle) if bundle is not None and bundle.device_key is not None
-                else None)
+        acks: AckOpener | None = None
+        if bundle is not None and ack_context is not None:
+            acks = AckOpener(bundle.kid, ack_context)
+        elif bundle is not None and bundle.device_key is not None:
+            acks = AckOpener.for_bundle(bundle)
         if not isinstance(outbox, Outbox):
             path = Path(outbox) if outbox is not None else _default_outbox(url, bundle)
             outbox = Outbox(path, capacity)
@@ -227,6 +233,8 @@ def for_device(device: Any, url: str, **kw: Any) -> MqttLink:
     device's sequence state; attach it with ``device.link = link``. Connection settings may be
     given flat (``ca=``, ``cert=``, ``key=``, ``username=``, ``password_file=``, …)."""
     kw.setdefault("outbox", Path(device.state_path).with_suffix(".outbox"))
+    if device.bundle.device_key is not None:  # a lite bundle gets no end-to-end acks
+        kw.setdefault("ack_context", device.ack_context())
     return MqttLink(url, bundle=device.bundle, **take_options(kw))
 
 

@@ -195,7 +195,7 @@ class DeviceStatus(TypedDict):
 #: Reasons of audit events (operator actions and context changes), as opposed to refusals.
 AUDIT_REASONS = frozenset({"registered", "revoked_by_operator", "reanchored",
                            "window_marked_lost", "rekey_announced", "rekeyed",
-                           "context_renewed"})
+                           "context_renewed", "context_started"})
 
 
 def context_key(master_salt: bytes, id_context: bytes | None) -> str:

@@ -496,13 +496,19 @@ class SQLiteStore(TwinStore):
                             raise ContextRetired(
                                 f"frame of {dev.name} was sealed under a security context the "
                                 "twin has retired")
+                        used = win.top >= 0 or db.execute(
+                            "SELECT 1 FROM readings WHERE kid=? AND epoch=? LIMIT 1",
+                            (a.kid, dev.epoch)).fetchone() is not None
                         self._switch_context(db, dev, ctx[0], ctx[1])
+                        shown = "-" if ctx[1] is None else ctx[1].hex()
                         extra.append(Event(
-                            "context_renewed",
-                            f"{dev.name} started a new security context (epoch {dev.epoch + 1},"
-                            f" kid context {'-' if ctx[1] is None else ctx[1].hex()}): its "
-                            "sequence state was lost, restored or copied", a.kid, a.seq,
-                            a.source))
+                            "context_renewed", f"{dev.name} renewed its security context "
+                            f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence state "
+                            "was lost, restored or copied", a.kid, a.seq, a.source)
+                            if used else Event(
+                            "context_started", f"{dev.name} started its first security context "
+                            f"in use (epoch {dev.epoch + 1}, kid context {shown})", a.kid,
+                            a.seq, a.source))
                         dev = self._device_row(db, a.kid)
                         win, lost = ReplayWindow(dev.window_size), False
                         entry[:] = [dev, win, lost]
