@@ -171,7 +171,8 @@ def test_inspect_dump_and_verdict(setup):
     tmp, db = setup
     f = seal(tmp, '{"temp": 1}\n').stdout.strip()
     text = run("inspect", f).stdout
-    assert "kid" in text and "18([h'a3012704" in text  # {1: -8, 4: kid, 10: kid context} and "seq" in text
+    # protected header {1: -8, 4: kid, 10: kid context}: the device's fresh context is named
+    assert "kid" in text and "18([h'a3012704" in text and "seq" in text
     (tmp / "frame.hex").write_text(f)
     j = json.loads(
         run(
