@@ -63,7 +63,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_provision(args: argparse.Namespace) -> int:
     b = provision(
-        args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force
+        args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force,
+        topic_root=args.topic_root,
     )
     out = Path(args.out)
     bundle = out / (b.name + ".device")
@@ -233,6 +234,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="sequence numbers reserved per durable write (default: 1024)")
     p.add_argument("--force", action="store_true",
                    help="replace existing files (only after the new registration succeeded)")
+    p.add_argument("--topic-root", metavar="ROOT",
+                   help="MQTT topic root of this deployment, written into the bundle (default: "
+                        "the one --db records, else twinlink; recorded in --db if it has none)")
     add_json(p, "also print what was created as one JSON object on stdout")
     p.set_defaults(func=cmd_provision)
 

@@ -1,14 +1,31 @@
 """The twin's MQTT ingest service: exactly-once storage from an at-least-once broker.
 
 ``MqttIngest(url, twin).run(stop)`` subscribes with a persistent session (fixed client id,
-``clean_start=False``, session expiry) to ``twinlink/+/t`` (or ``$share/<group>/twinlink/+/t`` so
-several ingest processes split the load), collects frames for a few milliseconds, opens the batch
-with :meth:`Twin.open_many` (topic kid vs frame kid checked; one transaction), and only then
-(1) publishes an authenticated end-to-end ack per device on ``twinlink/<kid hex>/a`` and
-(2) acknowledges each PUBLISH to the broker (manual acks). A crash before the commit leaves the
-PUBLISH unacknowledged, so the broker redelivers it; a crash after the commit makes the
-redelivery a duplicate that the replay window refuses, and that duplicate is acknowledged end to
-end again (the device must still release it). Exactly-once storage, no loss.
+``clean_start=False``, session expiry) to ``<root>/+/t`` (or ``$share/<group>/<root>/+/t`` so
+several ingest processes split the load; ``<root>`` is the deployment's topic root, default
+``twinlink``), collects frames for a few milliseconds, opens the batch with
+:meth:`Twin.open_many` (topic kid vs frame kid checked; one transaction), and only then
+(1) publishes authenticated end-to-end acks (:mod:`twinlink.ack`, version 2) per device and
+context on ``<root>/<kid hex>/a`` and (2) acknowledges each PUBLISH to the broker (manual acks).
+A crash before the commit leaves the PUBLISH unacknowledged, so the broker redelivers it; a crash
+after the commit makes the redelivery a duplicate that the replay window refuses, and that
+duplicate — once the store confirms it holds that very frame (same digest) — is acknowledged end
+to end again (the device must still release it). Exactly-once storage, no loss.
+
+Acks name each frame by (seq, digest) under the context it was sealed in: *stored* for new
+readings and confirmed duplicates; *refused* (a NACK, with the reason) for frames that
+authenticated (signature, or lite AEAD) but will never be stored — ``bad_payload``,
+``too_old``, ``context_retired``, ``revoked``, ``conflict`` — so the device moves them to its
+dead letters instead of resending them forever. Nothing that failed to authenticate is ever
+answered. Each ingest process seals its acks with its own random 6-byte twin Sender ID and
+counts their Partial IVs in memory (per device context): no database counter, no nonce reuse
+across processes, workers or a restored database.
+
+Presence: before it processes anything, the ingest reads the retained message on
+``<root>/_twin`` (subscribe, then a probe message of its own that arrives after any retained
+one) and refuses to serve (:class:`TopicRootTaken`) if another twin key's fingerprint is there:
+two deployments on one root would each log the other's devices as forgeries. Then it publishes
+its own fingerprint there, retained. A foreign presence seen later is logged as an error.
 
 Never crash-looping on a message:
 
@@ -40,31 +57,60 @@ connection the message arrived on, see :meth:`MqttTransport.ack`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from .. import ack as _ack
 from .. import frame as _frame
-from ..ack import MAX_RANGES, seal_ack, to_ranges
+from .. import keys
 from ..backoff import Backoff
+from ..errors import TwinlinkError
+from ..oscore import MAX_SEQ
 from ..store import Event, StorageError
-from ..transport.mqtt import MAX_PACKET, Message, MqttOptions, MqttTransport, topic, topic_kid
+from ..transport.mqtt import (
+    MAX_PACKET,
+    TOPIC_ROOT,
+    Message,
+    MqttOptions,
+    MqttTransport,
+    check_topic_root,
+    presence_topic,
+    topic,
+    topic_kid,
+)
 from ..twin import FrameInfo, Reading, Result, Twin
 
-__all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "serve"]
+__all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "TopicRootTaken", "serve"]
 
 log = logging.getLogger("twinlink.ingest")
 
 DEFAULT_CLIENT_ID = "twinlink-ingest"
 #: Times a message must fail alone, each right after another message went in, to be set aside.
 POISON_STRIKES = 2
+#: Presence payload: this prefix, then the twin public key's fingerprint.
+PRESENCE_PREFIX = b"twinlink-twin/1 "
+#: Seconds to wait for the presence probe before serving without the check (logged).
+PRESENCE_TIMEOUT = 15.0
+
+
+class TopicRootTaken(TwinlinkError):
+    """Another twin (another twin key) already serves this topic root on this broker."""
+
+    reason = "topic_root_taken"
+
+
+#: Ack entries being collected for one (kid, kid context): seq -> digest, seq -> (digest, reason).
+_Book = dict[tuple[bytes, "bytes | None"], tuple[dict[int, bytes], dict[int, tuple[bytes, str]]]]
 
 
 @dataclass
@@ -73,8 +119,9 @@ class IngestStats:
     stored: int = 0
     duplicates: int = 0  # byte-identical copies of stored frames: re-acknowledged
     refused: int = 0  # every other refusal (security events)
+    nacks: int = 0  # refused frames negatively acknowledged (authenticated, permanent)
     batches: int = 0  # batches fully handled (stored, acks published, broker acked)
-    acks: int = 0  # end-to-end acks published
+    acks: int = 0  # end-to-end ack messages published
     commit_seconds: float = 0.0
     retained: int = 0  # retained messages dropped unprocessed
     failed_batches: int = 0  # open_many raised: nothing acknowledged, retried
@@ -98,9 +145,28 @@ class MqttIngest:
                  session_expiry: int = 3600, receive_maximum: int = 2048,
                  max_packet_size: int = MAX_PACKET, batch_max: int = 1024,
                  batch_wait: float = 0.005, retry_min: float = 0.5, retry_max: float = 30.0,
-                 on_results: Callable[[list[Result]], None] | None = None) -> None:
+                 on_results: Callable[[list[Result]], None] | None = None,
+                 topic_root: str = TOPIC_ROOT, presence: bool = True) -> None:
         self.twin = twin
-        self.sub_topic = f"$share/{share}/twinlink/+/t" if share else "twinlink/+/t"
+        self.root = check_topic_root(topic_root)
+        self.sub_topic = (f"$share/{share}/{self.root}/+/t" if share else f"{self.root}/+/t")
+        #: This process's twin Sender ID (acks): random, never stored, never reused.
+        self.sender_id = os.urandom(_ack.SID_LEN)
+        self._piv: dict[tuple[bytes, bytes], int] = {}  # (kid, ack key) -> next Partial IV
+        self.fingerprint = keys.fingerprint(twin.key.public)
+        self.presence_topic = presence_topic(self.root)
+        # One probe topic per client id (a kept session holds one such subscription, not one
+        # per process start); a per-connection token tells this connection's probe apart from
+        # one a previous session left queued.
+        self._probe_topic = (f"{self.presence_topic}/probe/"
+                             f"{hashlib.sha256(client_id.encode()).hexdigest()[:12]}")
+        self._probe_token = b""
+        self._presence = presence
+        self._probe_subs: set[int] = set()  # SUBACKs still awaited before the probe goes out
+        #: Set once this connection's probe came back: any retained presence was seen by then.
+        self.presence_checked = threading.Event()
+        #: Fingerprint-or-text of a foreign presence message seen (None: none).
+        self.foreign_presence: str | None = None
         self.batch_max, self.batch_wait = batch_max, batch_wait
         #: Called in the ``run`` thread with each committed batch's results, in order, after
         #: the batch was acknowledged; an exception from it is logged, never stops the ingest.
@@ -133,14 +199,48 @@ class MqttIngest:
 
     def _on_up(self, session_present: bool) -> None:
         # Subscribing again on every connection is harmless with a kept session and required
-        # after a broker that lost its state (no persistence) comes back.
+        # after a broker that lost its state (no persistence) comes back. The presence topic
+        # first, with its retained message, then the probe that must come back after it.
+        self.presence_checked.clear()
+        if self._presence:
+            self._probe_subs = {
+                self.transport.subscribe(self.presence_topic, qos=1, retained=True),
+                self.transport.subscribe(self._probe_topic, qos=1)}
         self.transport.subscribe(self.sub_topic, qos=1)
 
     def _on_subscribed(self, mid: int, granted: bool) -> None:
+        if mid in self._probe_subs:
+            self._probe_subs.discard(mid)
+            if not self._probe_subs:
+                self._probe_token = os.urandom(8).hex().encode()
+                self.transport.publish(self._probe_topic, self._probe_token, qos=1)
+            return
         if granted:
             self.subscribed.set()
 
+    def _on_presence(self, msg: Message) -> None:
+        self.transport.ack(msg)
+        if msg.topic != self.presence_topic:  # a probe: this connection's, or a stale one
+            if msg.topic == self._probe_topic and msg.payload == self._probe_token:
+                self.presence_checked.set()
+            return
+        if not msg.payload:
+            return  # cleared by an operator (an empty retained message)
+        theirs = (msg.payload[len(PRESENCE_PREFIX):].decode("ascii", "replace")[:64]
+                  if msg.payload.startswith(PRESENCE_PREFIX)
+                  else f"an unrecognised message ({len(msg.payload)} bytes)")
+        if theirs == self.fingerprint:
+            return
+        self.foreign_presence = theirs
+        if self.presence_checked.is_set():
+            log.error("ingest: another twin (%s) announced itself on %s while this twin (key %s)"
+                      " serves it: two deployments share this topic root", theirs,
+                      self.presence_topic, self.fingerprint)
+
     def _on_message(self, msg: Message) -> None:
+        if msg.topic == self.presence_topic or msg.topic.startswith(self.presence_topic + "/"):
+            self._on_presence(msg)
+            return
         if msg.retain:
             # Retained telemetry would come back on every subscription: drop it, once.
             self.stats.retained += 1
@@ -153,9 +253,12 @@ class MqttIngest:
     def run(self, stop: threading.Event) -> IngestStats:
         """Serve until ``stop`` is set; then finish the messages in hand (one attempt each, no
         retries), let the last acks go out, disconnect. Never raises for a message or a
-        failing database."""
+        failing database; raises :class:`TopicRootTaken` (before anything is processed) if
+        another twin serves this topic root."""
         self.transport.start()
         try:
+            if self._presence:
+                self._claim_presence(stop)
             while not stop.is_set():
                 try:
                     self._step(stop)
@@ -168,6 +271,29 @@ class MqttIngest:
             self._confirm_acks(2.0)
             self.transport.stop(5.0)
         return self.stats
+
+    def _claim_presence(self, stop: threading.Event) -> None:
+        """Wait (while connecting) for this connection's presence check; raise
+        :class:`TopicRootTaken` if another twin holds the root, else announce this twin,
+        retained. Messages that arrived meanwhile wait, unacknowledged, in the queue."""
+        deadline = None
+        while not stop.is_set() and not self.presence_checked.is_set():
+            if deadline is None and self.transport.connected:
+                deadline = time.monotonic() + PRESENCE_TIMEOUT
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("ingest: no answer to the presence probe on %s within %.0f s (does "
+                            "the broker let this client publish there?); serving without the "
+                            "topic-root check", self._probe_topic, PRESENCE_TIMEOUT)
+                break
+            self.presence_checked.wait(0.05)
+        if self.foreign_presence is not None:
+            raise TopicRootTaken(
+                f"another twin ({self.foreign_presence}) serves topic root {self.root!r} on this "
+                f"broker (this twin's key is {self.fingerprint}); give this deployment its own "
+                f"--topic-root, or clear {self.presence_topic} if that twin is gone")
+        if not stop.is_set():
+            self.transport.publish(self.presence_topic, PRESENCE_PREFIX + self.fingerprint
+                                   .encode(), qos=1, retain=True)
 
     def _step(self, stop: threading.Event) -> None:
         if not self._held and self._suspect is None:
@@ -291,23 +417,32 @@ class MqttIngest:
     def _settle(self, batch: Sequence[Message], results: Sequence[Result]) -> None:
         """Everything after the commit; contained so that no single message can make it raise."""
         self.stats.received += len(batch)
-        stored: dict[bytes, set[int]] = {}
+        book: _Book = {}
+        duplicates: list[FrameInfo] = []
         for r in results:
             if isinstance(r, Reading):
-                stored.setdefault(r.kid, set()).add(r.seq)
                 self.stats.stored += 1
+                if len(r.digest) == _ack.DIGEST_LEN:
+                    book.setdefault((r.kid, r.id_context), ({}, {}))[0][r.seq] = r.digest
                 continue
-            info = getattr(r, "frame", None)
-            if isinstance(info, FrameInfo) and info.duplicate and info.kid is not None \
-                    and info.seq is not None:
-                # A byte-identical copy of a stored frame (the twin compared digests): its
-                # ack was lost, acknowledge it again. Never a conflict (other content).
-                stored.setdefault(info.kid, set()).add(info.seq)
+            info = _named(r)
+            if info is not None and info.duplicate:
                 self.stats.duplicates += 1
-            else:
-                self.stats.refused += 1
-        for kid, seqs in stored.items():
-            self._publish_acks(kid, seqs)
+                duplicates.append(info)
+                continue
+            self.stats.refused += 1
+            # Only a frame that authenticated is answered: a NACK for a forgery would tell a
+            # forger which guesses the twin looked at, and could dead-letter a genuine frame.
+            if info is not None and info.authenticated and r.reason in _ack.PERMANENT_REFUSALS:
+                assert info.kid is not None and info.seq is not None
+                book.setdefault((info.kid, info.id_context), ({}, {}))[1][info.seq] = (
+                    info.digest, r.reason)
+                self.stats.nacks += 1
+        self._confirm_duplicates(duplicates, book)
+        for (kid, kid_context), (stored, refused) in book.items():
+            self._publish_acks(kid, kid_context, stored, refused)
+        while self._unconfirmed and _settled(self._unconfirmed[0]):
+            self._unconfirmed.popleft()
         for m in batch:
             self.transport.ack(m)
         self.stats.batches += 1  # last: a batch counted here is fully handled
@@ -317,21 +452,57 @@ class MqttIngest:
             except Exception:
                 log.exception("ingest: the on_results callback failed; carrying on")
 
-    def _publish_acks(self, kid: bytes, seqs: Iterable[int]) -> None:
-        # A failure costs only this device's acks: its frames are stored, it resends them and
-        # the duplicates are acknowledged then.
+    def _confirm_duplicates(self, dups: list[FrameInfo], book: _Book) -> None:
+        """Acknowledge a duplicate only if the store holds that very frame: its (kid, epoch,
+        seq) with the same digest. A failure costs only those acks (the device resends)."""
+        groups: dict[tuple[bytes, int], list[tuple[int, FrameInfo]]] = {}
+        for info in dups:
+            # No epoch (not classified against the store): not confirmed; the resend will be.
+            if info.kid is not None and info.seq is not None and info.epoch is not None:
+                groups.setdefault((info.kid, info.epoch), []).append((info.seq, info))
+        for (kid, epoch), infos in groups.items():
+            try:
+                held = self.twin.store.stored(kid, epoch, [seq for seq, _ in infos])
+            except Exception:
+                log.exception("ingest: looking up duplicates of %s failed; not re-acknowledged",
+                              kid.hex())
+                continue
+            for seq, i in infos:
+                if held.get(seq) == i.digest:
+                    book.setdefault((kid, i.id_context), ({}, {}))[0][seq] = i.digest
+
+    def _next_piv(self, kid: bytes, key: bytes) -> int:
+        k = (kid, key)
+        piv = self._piv.get(k, 0)
+        if piv > MAX_SEQ:
+            # 2^40 acks to one device context from one process: this Sender ID is spent. Take
+            # a fresh one (fresh keys, counters from 0); this ack is lost, the resend heals it.
+            self.sender_id, self._piv = os.urandom(_ack.SID_LEN), {}
+            raise RuntimeError("ack sequence numbers of this twin Sender ID exhausted")
+        self._piv[k] = piv + 1
+        return piv
+
+    def _publish_acks(self, kid: bytes, kid_context: bytes | None, stored: dict[int, bytes],
+                      refused: dict[int, tuple[bytes, str]]) -> None:
+        # A failure costs only this device context's acks: its frames are stored (or refused
+        # for good), it resends them and they are answered then.
         try:
-            ranges = to_ranges(seqs)
-            ctx = self.twin.ack_context(kid)
-            for i in range(0, len(ranges), MAX_RANGES):
-                data = seal_ack(ctx, kid, self.twin.store.take_ack_seq(kid),
-                                ranges[i:i + MAX_RANGES])
-                self._unconfirmed.append(self.transport.publish(topic(kid, "a"), data, qos=1))
+            ctx = self.twin.ack_context(kid, _ack.sender_id_for(self.sender_id, kid),
+                                        kid_context)
+            entries: list[tuple[int, int, bytes, str]] = sorted(
+                [(s, 0, d, "") for s, d in stored.items()]
+                + [(s, 1, d, r) for s, (d, r) in refused.items()])
+            for i in range(0, len(entries), _ack.MAX_ENTRIES):
+                part = entries[i:i + _ack.MAX_ENTRIES]
+                data = _ack.seal_ack(
+                    ctx, kid, self._next_piv(kid, ctx.key),
+                    [(s, d) for s, k, d, _ in part if k == 0],
+                    [(s, d, r) for s, k, d, r in part if k == 1], kid_context)
+                self._unconfirmed.append(
+                    self.transport.publish(topic(kid, "a", self.root), data, qos=1))
                 self.stats.acks += 1
         except Exception:
             log.exception("ingest: acknowledging device %s end to end failed", kid.hex())
-        while self._unconfirmed and _settled(self._unconfirmed[0]):
-            self._unconfirmed.popleft()
 
     def _confirm_acks(self, timeout: float) -> None:
         """Give the last end-to-end acks up to ``timeout`` seconds to reach the broker."""
@@ -360,6 +531,15 @@ class MqttIngest:
         self.transport.ack(m)
         self.stats.poisoned += 1
         return True
+
+
+def _named(r: Result) -> FrameInfo | None:
+    """The refused frame's info if it names a frame (kid, seq and digest), else None."""
+    info = getattr(r, "frame", None)
+    if (isinstance(info, FrameInfo) and info.kid is not None and info.seq is not None
+            and len(info.digest) == _ack.DIGEST_LEN):
+        return info
+    return None
 
 
 def _settled(info: mqtt.MQTTMessageInfo) -> bool:
