@@ -145,16 +145,18 @@ class Device:
 
     @staticmethod
     def encode(reading: Mapping[str, Any], time: float | bool | None = True) -> bytes:
-        """The SenML plaintext of a reading; ``time=True`` stamps the current time."""
+        """The SenML plaintext of a reading; ``time=True`` stamps the current time. Raises
+        :class:`FrameTooLarge` above :data:`~twinlink.frame.MAX_PAYLOAD` bytes (a ValueError:
+        the CLI's JSON-lines input skips such a line)."""
         t = _time.time() if time is True else (None if time is False or time is None
                                                else float(time))
-        return senml.encode(reading, t)
+        return check_size(senml.encode(reading, t))
 
     def seal(self, reading: Mapping[str, Any], *, time: float | bool | None = True) -> bytes:
         """Seal a ``{name: value}`` reading as a SenML frame with the next sequence number;
         raise :class:`FrameTooLarge` (no number taken) above :data:`~twinlink.frame.MAX_PAYLOAD`
         bytes of SenML."""
-        plaintext = check_size(self.encode(reading, time))  # well-formed by construction
+        plaintext = self.encode(reading, time)  # well-formed and size-checked
         return self._seal(self.seq.take(), plaintext)
 
     def seal_raw(self, plaintext: bytes) -> bytes:
@@ -170,7 +172,7 @@ class Device:
         """Seal several readings with consecutive sequence numbers, reserved durably once.
         All or none: a reading above :data:`~twinlink.frame.MAX_PAYLOAD` bytes raises
         :class:`FrameTooLarge` before any number is taken."""
-        plaintexts = [check_size(self.encode(r, time)) for r in readings]
+        plaintexts = [self.encode(r, time) for r in readings]  # all checked before take()
         if not plaintexts:
             return []
         first = self.seq.take(len(plaintexts))

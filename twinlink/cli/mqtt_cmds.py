@@ -121,7 +121,7 @@ def send_mqtt(args: argparse.Namespace) -> int:
 def serve_mqtt(args: argparse.Namespace) -> int:
     """``twinlink serve --mqtt URL``: the ingest service until SIGTERM/SIGINT, --count or
     --duration."""
-    from ..ingest.mqtt import DEFAULT_CLIENT_ID, MqttIngest, TopicRootTaken
+    from ..ingest.mqtt import MqttIngest, TopicRootTaken
     from ..twin import Twin
 
     if args.ready_timeout_deprecated is not None:
@@ -142,7 +142,7 @@ def serve_mqtt(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
             stop.counted(len(results))
 
-        ing = MqttIngest(args.mqtt, twin, client_id=args.client_id or DEFAULT_CLIENT_ID,
+        ing = MqttIngest(args.mqtt, twin, client_id=args.client_id,
                          options=_options(args), share=args.share,
                          session_expiry=args.session_expiry, batch_wait=args.batch_ms / 1000.0,
                          on_results=on_results, topic_root=root)
@@ -219,7 +219,7 @@ def _conn_args(p: argparse.ArgumentParser) -> None:
                         "line (default: from the URL, else none)")
     g.add_argument("--client-id",
                    help="MQTT client id (default: send, twinlink-<kid>-<random>; serve, "
-                        "twinlink-ingest)")
+                        "twinlink-ingest, plus a hash of the topic root if it is not twinlink)")
     g.add_argument("--reconnect-max", type=seconds, default=30.0, metavar="S",
                    help="longest reconnect backoff in seconds (jittered)")
     g.add_argument("--topic-root", metavar="ROOT",

@@ -21,11 +21,12 @@ answered. Each ingest process seals its acks with its own random 6-byte twin Sen
 counts their Partial IVs in memory (per device context): no database counter, no nonce reuse
 across processes, workers or a restored database.
 
-Presence: before it processes anything, the ingest reads the retained message on
-``<root>/_twin`` (subscribe, then a probe message of its own that arrives after any retained
-one) and refuses to serve (:class:`TopicRootTaken`) if another twin key's fingerprint is there:
-two deployments on one root would each log the other's devices as forgeries. Then it publishes
-its own fingerprint there, retained. A foreign presence seen later is logged as an error.
+Presence: before it connects its session, the ingest reads the retained message on
+``<root>/_twin`` over a short-lived connection of its own (subscribe, then a probe message that
+arrives after any retained one) and refuses to serve (:class:`TopicRootTaken`) if another twin
+key's fingerprint is there: two deployments on one root would each log the other's devices as
+forgeries. Then it publishes its own fingerprint there, retained. A foreign presence seen later
+(on the session's own subscription to it) is logged as an error.
 
 Never crash-looping on a message:
 
@@ -90,11 +91,21 @@ from ..transport.mqtt import (
 )
 from ..twin import FrameInfo, Reading, Result, Twin
 
-__all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "TopicRootTaken", "serve"]
+__all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "TopicRootTaken",
+           "default_client_id", "serve"]
 
 log = logging.getLogger("twinlink.ingest")
 
 DEFAULT_CLIENT_ID = "twinlink-ingest"
+
+
+def default_client_id(root: str = TOPIC_ROOT) -> str:
+    """The ingest's client id (its persistent session) for a topic root: ``twinlink-ingest``
+    for the default root, ``twinlink-ingest-<12 hex of SHA-256(root)>`` otherwise, so the twins
+    of two deployments sharing a broker never take over each other's session."""
+    if root == TOPIC_ROOT:
+        return DEFAULT_CLIENT_ID
+    return f"{DEFAULT_CLIENT_ID}-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
 #: Times a message must fail alone, each right after another message went in, to be set aside.
 POISON_STRIKES = 2
 #: Presence payload: this prefix, then the twin public key's fingerprint.
@@ -140,7 +151,7 @@ class _Suspect:
 class MqttIngest:
     """One ingest process. ``run(stop)`` blocks until ``stop`` is set, then drains and returns."""
 
-    def __init__(self, url: str, twin: Twin, *, client_id: str = DEFAULT_CLIENT_ID,
+    def __init__(self, url: str, twin: Twin, *, client_id: str | None = None,
                  options: MqttOptions | None = None, share: str | None = None,
                  session_expiry: int = 3600, receive_maximum: int = 2048,
                  max_packet_size: int = MAX_PACKET, batch_max: int = 1024,
@@ -149,23 +160,16 @@ class MqttIngest:
                  topic_root: str = TOPIC_ROOT, presence: bool = True) -> None:
         self.twin = twin
         self.root = check_topic_root(topic_root)
+        client_id = client_id or default_client_id(self.root)
         self.sub_topic = (f"$share/{share}/{self.root}/+/t" if share else f"{self.root}/+/t")
         #: This process's twin Sender ID (acks): random, never stored, never reused.
         self.sender_id = os.urandom(_ack.SID_LEN)
         self._piv: dict[tuple[bytes, bytes], int] = {}  # (kid, ack key) -> next Partial IV
         self.fingerprint = keys.fingerprint(twin.key.public)
         self.presence_topic = presence_topic(self.root)
-        # One probe topic per client id (a kept session holds one such subscription, not one
-        # per process start); a per-connection token tells this connection's probe apart from
-        # one a previous session left queued.
-        self._probe_topic = (f"{self.presence_topic}/probe/"
-                             f"{hashlib.sha256(client_id.encode()).hexdigest()[:12]}")
-        self._probe_token = b""
         self._presence = presence
-        self._probe_subs: set[int] = set()  # SUBACKs still awaited before the probe goes out
-        #: Set once this connection's probe came back: any retained presence was seen by then.
-        self.presence_checked = threading.Event()
-        #: Fingerprint-or-text of a foreign presence message seen (None: none).
+        self._url, self._options = url, options
+        #: What a foreign presence message on the topic root said (None: none seen).
         self.foreign_presence: str | None = None
         self.batch_max, self.batch_wait = batch_max, batch_wait
         #: Called in the ``run`` thread with each committed batch's results, in order, after
@@ -199,43 +203,24 @@ class MqttIngest:
 
     def _on_up(self, session_present: bool) -> None:
         # Subscribing again on every connection is harmless with a kept session and required
-        # after a broker that lost its state (no persistence) comes back. The presence topic
-        # first, with its retained message, then the probe that must come back after it.
-        self.presence_checked.clear()
-        if self._presence:
-            self._probe_subs = {
-                self.transport.subscribe(self.presence_topic, qos=1, retained=True),
-                self.transport.subscribe(self._probe_topic, qos=1)}
+        # after a broker that lost its state (no persistence) comes back.
+        if self._presence:  # watch it: another twin announcing itself here later is logged
+            self.transport.subscribe(self.presence_topic, qos=1, retained=True)
         self.transport.subscribe(self.sub_topic, qos=1)
 
     def _on_subscribed(self, mid: int, granted: bool) -> None:
-        if mid in self._probe_subs:
-            self._probe_subs.discard(mid)
-            if not self._probe_subs:
-                self._probe_token = os.urandom(8).hex().encode()
-                self.transport.publish(self._probe_topic, self._probe_token, qos=1)
-            return
         if granted:
             self.subscribed.set()
 
     def _on_presence(self, msg: Message) -> None:
         self.transport.ack(msg)
-        if msg.topic != self.presence_topic:  # a probe: this connection's, or a stale one
-            if msg.topic == self._probe_topic and msg.payload == self._probe_token:
-                self.presence_checked.set()
-            return
-        if not msg.payload:
-            return  # cleared by an operator (an empty retained message)
-        theirs = (msg.payload[len(PRESENCE_PREFIX):].decode("ascii", "replace")[:64]
-                  if msg.payload.startswith(PRESENCE_PREFIX)
-                  else f"an unrecognised message ({len(msg.payload)} bytes)")
-        if theirs == self.fingerprint:
-            return
-        self.foreign_presence = theirs
-        if self.presence_checked.is_set():
-            log.error("ingest: another twin (%s) announced itself on %s while this twin (key %s)"
-                      " serves it: two deployments share this topic root", theirs,
-                      self.presence_topic, self.fingerprint)
+        theirs = _presence_of(msg.payload)
+        if msg.topic == self.presence_topic and theirs not in (None, self.fingerprint):
+            if self.foreign_presence != theirs:
+                log.error("ingest: another twin (%s) announced itself on %s, served by this twin "
+                          "(key %s): two deployments share this topic root", theirs,
+                          self.presence_topic, self.fingerprint)
+            self.foreign_presence = theirs
 
     def _on_message(self, msg: Message) -> None:
         if msg.topic == self.presence_topic or msg.topic.startswith(self.presence_topic + "/"):
@@ -255,10 +240,10 @@ class MqttIngest:
         retries), let the last acks go out, disconnect. Never raises for a message or a
         failing database; raises :class:`TopicRootTaken` (before anything is processed) if
         another twin serves this topic root."""
+        if self._presence:
+            self._claim_presence(stop)
         self.transport.start()
         try:
-            if self._presence:
-                self._claim_presence(stop)
             while not stop.is_set():
                 try:
                     self._step(stop)
@@ -273,27 +258,22 @@ class MqttIngest:
         return self.stats
 
     def _claim_presence(self, stop: threading.Event) -> None:
-        """Wait (while connecting) for this connection's presence check; raise
-        :class:`TopicRootTaken` if another twin holds the root, else announce this twin,
-        retained. Messages that arrived meanwhile wait, unacknowledged, in the queue."""
-        deadline = None
-        while not stop.is_set() and not self.presence_checked.is_set():
-            if deadline is None and self.transport.connected:
-                deadline = time.monotonic() + PRESENCE_TIMEOUT
-            if deadline is not None and time.monotonic() > deadline:
-                log.warning("ingest: no answer to the presence probe on %s within %.0f s (does "
-                            "the broker let this client publish there?); serving without the "
-                            "topic-root check", self._probe_topic, PRESENCE_TIMEOUT)
-                break
-            self.presence_checked.wait(0.05)
-        if self.foreign_presence is not None:
-            raise TopicRootTaken(
-                f"another twin ({self.foreign_presence}) serves topic root {self.root!r} on this "
-                f"broker (this twin's key is {self.fingerprint}); give this deployment its own "
-                f"--topic-root, or clear {self.presence_topic} if that twin is gone")
-        if not stop.is_set():
-            self.transport.publish(self.presence_topic, PRESENCE_PREFIX + self.fingerprint
-                                   .encode(), qos=1, retain=True)
+        """Check the topic root before anything is received: raise :class:`TopicRootTaken` if
+        another twin holds it, else announce this twin there (retained). Uses a connection of
+        its own (random client id, clean start), so a misconfigured second twin never touches
+        the serving twin's session."""
+        check = _PresenceCheck(self._url, self._options, self.presence_topic)
+        try:
+            theirs = check.run(stop)
+            if theirs is not None and theirs != self.fingerprint:
+                raise TopicRootTaken(
+                    f"another twin ({theirs}) serves topic root {self.root!r} on this broker "
+                    f"(this twin's key is {self.fingerprint}); give this deployment its own "
+                    f"--topic-root, or clear {self.presence_topic} if that twin is gone")
+            if not stop.is_set():
+                check.announce(PRESENCE_PREFIX + self.fingerprint.encode())
+        finally:
+            check.transport.stop(2.0)
 
     def _step(self, stop: threading.Event) -> None:
         if not self._held and self._suspect is None:
@@ -391,7 +371,8 @@ class MqttIngest:
         """Open and commit one batch, then publish its end-to-end acks and acknowledge it to the
         broker; True if done. False if :meth:`Twin.open_many` raised: then nothing of the batch
         is acknowledged (logged with a traceback on the first failure of a streak, counted)."""
-        kids = [topic_kid(m.topic, "t") or b"" for m in batch]  # b"" never matches: refused
+        # b"" never matches a frame's kid: a topic naming none is refused as topic_mismatch.
+        kids = [topic_kid(m.topic, "t", self.root) or b"" for m in batch]
         t0 = time.perf_counter()
         try:
             results = self.twin.open_many([m.payload for m in batch], expect_kids=kids,
@@ -531,6 +512,78 @@ class MqttIngest:
         self.transport.ack(m)
         self.stats.poisoned += 1
         return True
+
+
+def _presence_of(payload: bytes) -> str | None:
+    """Who a presence message names: a fingerprint, a note that it is not twinlink's, or None
+    for an empty (cleared) one."""
+    if not payload:
+        return None
+    if payload.startswith(PRESENCE_PREFIX):
+        return payload[len(PRESENCE_PREFIX):].decode("ascii", "replace")[:64]
+    return f"an unrecognised message of {len(payload)} bytes"
+
+
+class _PresenceCheck:
+    """One short-lived connection that reads the retained presence message of a topic root.
+
+    It subscribes to the presence topic (retained messages sent) and to a probe topic of its
+    own, then publishes a random token on the probe topic: the broker queues a retained message
+    for a subscription when it takes the SUBSCRIBE, so once the token comes back any retained
+    presence has come too. Callbacks run on paho's thread; :meth:`run` waits on the caller's.
+    """
+
+    def __init__(self, url: str, options: MqttOptions | None, topic_name: str) -> None:
+        self.topic = topic_name
+        self.token = os.urandom(8).hex().encode()
+        self.probe = f"{topic_name}/probe/{self.token.decode()}"
+        self.done = threading.Event()
+        self.seen: str | None = None
+        self._subs: set[int] = set()
+        self.transport = MqttTransport(
+            url, f"twinlink-presence-{os.urandom(4).hex()}", options, clean_start=True,
+            on_message=self._on_message, on_up=self._on_up, on_subscribed=self._on_subscribed)
+
+    def _on_up(self, session_present: bool) -> None:
+        self._subs = {self.transport.subscribe(self.topic, qos=1, retained=True),
+                      self.transport.subscribe(self.probe, qos=1)}
+
+    def _on_subscribed(self, mid: int, granted: bool) -> None:
+        self._subs.discard(mid)
+        if not self._subs:
+            self.transport.publish(self.probe, self.token, qos=1)
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.topic == self.probe and msg.payload == self.token:
+            self.done.set()
+        elif msg.topic == self.topic:
+            self.seen = _presence_of(msg.payload)
+
+    def run(self, stop: threading.Event) -> str | None:
+        """Connect (as long as it takes, until ``stop``), probe, and return what the retained
+        presence names (None: nothing there). If the probe is not answered within
+        :data:`PRESENCE_TIMEOUT` seconds of connecting, log it and return what was seen."""
+        self.transport.start()
+        deadline = None
+        while not stop.is_set() and not self.done.is_set():
+            if deadline is None and self.transport.connected:
+                deadline = time.monotonic() + PRESENCE_TIMEOUT
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("ingest: no answer to the presence probe on %s within %.0f s (may "
+                            "this client publish there?); serving without the topic-root "
+                            "check", self.probe, PRESENCE_TIMEOUT)
+                break
+            self.done.wait(0.05)
+        return self.seen
+
+    def announce(self, payload: bytes) -> None:
+        """Publish ``payload`` retained on the presence topic (waiting briefly for the broker).
+        The caller stops :attr:`transport` afterwards."""
+        try:
+            info = self.transport.publish(self.topic, payload, qos=1, retain=True)
+            info.wait_for_publish(5.0)
+        except (RuntimeError, ValueError, TwinlinkError):
+            log.warning("ingest: announcing this twin on %s failed", self.topic)
 
 
 def _named(r: Result) -> FrameInfo | None:
