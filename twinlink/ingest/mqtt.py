@@ -71,12 +71,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from .. import ack as _ack
 from .. import frame as _frame
 from .. import keys
 from ..backoff import Backoff
 from ..errors import TwinlinkError
-from ..oscore import MAX_SEQ
 from ..store import Event, StorageError
 from ..transport.mqtt import (
     MAX_PACKET,
@@ -89,7 +87,8 @@ from ..transport.mqtt import (
     topic,
     topic_kid,
 )
-from ..twin import FrameInfo, Reading, Result, Twin
+from ..twin import Result, Twin
+from .acks import Acknowledger
 
 __all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "TopicRootTaken",
            "default_client_id", "serve"]
@@ -119,9 +118,6 @@ class TopicRootTaken(TwinlinkError):
 
     reason = "topic_root_taken"
 
-
-#: Ack entries being collected for one (kid, kid context): seq -> digest, seq -> (digest, reason).
-_Book = dict[tuple[bytes, "bytes | None"], tuple[dict[int, bytes], dict[int, tuple[bytes, str]]]]
 
 
 @dataclass
@@ -162,9 +158,8 @@ class MqttIngest:
         self.root = check_topic_root(topic_root)
         client_id = client_id or default_client_id(self.root)
         self.sub_topic = (f"$share/{share}/{self.root}/+/t" if share else f"{self.root}/+/t")
-        #: This process's twin Sender ID (acks): random, never stored, never reused.
-        self.sender_id = os.urandom(_ack.SID_LEN)
-        self._piv: dict[tuple[bytes, bytes], int] = {}  # (kid, ack key) -> next Partial IV
+        #: Seals this process's acks (its own random twin Sender ID, PIVs in memory).
+        self.acknowledger = Acknowledger(twin)
         self.fingerprint = keys.fingerprint(twin.key.public)
         self.presence_topic = presence_topic(self.root)
         self._presence = presence
@@ -398,30 +393,18 @@ class MqttIngest:
     def _settle(self, batch: Sequence[Message], results: Sequence[Result]) -> None:
         """Everything after the commit; contained so that no single message can make it raise."""
         self.stats.received += len(batch)
-        book: _Book = {}
-        duplicates: list[FrameInfo] = []
-        for r in results:
-            if isinstance(r, Reading):
-                self.stats.stored += 1
-                if len(r.digest) == _ack.DIGEST_LEN:
-                    book.setdefault((r.kid, r.id_context), ({}, {}))[0][r.seq] = r.digest
-                continue
-            info = _named(r)
-            if info is not None and info.duplicate:
-                self.stats.duplicates += 1
-                duplicates.append(info)
-                continue
-            self.stats.refused += 1
-            # Only a frame that authenticated is answered: a NACK for a forgery would tell a
-            # forger which guesses the twin looked at, and could dead-letter a genuine frame.
-            if info is not None and info.authenticated and r.reason in _ack.PERMANENT_REFUSALS:
-                assert info.kid is not None and info.seq is not None
-                book.setdefault((info.kid, info.id_context), ({}, {}))[1][info.seq] = (
-                    info.digest, r.reason)
-                self.stats.nacks += 1
-        self._confirm_duplicates(duplicates, book)
-        for (kid, kid_context), (stored, refused) in book.items():
-            self._publish_acks(kid, kid_context, stored, refused)
+        ans = self.acknowledger.answer(results)  # never raises
+        self.stats.stored += ans.stored
+        self.stats.duplicates += ans.duplicates
+        self.stats.refused += ans.refused
+        self.stats.nacks += ans.nacks
+        for kid, data in ans.acks:
+            try:
+                self._unconfirmed.append(
+                    self.transport.publish(topic(kid, "a", self.root), data, qos=1))
+                self.stats.acks += 1
+            except Exception:
+                log.exception("ingest: publishing an ack to %s failed", kid.hex())
         while self._unconfirmed and _settled(self._unconfirmed[0]):
             self._unconfirmed.popleft()
         for m in batch:
@@ -432,58 +415,6 @@ class MqttIngest:
                 self.on_results(list(results))
             except Exception:
                 log.exception("ingest: the on_results callback failed; carrying on")
-
-    def _confirm_duplicates(self, dups: list[FrameInfo], book: _Book) -> None:
-        """Acknowledge a duplicate only if the store holds that very frame: its (kid, epoch,
-        seq) with the same digest. A failure costs only those acks (the device resends)."""
-        groups: dict[tuple[bytes, int], list[tuple[int, FrameInfo]]] = {}
-        for info in dups:
-            # No epoch (not classified against the store): not confirmed; the resend will be.
-            if info.kid is not None and info.seq is not None and info.epoch is not None:
-                groups.setdefault((info.kid, info.epoch), []).append((info.seq, info))
-        for (kid, epoch), infos in groups.items():
-            try:
-                held = self.twin.store.stored(kid, epoch, [seq for seq, _ in infos])
-            except Exception:
-                log.exception("ingest: looking up duplicates of %s failed; not re-acknowledged",
-                              kid.hex())
-                continue
-            for seq, i in infos:
-                if held.get(seq) == i.digest:
-                    book.setdefault((kid, i.id_context), ({}, {}))[0][seq] = i.digest
-
-    def _next_piv(self, kid: bytes, key: bytes) -> int:
-        k = (kid, key)
-        piv = self._piv.get(k, 0)
-        if piv > MAX_SEQ:
-            # 2^40 acks to one device context from one process: this Sender ID is spent. Take
-            # a fresh one (fresh keys, counters from 0); this ack is lost, the resend heals it.
-            self.sender_id, self._piv = os.urandom(_ack.SID_LEN), {}
-            raise RuntimeError("ack sequence numbers of this twin Sender ID exhausted")
-        self._piv[k] = piv + 1
-        return piv
-
-    def _publish_acks(self, kid: bytes, kid_context: bytes | None, stored: dict[int, bytes],
-                      refused: dict[int, tuple[bytes, str]]) -> None:
-        # A failure costs only this device context's acks: its frames are stored (or refused
-        # for good), it resends them and they are answered then.
-        try:
-            ctx = self.twin.ack_context(kid, _ack.sender_id_for(self.sender_id, kid),
-                                        kid_context)
-            entries: list[tuple[int, int, bytes, str]] = sorted(
-                [(s, 0, d, "") for s, d in stored.items()]
-                + [(s, 1, d, r) for s, (d, r) in refused.items()])
-            for i in range(0, len(entries), _ack.MAX_ENTRIES):
-                part = entries[i:i + _ack.MAX_ENTRIES]
-                data = _ack.seal_ack(
-                    ctx, kid, self._next_piv(kid, ctx.key),
-                    [(s, d) for s, k, d, _ in part if k == 0],
-                    [(s, d, r) for s, k, d, r in part if k == 1], kid_context)
-                self._unconfirmed.append(
-                    self.transport.publish(topic(kid, "a", self.root), data, qos=1))
-                self.stats.acks += 1
-        except Exception:
-            log.exception("ingest: acknowledging device %s end to end failed", kid.hex())
 
     def _confirm_acks(self, timeout: float) -> None:
         """Give the last end-to-end acks up to ``timeout`` seconds to reach the broker."""
@@ -584,15 +515,6 @@ class _PresenceCheck:
             info.wait_for_publish(5.0)
         except (RuntimeError, ValueError, TwinlinkError):
             log.warning("ingest: announcing this twin on %s failed", self.topic)
-
-
-def _named(r: Result) -> FrameInfo | None:
-    """The refused frame's info if it names a frame (kid, seq and digest), else None."""
-    info = getattr(r, "frame", None)
-    if (isinstance(info, FrameInfo) and info.kid is not None and info.seq is not None
-            and len(info.digest) == _ack.DIGEST_LEN):
-        return info
-    return None
 
 
 def _settled(info: mqtt.MQTTMessageInfo) -> bool:
