@@ -73,6 +73,15 @@ def send_mqtt(args: argparse.Namespace) -> int:
         timeout=args.timeout, capacity=args.outbox_capacity, when_full=args.when_full,
         window=args.window, resend_after=args.resend_after, topic_root=root)
     assert isinstance(link, MqttLink)  # the scheme was checked above
+    return send_through_outbox(args, dev, link, lines, outbox)
+
+
+def send_through_outbox(args: argparse.Namespace, dev: Device, link: Any,
+                        lines: ReadingLines, outbox: Path) -> int:
+    """Seal stdin's readings in batches into ``link``'s durable outbox (an MQTT link, or a
+    serial link with acks), wait ``--timeout`` for the twin's acks, report and return the exit
+    code: 8 if the twin refused readings for good, 6 if some are still pending, 5 for a full
+    outbox, else the JSON-lines code. Closes ``dev`` (and so the link)."""
     queued = 0
     full: OutboxFull | None = None
     try:
@@ -231,7 +240,7 @@ def _conn_args(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     send = sub.choices["send"]
     _conn_args(send)
-    g = send.add_argument_group("MQTT outbox")
+    g = send.add_argument_group("outbox (MQTT, and serial with --acks)")
     g.add_argument("--outbox-capacity", type=positive_int, default=DEFAULT_CAPACITY, metavar="N",
                    help="most unacknowledged frames kept")
     g.add_argument("--when-full", choices=["refuse", "block"], default="refuse",
