@@ -57,7 +57,7 @@ from . import keys, oscore
 from .errors import TransportError, TwinlinkError
 from .outbox import Outbox, OutboxFull
 
-__all__ = ["AckOpener", "Carrier", "Delivery", "DeliveryStats", "OutboxFull"]
+__all__ = ["AckOpener", "Carrier", "Delivery", "DeliveryLink", "DeliveryStats", "OutboxFull"]
 
 log = logging.getLogger("twinlink.delivery")
 
@@ -435,3 +435,64 @@ class Delivery:
             self._next_due = next_due
             if written:
                 self._release_keys(written)
+
+
+class DeliveryLink:
+    """What a device link built on :class:`Delivery` offers its callers (the
+    :class:`twinlink.device.Link` surface and more); a transport's link sets ``delivery`` and
+    implements :meth:`close` (:class:`~twinlink.mqtt_link.MqttLink`,
+    :class:`~twinlink.serial_link.SerialAckLink`)."""
+
+    delivery: Delivery
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.delivery.outbox
+
+    @property
+    def e2e(self) -> bool:
+        """True if frames leave the outbox only on the twin's end-to-end acknowledgement."""
+        return self.delivery.e2e
+
+    @property
+    def stats(self) -> DeliveryStats:
+        return self.delivery.stats
+
+    @property
+    def timeout(self) -> float:
+        """Default wait of :meth:`flush`, :meth:`close` and a blocking :meth:`send`."""
+        return self.delivery.timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self.delivery.timeout = value
+
+    def send(self, frame: bytes) -> None:
+        """Durably queue one sealed frame; it goes out in the background."""
+        self.delivery.put([frame])
+
+    def send_many(self, frames: Sequence[bytes]) -> None:
+        """Durably queue sealed frames (all or none); a full outbox: see :meth:`Delivery.put`."""
+        self.delivery.put(frames)
+
+    def pending(self) -> int:
+        """Frames queued and not yet acknowledged."""
+        return self.delivery.pending()
+
+    def dead_letters(self) -> int:
+        """Frames the twin refused for good, kept in the outbox's dead letters (all runs)."""
+        return self.outbox.count_dead_letters()
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until every queued frame is acknowledged or ``timeout`` passes (default: the
+        link's timeout); return how many are still pending (0 = all acknowledged)."""
+        return self.delivery.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> DeliveryLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

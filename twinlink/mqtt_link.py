@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .delivery import AckOpener, Delivery, DeliveryStats
+from .delivery import AckOpener, Delivery, DeliveryLink
 from .keys import Bundle
 from .outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
 from .transport.mqtt import (
@@ -47,7 +47,7 @@ from .transport.mqtt import (
 __all__ = ["MqttLink", "OutboxFull", "for_device", "open_url"]
 
 
-class MqttLink:
+class MqttLink(DeliveryLink):
     """A durable device→twin link over MQTT; ``send(frame)`` queues, a thread publishes.
 
     ``bundle``: the device's bundle; only its frames may be sent, and its key authenticates the
@@ -118,28 +118,6 @@ class MqttLink:
         return self.transport.opts
 
     @property
-    def outbox(self) -> Outbox:
-        return self.delivery.outbox
-
-    @property
-    def e2e(self) -> bool:
-        """True if frames leave the outbox only on the twin's end-to-end acknowledgement."""
-        return self.delivery.e2e
-
-    @property
-    def stats(self) -> DeliveryStats:
-        return self.delivery.stats
-
-    @property
-    def timeout(self) -> float:
-        """Default wait of :meth:`flush`, :meth:`close` and a blocking :meth:`send`."""
-        return self.delivery.timeout
-
-    @timeout.setter
-    def timeout(self, value: float) -> None:
-        self.delivery.timeout = value
-
-    @property
     def connected(self) -> bool:
         return self.transport.connected
 
@@ -158,27 +136,6 @@ class MqttLink:
         self.delivery.start()
         self.transport.start()
 
-    def send(self, frame: bytes) -> None:
-        """Durably queue one sealed frame; it is published in the background."""
-        self.delivery.put([frame])
-
-    def send_many(self, frames: Sequence[bytes]) -> None:
-        """Durably queue sealed frames (all or none); see the class doc for a full outbox."""
-        self.delivery.put(frames)
-
-    def pending(self) -> int:
-        """Frames queued and not yet acknowledged."""
-        return self.delivery.pending()
-
-    def dead_letters(self) -> int:
-        """Frames the twin refused for good, kept in the outbox's dead letters (all runs)."""
-        return self.outbox.count_dead_letters()
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Wait until every queued frame is acknowledged or ``timeout`` passes (default: the
-        link's timeout); return how many are still pending (0 = all acknowledged)."""
-        return self.delivery.flush(timeout)
-
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self.transport.wait_connected(self.timeout if timeout is None else timeout)
 
@@ -188,12 +145,6 @@ class MqttLink:
         t = self.timeout if timeout is None else timeout
         self.delivery.close(t)
         self.transport.stop(t, before=self._last_words)
-
-    def __enter__(self) -> MqttLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the Carrier interface (delivery thread) -------------------------------------------------
 

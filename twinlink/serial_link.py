@@ -21,11 +21,11 @@ them back leaves every frame pending (``flush`` times out) — use a plain
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .delivery import AckOpener, Delivery, DeliveryStats
+from .delivery import AckOpener, Delivery, DeliveryLink
 from .keys import Bundle
 from .outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
 from .transport.serial import SerialLink
@@ -33,7 +33,7 @@ from .transport.serial import SerialLink
 __all__ = ["OutboxFull", "SerialAckLink", "for_device"]
 
 
-class SerialAckLink:
+class SerialAckLink(DeliveryLink):
     """A durable device→twin serial link; ``send(frame)`` queues, a thread writes.
 
     ``bundle``: the device's bundle (with its own key: acks are opened with it; ValueError for
@@ -70,18 +70,6 @@ class SerialAckLink:
         return f"SerialAckLink({self.url!r}, kid={self.kid.hex()}, pending={self.pending()})"
 
     @property
-    def outbox(self) -> Outbox:
-        return self.delivery.outbox
-
-    @property
-    def e2e(self) -> bool:
-        return True
-
-    @property
-    def stats(self) -> DeliveryStats:
-        return self.delivery.stats
-
-    @property
     def connected(self) -> bool:
         return self.serial.connected
 
@@ -89,37 +77,10 @@ class SerialAckLink:
     def last_error(self) -> str:
         return self.serial.last_error or self.delivery.last_error
 
-    def send(self, frame: bytes) -> None:
-        """Durably queue one sealed frame; it is written in the background."""
-        self.delivery.put([frame])
-
-    def send_many(self, frames: Sequence[bytes]) -> None:
-        """Durably queue sealed frames (all or none)."""
-        self.delivery.put(frames)
-
-    def pending(self) -> int:
-        """Frames queued and not yet acknowledged."""
-        return self.delivery.pending()
-
-    def dead_letters(self) -> int:
-        """Frames the twin refused for good, kept in the outbox's dead letters (all runs)."""
-        return self.outbox.count_dead_letters()
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Wait until every queued frame is acknowledged or ``timeout`` passes; return how many
-        are still pending."""
-        return self.delivery.flush(timeout)
-
     def close(self, timeout: float | None = None) -> None:
         """Stop writing, close the port and the outbox; queued frames stay for the next run."""
         self.delivery.close(self.delivery.timeout if timeout is None else timeout)
         self.serial.close()
-
-    def __enter__(self) -> SerialAckLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the Carrier interface (delivery thread) -------------------------------------------------
 

@@ -19,6 +19,7 @@ from ..mqtt_link import MqttLink
 from ..outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
 from ..transport.mqtt import TOPIC_ROOT, MqttOptions, check_topic_root, connect_options
 from . import output
+from .commands import STATE_HELP
 from .common import (
     EXIT_PENDING,
     EXIT_REFUSED,
@@ -260,9 +261,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         examples=["twinlink outbox --device keys/pump-17.device --state state",
                   "twinlink outbox --device keys/pump-17.device --json"])
     p.add_argument("--device", required=True, metavar="BUNDLE", help="device bundle (NAME.device)")
-    p.add_argument("--state", metavar="DIR",
-                   help="the state directory 'send' used (default: $TWINLINK_STATE_DIR, else "
-                        "~/.local/state/twinlink)")
+    p.add_argument("--state", metavar="DIR", help=STATE_HELP + "; the one 'send' used")
     p.add_argument("--limit", type=positive_int, default=100, metavar="N",
                    help="list at most N dead letters")
     add_json(p, "print one JSON object: counts, and each dead letter with its frame in hex")
