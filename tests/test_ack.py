@@ -209,3 +209,49 @@ def test_outbox_releases_only_matching_digests(pair, tmp_path: Path) -> None:
         assert both.dead == [seqs[3]] and both.conflicts == []
     with Outbox(tmp_path / "o.outbox") as box:  # durable
         assert box.seqs(dev.kid, dev.id_context) == seqs[4:] and box.count_dead_letters() == 2
+
+
+def test_the_twin_answers_only_what_the_store_holds_or_refused_for_good(pair) -> None:
+    """The Acknowledger (every ingest's): a "duplicate" is acknowledged only if the store holds
+    that very digest under its (kid, epoch, seq); refusals are answered only when the frame
+    authenticated and the refusal is permanent."""
+    from twinlink import errors as e
+    from twinlink.ingest import Acknowledger
+    from twinlink.twin import FrameInfo, Reading
+
+    twin, dev, _ = pair
+    frames = dev.seal_many([{"i": i} for i in range(3)])
+    stored = [twin.open(f) for f in frames]
+    epoch, ctx = stored[0].epoch, dev.id_context
+
+    def refusal(err: e.TwinlinkError, seq: int, digest: bytes, **kw: object) -> e.TwinlinkError:
+        err.frame = FrameInfo(kid=dev.kid, seq=seq, id_context=ctx, epoch=epoch,  # type: ignore[attr-defined]
+                              digest=digest, **kw)  # type: ignore[arg-type]
+        return err
+
+    other = b"\x99" * 8
+    results = [
+        stored[0],                                                                # stored
+        refusal(e.Replay("dup"), stored[1].seq, stored[1].digest, duplicate=True,
+                authenticated=True),                                              # confirmed
+        refusal(e.Replay("dup?"), stored[2].seq, other, duplicate=True,
+                authenticated=True),                   # "duplicate" with other content: never
+        refusal(e.MalformedPayload("bad"), 7, b"\x07" * 8, authenticated=True),  # NACK
+        refusal(e.BadSignature("forged"), 8, b"\x08" * 8),                        # never
+        refusal(e.TooOld("old"), 9, b"\x09" * 8),           # not authenticated: never
+        refusal(e.InternalError("bug"), 10, b"\x0a" * 8, authenticated=True),  # not permanent
+    ]
+    assert isinstance(results[0], Reading)
+    acker = Acknowledger(twin)
+    ans = acker.answer(results)
+    assert (ans.stored, ans.duplicates, ans.refused, ans.nacks) == (1, 2, 4, 1)
+    (kid, data), = ans.acks
+    a = AckOpener(dev.bundle).open(data)
+    assert kid == dev.kid and a.sender_id == acker.sender_id and a.kid_context == ctx
+    assert a.stored == ((stored[0].seq, stored[0].digest), (stored[1].seq, stored[1].digest))
+    assert a.refused == ((7, b"\x07" * 8, "bad_payload"),)
+    # Split at max_entries, each ack with its own PIV under this process's Sender ID.
+    small = Acknowledger(twin, max_entries=1)
+    pivs = [ack.parse_ack(d).seq for _, d in small.answer(results).acks]
+    assert pivs == [0, 1, 2] and small.sender_id != acker.sender_id
+    assert [ack.parse_ack(d).seq for _, d in small.answer(results[:1]).acks] == [3]

@@ -253,8 +253,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="seconds without the twin's ack before a frame is published again")
 
     p = add_command(
-        sub, "outbox", "list what a device's MQTT outbox holds (pending, dead letters)",
-        description="Show the frames a device's MQTT outbox still holds, per security context, "
+        sub, "outbox", "list what a device's outbox holds (pending, dead letters)",
+        description="Show the frames a device's durable outbox ('send --mqtt', or 'send --serial "
+                    "--acks') still holds, per security context, "
                     "and its dead letters: readings the twin refused for good (bad payload, too "
                     "old, retired context, revoked, conflict), with the reason. Opening the "
                     "outbox needs it to be idle (no 'send' running on it).",

@@ -173,6 +173,7 @@ class MqttIngest:
         self.stats = IngestStats()
         #: Set while the broker has confirmed our subscription on the current connection.
         self.subscribed = threading.Event()
+        self._sub_mid = -1  # packet id of the telemetry SUBSCRIBE on this connection
         self.transport = MqttTransport(
             url, client_id, options, clean_start=False, session_expiry=session_expiry,
             receive_maximum=receive_maximum, max_packet_size=max_packet_size, manual_ack=True,
@@ -201,10 +202,10 @@ class MqttIngest:
         # after a broker that lost its state (no persistence) comes back.
         if self._presence:  # watch it: another twin announcing itself here later is logged
             self.transport.subscribe(self.presence_topic, qos=1, retained=True)
-        self.transport.subscribe(self.sub_topic, qos=1)
+        self._sub_mid = self.transport.subscribe(self.sub_topic, qos=1)
 
     def _on_subscribed(self, mid: int, granted: bool) -> None:
-        if granted:
+        if granted and mid == self._sub_mid:  # the telemetry subscription, not the presence one
             self.subscribed.set()
 
     def _on_presence(self, msg: Message) -> None:
