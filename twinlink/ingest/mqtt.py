@@ -164,6 +164,7 @@ class MqttIngest:
         self.presence_topic = presence_topic(self.root)
         self._presence = presence
         self._url, self._options = url, options
+        self._check: _PresenceCheck | None = None  # the start-up check, while it runs
         #: What a foreign presence message on the topic root said (None: none seen).
         self.foreign_presence: str | None = None
         self.batch_max, self.batch_wait = batch_max, batch_wait
@@ -193,7 +194,8 @@ class MqttIngest:
 
     @property
     def last_error(self) -> str:
-        return self.transport.last_error
+        check = self._check
+        return self.transport.last_error or (check.transport.last_error if check else "")
 
     # -- paho's network thread -------------------------------------------------------------------
 
@@ -258,7 +260,7 @@ class MqttIngest:
         another twin holds it, else announce this twin there (retained). Uses a connection of
         its own (random client id, clean start), so a misconfigured second twin never touches
         the serving twin's session."""
-        check = _PresenceCheck(self._url, self._options, self.presence_topic)
+        check = self._check = _PresenceCheck(self._url, self._options, self.presence_topic)
         try:
             theirs = check.run(stop)
             if theirs is not None and theirs != self.fingerprint:
@@ -270,6 +272,7 @@ class MqttIngest:
                 check.announce(PRESENCE_PREFIX + self.fingerprint.encode())
         finally:
             check.transport.stop(2.0)
+            self._check = None
 
     def _step(self, stop: threading.Event) -> None:
         if not self._held and self._suspect is None:
