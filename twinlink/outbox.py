@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS frames (
     added REAL NOT NULL,
     PRIMARY KEY (kid, ctx, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS frames_order ON frames (kid, ord);
 CREATE TABLE IF NOT EXISTS dead_letters (
     kid BLOB NOT NULL,
     ctx BLOB NOT NULL,
@@ -237,12 +238,14 @@ class Outbox:
         old context's frames could never be stored.
         """
         with self._lock:
-            row = self._db.execute(
-                "SELECT ctx, MIN(seq) FROM frames WHERE kid=? GROUP BY ctx ORDER BY MIN(ord) "
-                "LIMIT 1", (kid,)).fetchone()
+            # Both lookups use an index: the oldest queued frame's context, then its lowest seq.
+            row = self._db.execute("SELECT ctx FROM frames WHERE kid=? ORDER BY ord LIMIT 1",
+                                   (kid,)).fetchone()
             if row is None:
                 return []
-            ctx, low = bytes(row[0]), int(row[1])
+            ctx = bytes(row[0])
+            low = int(self._db.execute("SELECT MIN(seq) FROM frames WHERE kid=? AND ctx=?",
+                                       (kid, ctx)).fetchone()[0])
             return [Queued(ctx, int(s), bytes(f)) for s, f in self._db.execute(
                 "SELECT seq, frame FROM frames WHERE kid=? AND ctx=? AND seq<? ORDER BY seq",
                 (kid, ctx, low + span))]
