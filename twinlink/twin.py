@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import threading
+import time as _time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from typing import Any, Callable, Union
 
 from . import frame as _frame
 from . import keys, oscore, senml
+from .detect import DetectConfig, DetectionEvent, Detector
 from .errors import (
     BadSignature,
     Conflict,
@@ -78,6 +80,9 @@ class Reading:
     epoch: int = 0
     id_context: bytes | None = None
     digest: bytes = b""
+    #: QARTOD flag per series (1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing), when
+    #: the twin's detectors checked the reading.
+    flags: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the reading (``time`` as epoch seconds).
@@ -187,6 +192,7 @@ class Twin:
         *,
         cache_size: int = 4096,
         workers: int | None = None,
+        detect: bool | Detector = True,
     ) -> None:
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self.store: TwinStore = db if isinstance(db, TwinStore) else open_store(db)
@@ -207,6 +213,24 @@ class Twin:
         self._pool: ThreadPoolExecutor | None = None
         #: Refusals by reason and internal errors since start (for monitoring).
         self.counts: Counter[str] = Counter()
+        #: The detectors of authentic lies (value QC, stream, liveness); None if disabled.
+        self.detector: Detector | None = None
+        self._batch_events: list[tuple[int, Event]] = []
+        self._touched: set[str] = set()
+        self._saved_at = self._configured_at = 0.0
+        self._sweeper: threading.Thread | None = None
+        self._stop_sweeping = threading.Event()
+        if detect is not False:
+            try:
+                self.detector = detect if isinstance(detect, Detector) else Detector(
+                    DetectConfig.from_json(self.store.qc_config()))
+                learned = self.store.detect_state()
+                if learned:
+                    self.detector.import_state(learned)
+            except BaseException:
+                if not isinstance(db, TwinStore):
+                    self.store.close()
+                raise
 
     def __repr__(self) -> str:
         return f"Twin(store={self.store!r}, key={self.key!r})"
@@ -323,6 +347,9 @@ class Twin:
                 for i, acc, dev in pending:
                     results[i] = _reading(dev, acc)
                 return results  # type: ignore[return-value]
+            if self.detector is not None:
+                for i, acc, dev in pending:
+                    self._guard_detect(i, acc, dev, len(frames[i]), events)
             events.sort(key=lambda e: e[0])
             self._commit(pending, [e for _, e in events], results)
         return results  # type: ignore[return-value]
@@ -335,6 +362,91 @@ class Twin:
             refuse(job, exc)
         except Exception as exc:  # a bug or resource failure: this frame only
             refuse(job, self._internal(exc, job))
+
+    def _guard_detect(self, index: int, acc: Accepted, dev: DeviceRecord, size: int,
+                      events: list[tuple[int, Event]]) -> None:
+        """Run the detectors on one accepted frame (in frame order): flags go with the reading,
+        detection events into the same transaction. A detector failure costs the flags of that
+        one reading (logged), never the reading."""
+        assert self.detector is not None
+        try:
+            verdict = self.detector.observe(dev.name, acc.seq, acc.records, acc.received_at,
+                                            size, dev.epoch + 1 if acc.renew else dev.epoch)
+        except Exception as exc:
+            log.error("detection failed for %s seq %d", dev.name, acc.seq, exc_info=exc)
+            self.counts["detect_error"] += 1
+            return
+        self._touched.add(dev.name)
+        if acc.records:
+            flags: dict[str, int] = {}
+            tests: dict[str, list[str]] = {}
+            for rec, flag, tripped in zip(acc.records, verdict.flags, verdict.tests):
+                name = rec[0]
+                if _FLAG_RANK.get(flag, 0) >= _FLAG_RANK.get(flags.get(name, 0), -1):
+                    flags[name] = flag
+                if tripped:
+                    tests.setdefault(name, []).extend(t for t in tripped
+                                                      if t not in tests.get(name, ()))
+            acc.flags, acc.qc_tests = flags, tests or None
+        for ev in verdict.events:
+            events.append((index, _detection_event(ev, acc.kid, acc.source)))
+
+    def sweep(self, now: float | None = None) -> list[Event]:
+        """Liveness and held-back stream checks (``device.silent``, folded gaps): run the
+        detectors' sweep, store its events, and now and then persist what they learned and the
+        per-device QC views ``status`` shows (and pick up a changed QC configuration). The
+        running ingests call it about once a second (:meth:`start_sweeper`); library users may
+        call it themselves. Returns the events stored."""
+        if self.detector is None:
+            return []
+        with self._lock:
+            found = self.detector.sweep(now)
+            self._touched.update(ev.device for ev in found)
+            out = [_detection_event(ev, self._kid_of(ev.device), "") for ev in found]
+            if out:
+                self.store.record_events(out)
+            clock = _time.monotonic()
+            if clock - self._configured_at >= 5.0:
+                self._configured_at = clock
+                config = DetectConfig.from_json(self.store.qc_config())
+                if config != self.detector.config:
+                    self.detector.configure(config)
+            if self._touched and clock - self._saved_at >= 5.0:
+                self.flush_detections(learned=clock - self._saved_at >= 300.0)
+            return out
+
+    def flush_detections(self, learned: bool = True) -> None:
+        """Persist the per-device QC views (and, with ``learned``, the baselines)."""
+        if self.detector is None:
+            return
+        with self._lock:
+            det = self.detector
+            views = {name: det.state(name) for name in self._touched}
+            self.store.save_detect_state(det.export_state() if learned else None, views)
+            self._touched.clear()
+            self._saved_at = _time.monotonic()
+
+    def _kid_of(self, name: str) -> bytes | None:
+        try:
+            return self.store.device(name).kid
+        except TwinlinkError:
+            return None
+
+    def start_sweeper(self, interval: float = 1.0) -> None:
+        """Sweep every ``interval`` seconds on a thread (``twinlink-sweep``) until :meth:`close`.
+        A failing sweep is logged and retried at the next tick."""
+        if self.detector is None or self._sweeper is not None:
+            return
+
+        def run() -> None:
+            while not self._stop_sweeping.wait(interval):
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("detection sweep failed; retrying in %.1f s", interval)
+
+        self._sweeper = threading.Thread(target=run, name="twinlink-sweep", daemon=True)
+        self._sweeper.start()
 
     def _internal(self, exc: BaseException, job: _Job | None) -> InternalError:
         where = ""
@@ -568,6 +680,15 @@ class Twin:
         self.store.revoke(name, why)
 
     def close(self) -> None:
+        self._stop_sweeping.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+            self._sweeper = None
+        if self.detector is not None and (self._touched or self._saved_at):
+            try:
+                self.flush_detections()
+            except TwinlinkError:
+                log.exception("could not persist the detectors' state on close")
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -580,9 +701,31 @@ class Twin:
         self.close()
 
 
+_PLAINTEXT_KEYS = frozenset({"value", "values", "last", "previous", "median"})
+
+#: Which of two QARTOD flags a series keeps when a pack names it twice: the worst.
+_FLAG_RANK = {4: 5, 3: 4, 9: 3, 2: 2, 1: 1}
+
+
+def _detection_event(ev: DetectionEvent, kid: bytes | None, source: str) -> Event:
+    """A detector's event as a stored event (its catalogue type is the reason)."""
+    from .events import DETECTION_NAMES
+
+    parts = [] if ev.series is None else [f"series {ev.series}"]
+    # Event details leave the twin (SIEM, syslog): no plaintext values in them, only the
+    # finding's parameters (bounds, factors, counts).
+    detail = {k: v for k, v in ev.detail.items() if k not in _PLAINTEXT_KEYS}
+    if detail:
+        parts.append(dumps_json(detail))
+    return Event(DETECTION_NAMES.get(ev.type, ev.type), "; ".join(parts) or ev.type, kid, ev.seq,
+                 source, at=ev.time if ev.time is not None else _time.time(),
+                 count=max(1, ev.count))
+
+
 def _reading(dev: DeviceRecord, acc: Accepted) -> Reading:
     return Reading(dev.name, acc.kid, acc.seq, acc.payload, acc.records, acc.time,
-                   acc.provenance, acc.plaintext, acc.epoch, acc.id_context, acc.digest)
+                   acc.provenance, acc.plaintext, acc.epoch, acc.id_context, acc.digest,
+                   acc.flags)
 
 
 def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:

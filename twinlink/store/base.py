@@ -118,6 +118,9 @@ class Accepted:
     master_salt: bytes | None = None
     id_context: bytes | None = None
     renew: bool = False
+    #: QARTOD flags per series name and the tests that tripped (twinlink.detect), if checked.
+    flags: dict[str, int] | None = None
+    qc_tests: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -161,6 +164,8 @@ class ReadingRow(TypedDict):
     provenance: str
     source: str
     payload: Any
+    flags: Optional[dict[str, int]]
+    qc_tests: Optional[dict[str, list[str]]]
 
 
 class EventRow(TypedDict):
@@ -214,12 +219,13 @@ class DeviceStatus(TypedDict):
     epoch: int
     id_context: Optional[str]
     state: dict[str, SeriesState]
+    qc: dict[str, Any]
 
 
 #: Reasons of audit events (operator actions and context changes), as opposed to refusals.
 AUDIT_REASONS = frozenset({"registered", "revoked_by_operator", "reanchored",
                            "window_marked_lost", "rekey_announced", "rekeyed",
-                           "context_renewed", "context_started"})
+                           "context_renewed", "context_started", "qc_configured"})
 
 
 def context_key(master_salt: bytes, id_context: bytes | None) -> str:
@@ -370,6 +376,27 @@ class TwinStore(ABC):
     def take_ack_seq(self, kid: bytes) -> int:
         """Reserve the next twin→device sequence number of ``kid``'s current context, durably
         and atomically (several ingest processes share the counter)."""
+
+    # -- detection (twinlink.detect) ---------------------------------------------------------
+
+    @abstractmethod
+    def qc_config(self) -> dict[str, Any]:
+        """The detection configuration document (DetectConfig JSON; ``{}``: the defaults)."""
+
+    @abstractmethod
+    def set_qc_config(self, config: dict[str, Any], why: str = "") -> None:
+        """Replace the detection configuration, atomically with its audit event. The caller
+        validates it (``DetectConfig.from_json``); ingests pick it up on their next sweep."""
+
+    @abstractmethod
+    def save_detect_state(self, learned: dict[str, Any] | None,
+                          views: dict[str, dict[str, Any]]) -> None:
+        """Persist what the detectors learned (``learned``, for a restart; None keeps the
+        stored one) and per-device views (QC state and open detections, shown by ``status``)."""
+
+    @abstractmethod
+    def detect_state(self) -> dict[str, Any] | None:
+        """What :meth:`save_detect_state` stored as ``learned`` (None if nothing)."""
 
     # -- queries ------------------------------------------------------------------------------
 
