@@ -32,6 +32,7 @@ from .errors import (
     BadSignature,
     Conflict,
     ContextRetired,
+    DecryptionFailed,
     InternalError,
     MalformedFrame,
     ReplayError,
@@ -424,10 +425,20 @@ class Twin:
                     signed = job.parsed.kind != KIND_LITE
                     if signed:
                         be.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
-                    if job.renew or (job.verify_only and signed):
-                        continue  # decrypted (if at all) once its context is settled
+                    if job.renew:
+                        continue  # decrypted once its context is settled
+                    if job.verify_only and signed:
+                        # A stale or conflicting number in the current context, or the first
+                        # frames of an announced re-key (a new counter starts at 0).
+                        self._try_pending(be, job)
+                        continue
                     ctx = job.ctx if job.ctx is not None else self._context(job.dev)  # type: ignore[arg-type]
-                    job.plaintext = be.decrypt(job.parsed, ctx.key, ctx.common_iv, telemetry)
+                    try:
+                        job.plaintext = be.decrypt(job.parsed, ctx.key, ctx.common_iv,
+                                                   telemetry)
+                    except DecryptionFailed:
+                        if not self._try_pending(be, job):
+                            raise
                 except TwinlinkError as exc:
                     job.error = exc
                 except Exception as exc:  # never lose the thread's other frames
@@ -443,6 +454,25 @@ class Twin:
         futures = [self._pool.submit(run, jobs[k : k + step]) for k in range(0, len(jobs), step)]
         for f in futures:
             f.result()
+
+    def _try_pending(self, be: Any, job: _Job) -> bool:
+        """Whether a verified frame that the current context cannot open decrypts under the
+        device's announced re-key salt; if so it is taken as the first frame of that context
+        (the operator's ``twin rekey`` gave the device its new bundle but was interrupted
+        before the store switched): its earlier verdict is dropped and it renews the context
+        when committed, like a frame under a new ID Context."""
+        dev = job.dev
+        if dev is None or dev.pending_salt is None or job.parsed.kind == KIND_LITE:
+            return False
+        ctx = self._context(dev, master_salt=dev.pending_salt, id_context=_kid_context(job.parsed))
+        try:
+            job.plaintext = be.decrypt(job.parsed, ctx.key, ctx.common_iv,
+                                       oscore.STREAM_TELEMETRY)
+        except TwinlinkError:
+            return False
+        job.salt, job.ctx, job.renew = dev.pending_salt, ctx, True
+        job.held, job.verify_only = None, False
+        return True
 
     def _settle_context(self, be: Any, job: _Job) -> None:
         """A verified frame under a context that is not the device's current one: refuse a
@@ -486,7 +516,7 @@ class Twin:
             # stale or replayed number not stored).
             _info(job.held).authenticated = True
             raise job.held
-        if job.renew:
+        if job.renew and job.ctx is None:  # not yet decrypted under a settled context
             self._settle_context(be, job)
         kid_context = dev.id_context if parsed.kind == KIND_LITE else _kid_context(parsed)
         key = (dev.kid, job.salt, kid_context)

@@ -318,8 +318,9 @@ class TwinStore(ABC):
         raced in from another ingest, a revocation or re-key that landed meanwhile); refusals
         are recorded as events in the same transaction. A reading whose (kid, epoch, seq) is
         already stored is refused as :class:`~twinlink.errors.Replay`, never an integrity
-        error. Raises :class:`StorageError` if the transaction cannot commit: then nothing of
-        it was stored.
+        error. Each stored item's ``epoch`` is set to the epoch it was stored under (one more
+        than before when it renewed the context). Raises :class:`StorageError` if the
+        transaction cannot commit: then nothing of it was stored.
         """
 
     @abstractmethod

@@ -497,12 +497,15 @@ class SQLiteStore(TwinStore):
                                 f"frame of {dev.name} was sealed under a security context the "
                                 "twin has retired")
                         self._switch_context(db, dev, ctx[0], ctx[1])
+                        why = ("its first frame under the Master Salt an operator re-key "
+                               "announced" if ctx[0] == dev.pending_salt and
+                               ctx[1] == dev.id_context else
+                               "its sequence state was lost, restored or copied")
                         extra.append(Event(
                             "context_renewed",
                             f"{dev.name} started a new security context (epoch {dev.epoch + 1},"
-                            f" kid context {'-' if ctx[1] is None else ctx[1].hex()}): its "
-                            "sequence state was lost, restored or copied", a.kid, a.seq,
-                            a.source))
+                            f" kid context {'-' if ctx[1] is None else ctx[1].hex()}): {why}",
+                            a.kid, a.seq, a.source))
                         dev = self._device_row(db, a.kid)
                         win, lost = ReplayWindow(dev.window_size), False
                         entry[:] = [dev, win, lost]
@@ -525,7 +528,7 @@ class SQLiteStore(TwinStore):
                 results.append(err)
                 if err is not None:
                     continue
-                epoch = entry[0].epoch
+                epoch = a.epoch = entry[0].epoch  # a renewal moved it on: report the truth
                 c = counts.setdefault(a.kid, [0, None, None])
                 c[0] += 1
                 c[1], c[2] = a.received_at, a.seq
