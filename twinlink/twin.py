@@ -332,8 +332,7 @@ class Twin:
         except Exception as exc:  # a bug or resource failure: this frame only
             refuse(job, self._internal(exc, job))
 
-    def _internal(self, exc: BaseException, job: _Job | None) -> InternalError:
-        where = ""
+    def _internal(self, exc: BaseException, job: _Job | None, where: str = "") -> InternalError:
         if job is not None and job.parsed is not None:
             where = f" (kid {job.parsed.kid.hex()}, seq {job.parsed.seq})"
         log.error("internal error while processing a frame%s", where, exc_info=exc)
@@ -575,7 +574,12 @@ class Twin:
         except Exception:
             raise first from None
         if len(pending) == 1:
-            return [self._internal(first, None)]
+            # This reading alone breaks the commit: refuse it like any other internal error
+            # (logged with its traceback, counted, and recorded as a security event).
+            acc = pending[0][1]
+            err = self._internal(first, None, f" (kid {acc.kid.hex()}, seq {acc.seq})")
+            self.store.record_events([Event(err.reason, str(err), acc.kid, acc.seq, acc.source)])
+            return [err]
         half = len(pending) // 2
         return (self._commit_isolating(pending[:half], [])
                 + self._commit_isolating(pending[half:], []))
