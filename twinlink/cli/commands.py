@@ -14,7 +14,14 @@ from .. import backends as backend
 from ..device import Device
 from ..errors import TwinlinkError
 from ..provision import provision
-from ..store import PROFILE_LITE, PROFILE_SIGNED, StorageError, TwinStore, open_store
+from ..store import (
+    PROFILE_LITE,
+    PROFILE_SIGNED,
+    RegistryError,
+    StorageError,
+    TwinStore,
+    open_store,
+)
 from ..twin import Reading, Twin, open_lines, refusal_json
 from ..values import to_json
 from . import EXIT_REGISTRY, EXIT_USAGE, READING_HINT, fail, json_readings
@@ -275,12 +282,16 @@ def _rekey(store: TwinStore, name: str, salt_hex: str | None, bundle_path: str |
                 EXIT_USAGE,
                 "re-provision the lite device instead of re-keying it",
             )
+        if (bundle.master_salt != dev.master_salt and bundle.master_salt == dev.pending_salt):
+            # An earlier re-key was cut after it rewrote the bundle: finish that one first, or
+            # announcing a new salt would replace the one the device already uses.
+            _switch_context(store, name, bundle.master_salt, bundle.id_context)
     store.announce_rekey(name, salt)
     if bundle is not None and bundle_path is not None:
         bundle.settings["master_salt"] = salt.hex()
         bundle.settings["id_context"] = None
         bundle.save(bundle_path, overwrite=True)
-    store.rekey(name, salt, None)
+    _switch_context(store, name, salt, None)
     if bundle is not None:
         print(f"re-keyed {name} (master salt {salt.hex()}); updated {bundle_path}", file=sys.stderr)
     else:
@@ -289,6 +300,17 @@ def _rekey(store: TwinStore, name: str, salt_hex: str | None, bundle_path: str |
             "before it sends again",
             file=sys.stderr,
         )
+
+
+def _switch_context(store: TwinStore, name: str, salt: bytes, id_context: bytes | None) -> None:
+    """The store's re-key, where a device that already completed it (its first frame under the
+    announced salt renews the context by itself) counts as success."""
+    try:
+        store.rekey(name, salt, id_context)
+    except RegistryError:
+        rec = store.device(name)
+        if (rec.master_salt, rec.id_context) != (salt, id_context):
+            raise
 
 
 def _need_name(args: argparse.Namespace) -> str:
