@@ -431,3 +431,35 @@ def _one_line_error(p: subprocess.CompletedProcess, code: int | None = None) -> 
     assert len(lines) == 1 and lines[0].startswith("twinlink: "), p.stderr
     assert "Traceback" not in p.stderr
     assert "\x1b" not in p.stderr and "\x07" not in p.stderr  # no raw escapes reach a terminal
+
+
+# -- reanchor from the command line -----------------------------------------------------------
+
+
+def test_reanchor_floor_is_validated_and_forcing_warns(rig, backend_name):
+    dev = rig.device("pump")
+    frames = dev.seal_many([{"v": i} for i in range(5)])
+    with rig.twin() as twin:
+        twin.open_many(frames)
+    db = str(rig.db)
+    for floor in ("-1", str(2**40), "1e3", "0x10", ""):
+        p = _cli("twin", "reanchor", "pump", "--db", db, "--floor", floor, "--force")
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    p = _cli("twin", "reanchor", "pump", "--db", db, "--floor", "2")
+    _one_line_error(p)
+    assert "not above sequence number 4" in p.stderr
+    p = _cli("twin", "reanchor", "pump", "--db", db, "--floor", "2", "--force")
+    assert p.returncode == 0, p.stderr
+    warning, done = p.stderr.strip().splitlines()
+    assert warning.startswith("twinlink: warning: ") and "sequence number 4" in warning
+    assert done == "re-anchored pump: accepting seq >= 2"
+    # The window top is 1 now, but readings up to 4 are stored: 3 is still refused.
+    _one_line_error(_cli("twin", "reanchor", "pump", "--db", db, "--floor", "3"))
+    p = _cli("twin", "reanchor", "pump", "--db", db, "--floor", "5")
+    assert p.returncode == 0 and "warning" not in p.stderr
+    p = _cli("twin", "reanchor", "pump", "--db", db, "--floor", "2", "--force")
+    assert p.returncode == 0 and "warning" in p.stderr
+    out = _cli("open", "--db", db, "--twin-key", str(rig.twin_key_path),
+               stdin=frames[3].hex() + "\n" + frames[4].hex() + "\n",
+               env={"TWINLINK_BACKEND": backend_name})
+    assert [json.loads(x)["error"] for x in out.stdout.splitlines()] == ["replay", "replay"]

@@ -250,7 +250,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
                 raise fail(
                     "reanchor needs --floor SEQ (the lowest sequence number to accept)", EXIT_USAGE
                 )
-            store.reanchor(_need_name(args), args.floor, force=args.force)
+            _reanchor(store, _need_name(args), args.floor, args.force)
             print(f"re-anchored {args.name}: accepting seq >= {args.floor}", file=sys.stderr)
         elif args.action == "rekey":
             _rekey(store, _need_name(args), args.salt, args.bundle)
@@ -300,6 +300,18 @@ def _rekey(store: TwinStore, name: str, salt_hex: str | None, bundle_path: str |
             "before it sends again",
             file=sys.stderr,
         )
+
+
+def _reanchor(store: TwinStore, name: str, floor: int, force: bool) -> None:
+    """Re-anchor; with ``force``, a floor that re-opens numbers already used goes through
+    with a warning that says which (the store's refusal names the highest one used)."""
+    try:
+        store.reanchor(name, floor)
+    except RegistryError as exc:
+        if not force or not 0 <= floor <= oscore.MAX_SEQ:
+            raise
+        print(f"twinlink: warning: {exc}; forced", file=sys.stderr)
+        store.reanchor(name, floor, force=True)
 
 
 def _switch_context(store: TwinStore, name: str, salt: bytes, id_context: bytes | None) -> None:
