@@ -276,12 +276,18 @@ def test_inspect_verdict_equals_what_open_then_does(rig, backend_name):
         "lite device": (lite_dev.seal({"x": 1}), "ok"),
         "not a frame": (bytes.fromhex("d2840102"), "malformed"),
     }
+    with rig.twin() as twin:
+        before = (twin.store.count_readings(), twin.store.count_events(),
+                  twin.store.lookup(pump.kid).window.top)
     verdicts = {}
     for name, (fr, _) in cases.items():
         out = json.loads(_cli(["inspect", fr.hex(), "--db", str(rig.db), "--twin-key",
                                str(rig.twin_key_path), "--json"], backend_name).stdout)
         v = out["verdict"]
         verdicts[name] = "ok" if v["ok"] else v["error"]
+    with rig.twin() as twin:  # a dry run: nothing stored, no event, the window unmoved
+        assert (twin.store.count_readings(), twin.store.count_events(),
+                twin.store.lookup(pump.kid).window.top) == before
     opened = _cli(["open", "--db", str(rig.db), "--twin-key", str(rig.twin_key_path)],
                   backend_name, "".join(fr.hex() + "\n" for fr, _ in cases.values())).stdout
     results = [json.loads(line) for line in opened.splitlines()]
