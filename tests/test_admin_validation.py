@@ -463,3 +463,19 @@ def test_reanchor_floor_is_validated_and_forcing_warns(rig, backend_name):
                stdin=frames[3].hex() + "\n" + frames[4].hex() + "\n",
                env={"TWINLINK_BACKEND": backend_name})
     assert [json.loads(x)["error"] for x in out.stdout.splitlines()] == ["replay", "replay"]
+
+
+def test_rekey_refuses_a_lite_device_with_or_without_its_bundle(rig, backend_name):
+    """A lite bundle holds keys derived from the current context: re-keying the store alone
+    would strand the device, and the hint to edit its Master Salt would not help."""
+    bundle = rig.provision("tiny", lite=True)
+    for extra in ([], ["--bundle", str(bundle)]):
+        p = _cli("twin", "rekey", "tiny", "--db", str(rig.db), *extra)
+        _one_line_error(p, code=2)
+        assert "re-provision" in p.stderr
+    dev = twinlink.Device.load(bundle, rig.root / "state")
+    with rig.twin() as twin:
+        rec = twin.store.device("tiny")
+        assert (rec.epoch, rec.pending_salt) == (0, None)
+        assert twin.open(dev.seal({"v": 1})).provenance == "aead-only"
+    dev.close()

@@ -273,15 +273,16 @@ def _rekey(store: TwinStore, name: str, salt_hex: str | None, bundle_path: str |
         raise fail("--salt must be hex", EXIT_USAGE) from None
     bundle = keys.Bundle.load(bundle_path) if bundle_path else None
     dev = store.device(name)
+    if dev.profile == PROFILE_LITE or (bundle is not None and bundle.device_key is None):
+        # Its bundle holds keys derived from the current context: a new salt strands it.
+        raise fail(
+            "a lite bundle holds derived keys only",
+            EXIT_USAGE,
+            "re-provision the lite device instead of re-keying it",
+        )
     if bundle is not None:
         if (bundle.name, bundle.kid) != (dev.name, dev.kid):
             raise fail(f"{bundle_path} is not {name}'s bundle", EXIT_USAGE)
-        if bundle.device_key is None:
-            raise fail(
-                "a lite bundle holds derived keys only",
-                EXIT_USAGE,
-                "re-provision the lite device instead of re-keying it",
-            )
         if (bundle.master_salt != dev.master_salt and bundle.master_salt == dev.pending_salt):
             # An earlier re-key was cut after it rewrote the bundle: finish that one first, or
             # announcing a new salt would replace the one the device already uses.
