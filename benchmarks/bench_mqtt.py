@@ -27,6 +27,7 @@ from mosquitto import Broker, start_serve, stored, twin_rig  # noqa: E402
 
 from twinlink import Device, Twin, oscore  # noqa: E402
 from twinlink import _backend_pure as ref  # noqa: E402
+from twinlink import frametypes as ft  # noqa: E402
 from twinlink.transport.mqtt import for_device  # noqa: E402
 
 READING = {"temp": 21.5, "hum": 40.25, "pressure": 1013.2, "tag": "ab"}
@@ -40,8 +41,8 @@ def raw_rate(frames: list[bytes], twin: Twin, kid: bytes) -> float:
     for f in frames:
         p = ref.parse(f)
         aad_ext = oscore.external_aad(p.kid, p.piv, oscore.STREAM_TELEMETRY)
-        sm = p.sig + ref.sig_structure(p.prot, aad_ext, p.enc0)
-        aad = ref.enc_structure(ref.ENC0_PROTECTED, aad_ext)
+        sm = p.sig + ft.sig_structure(p.prot, aad_ext, p.enc0)
+        aad = ft.enc_structure(ft.ENC0_PROTECTED, aad_ext)
         jobs.append((sm, p.ct, aad, oscore.nonce(ctx.common_iv, p.kid, p.piv)))
     pk, key = dev.public_key, ctx.key
     t0 = time.perf_counter()

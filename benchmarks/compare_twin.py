@@ -29,6 +29,7 @@ from nacl import bindings as sodium
 import twinlink
 from twinlink import _backend_pure as P
 from twinlink import backends, keys, oscore
+from twinlink import frametypes as ft
 from twinlink.provision import provision
 
 FRAMES = 200
@@ -86,9 +87,9 @@ def main() -> None:
         aad_ext = oscore.external_aad(p.kid, p.piv, b"t")
         raw_inputs.append(
             (
-                p.sig + P.sig_structure(p.prot, aad_ext, p.enc0),
+                p.sig + ft.sig_structure(p.prot, aad_ext, p.enc0),
                 p.ct,
-                P.enc_structure(P.ENC0_PROTECTED, aad_ext),
+                ft.enc_structure(ft.ENC0_PROTECTED, aad_ext),
                 oscore.nonce(sctx.common_iv, p.kid, p.piv),
             )
         )

@@ -1,5 +1,7 @@
-/* Internal: the few deterministic CBOR heads (RFC 8949 §4.2.1) the fixed twinlink/1 shapes
- * need. Writing only; parsing lives in tl_frame.c. Not part of the public API. */
+/* Internal: CBOR heads (RFC 8949 §3). Writing: the deterministic (shortest) heads the fixed
+ * twinlink/1 shapes need. Reading: the one head decoder of the core, shared by the frame
+ * parser (tl_frame.c, shortest form required) and the payload validator (tl_cbor_check.c,
+ * any length). Not part of the public API. */
 #ifndef TL_CBOR_H
 #define TL_CBOR_H
 
@@ -14,6 +16,7 @@
 #define TL_CBOR_ARRAY 4u
 #define TL_CBOR_MAP 5u
 #define TL_CBOR_TAG 6u
+#define TL_CBOR_SIMPLE 7u
 
 /* Length of the shortest head for argument v. */
 static inline size_t tl_cbor_head_len(uint64_t v)
@@ -46,6 +49,38 @@ static inline size_t tl_cbor_put_bstr(uint8_t *out, const uint8_t *b, size_t len
         memcpy(out + h, b, len);
     }
     return h + len;
+}
+
+/* Decode the head at buf[*pos] (pos < end required for success): major type, additional
+ * information and argument (0 for additional information 28..31, which the caller refuses),
+ * and advance *pos past it. Returns 0 if the head runs past end (nothing written), else 1. */
+static inline int tl_cbor_read_head(const uint8_t *buf, size_t end, size_t *pos,
+                                    unsigned *major, unsigned *ai, uint64_t *arg)
+{
+    size_t p = *pos, n, i;
+    uint64_t v = 0;
+    unsigned a;
+    if (p >= end) {
+        return 0;
+    }
+    a = buf[p] & 0x1Fu;
+    if (a >= 24 && a <= 27) {
+        n = (size_t)1 << (a - 24);
+        if (end - p - 1 < n) {
+            return 0;
+        }
+        for (i = 1; i <= n; i++) {
+            v = (v << 8) | buf[p + i];
+        }
+        p += n;
+    } else if (a < 24) {
+        v = a;
+    }
+    *major = buf[*pos] >> 5;
+    *ai = a;
+    *arg = v;
+    *pos = p + 1;
+    return 1;
 }
 
 #endif

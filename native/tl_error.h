@@ -16,7 +16,8 @@ typedef enum {
     TL_E_RANGE = 6,         /* an argument is out of range (kid length, seq, frame size, ...) */
     TL_E_BUFFER = 7,        /* caller's output or work buffer is too small */
     TL_E_CRYPTO = 8,        /* the crypto adapter failed (unbound, or a primitive refused) */
-    TL_E_LINE = 9           /* COBS record is not decodable (line noise) */
+    TL_E_LINE = 9,          /* COBS record is not decodable (line noise) */
+    TL_E_PAYLOAD = 10       /* a decrypted payload is not the CBOR a reading may hold */
 } tl_err;
 
 #endif

@@ -38,11 +38,11 @@ typedef struct {
     size_t work_len;
 } seal_plan;
 
-static int plan_seal(seal_plan *z, int lite, size_t kid_len, uint64_t seq, size_t stream_len,
-                     size_t pt_len)
+static int plan_seal(seal_plan *z, int lite, size_t kid_len, size_t kid_context_len,
+                     uint64_t seq, size_t stream_len, size_t pt_len)
 {
     size_t a0;
-    if (kid_len < 1 || kid_len > TL_MAX_KID_LEN) {
+    if (kid_len < 1 || kid_len > TL_MAX_KID_LEN || kid_context_len > TL_MAX_KID_CONTEXT_LEN) {
         return TL_E_RANGE;
     }
     z->piv_len = tl_piv_encode(z->piv, seq);
@@ -52,7 +52,7 @@ static int plan_seal(seal_plan *z, int lite, size_t kid_len, uint64_t seq, size_
     z->ct_len = pt_len + TL_TAG_LEN;
     a0 = 6 + bstr_len(kid_len) + bstr_len(z->piv_len) + bstr_len(stream_len);
     z->aad_len = bstr_len(a0);
-    z->prot_len = 4 + bstr_len(kid_len);
+    z->prot_len = 4 + bstr_len(kid_len) + (kid_context_len ? 1 + bstr_len(kid_context_len) : 0);
     if (lite) {
         z->enc0_len = 0;
         z->frame_len = 2 + 5 + 2 + bstr_len(kid_len) + 1 + bstr_len(z->piv_len) +
@@ -71,6 +71,39 @@ static int plan_seal(seal_plan *z, int lite, size_t kid_len, uint64_t seq, size_
     return TL_OK;
 }
 
+/* Plan a seal and settle what needs no writing: 1 if the caller returns *rc now (a range
+ * error, the NULL-frame size query answered, or a short buffer), 0 to go on and write. */
+static int begin_seal(seal_plan *z, int *rc, int lite, size_t kid_len, size_t kid_context_len,
+                      uint64_t seq, size_t stream_len, size_t pt_len, const uint8_t *frame,
+                      size_t *frame_len, size_t work_len)
+{
+    *rc = plan_seal(z, lite, kid_len, kid_context_len, seq, stream_len, pt_len);
+    if (*rc != TL_OK) {
+        return 1;
+    }
+    if (frame == NULL) {
+        *frame_len = z->frame_len;
+        return 1;
+    }
+    if (*frame_len < z->frame_len || work_len < z->work_len) {
+        *rc = TL_E_BUFFER;
+        return 1;
+    }
+    return 0;
+}
+
+/* A kid context's length for the plan: 0 when absent (NULL); present but empty is no valid
+ * ID Context (TL_E_RANGE). */
+static int kid_context_length(const uint8_t *kid_context, size_t *len)
+{
+    if (kid_context == NULL) {
+        *len = 0;
+    } else if (*len == 0) {
+        return TL_E_RANGE;
+    }
+    return TL_OK;
+}
+
 /* bstr(external_aad): [1, [24, -8], kid, PIV, stream]. */
 static size_t put_aad(uint8_t *out, const uint8_t *kid, size_t kid_len, const uint8_t *piv,
                       size_t piv_len, const uint8_t *stream, size_t stream_len)
@@ -82,14 +115,21 @@ static size_t put_aad(uint8_t *out, const uint8_t *kid, size_t kid_len, const ui
     return n + len;
 }
 
-/* Outer protected header {1: -8, 4: kid}. */
-static size_t put_prot(uint8_t *out, const uint8_t *kid, size_t kid_len)
+/* Outer protected header {1: -8, 4: kid} or {1: -8, 4: kid, 10: kid_context}. */
+static size_t put_prot(uint8_t *out, const uint8_t *kid, size_t kid_len,
+                       const uint8_t *kid_context, size_t kid_context_len)
 {
-    out[0] = 0xA2;
+    size_t n;
+    out[0] = kid_context_len ? 0xA3 : 0xA2;
     out[1] = 0x01;
     out[2] = 0x27;
     out[3] = 0x04;
-    return 4 + tl_cbor_put_bstr(out + 4, kid, kid_len);
+    n = 4 + tl_cbor_put_bstr(out + 4, kid, kid_len);
+    if (kid_context_len) {
+        out[n++] = 0x0A;
+        n += tl_cbor_put_bstr(out + n, kid_context, kid_context_len);
+    }
+    return n;
 }
 
 int tl_seal(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,
@@ -97,27 +137,31 @@ int tl_seal(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,
             const uint8_t common_iv[12], const uint8_t *stream, size_t stream_len, uint64_t seq,
             const uint8_t *pt, size_t pt_len)
 {
+    return tl_seal_ctx(frame, frame_len, work, work_len, sign_sk, kid, kid_len, NULL, 0, key,
+                       common_iv, stream, stream_len, seq, pt, pt_len);
+}
+
+int tl_seal_ctx(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,
+                const uint8_t sign_sk[64], const uint8_t *kid, size_t kid_len,
+                const uint8_t *kid_context, size_t kid_context_len, const uint8_t key[32],
+                const uint8_t common_iv[12], const uint8_t *stream, size_t stream_len,
+                uint64_t seq, const uint8_t *pt, size_t pt_len)
+{
     seal_plan z;
     uint8_t nonce[12], sig[64];
     size_t n, enc0_at, aad_at, ct_at, f;
-    int rc = plan_seal(&z, 0, kid_len, seq, stream_len, pt_len);
+    int rc = kid_context_length(kid_context, &kid_context_len);
 
-    if (rc != TL_OK) {
+    if (rc != TL_OK || begin_seal(&z, &rc, 0, kid_len, kid_context_len, seq, stream_len, pt_len,
+                                  frame, frame_len, work_len)) {
         return rc;
-    }
-    if (frame == NULL) {
-        *frame_len = z.frame_len;
-        return TL_OK;
-    }
-    if (*frame_len < z.frame_len || work_len < z.work_len) {
-        return TL_E_BUFFER;
     }
     /* work = ToBeSigned || Enc_structure:
      *   ["Signature1", bstr(prot), bstr(external_aad), bstr(enc0)] */
     memcpy(work, SIG1_PREFIX, sizeof SIG1_PREFIX);
     n = sizeof SIG1_PREFIX;
     n += tl_cbor_put_head(work + n, TL_CBOR_BSTR, z.prot_len);
-    n += put_prot(work + n, kid, kid_len);
+    n += put_prot(work + n, kid, kid_len, kid_context, kid_context_len);
     aad_at = n;
     n += put_aad(work + n, kid, kid_len, z.piv, z.piv_len, stream, stream_len);
     n += tl_cbor_put_head(work + n, TL_CBOR_BSTR, z.enc0_len);
@@ -150,7 +194,7 @@ int tl_seal(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,
     frame[1] = 0x84;
     f = 2;
     f += tl_cbor_put_head(frame + f, TL_CBOR_BSTR, z.prot_len);
-    f += put_prot(frame + f, kid, kid_len);
+    f += put_prot(frame + f, kid, kid_len, kid_context, kid_context_len);
     frame[f++] = 0xA0;
     f += tl_cbor_put_bstr(frame + f, work + enc0_at, z.enc0_len);
     frame[f++] = 0x58;
@@ -162,19 +206,22 @@ int tl_seal(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,
 
 int tl_seal_many(uint8_t *frames, size_t *frames_len, size_t frame_lens[], uint8_t *work,
                  size_t work_len, const uint8_t sign_sk[64], const uint8_t *kid, size_t kid_len,
-                 const uint8_t key[32], const uint8_t common_iv[12], const uint8_t *stream,
-                 size_t stream_len, uint64_t first_seq, const uint8_t *pts,
-                 const size_t pt_lens[], size_t n)
+                 const uint8_t *kid_context, size_t kid_context_len, const uint8_t key[32],
+                 const uint8_t common_iv[12], const uint8_t *stream, size_t stream_len,
+                 uint64_t first_seq, const uint8_t *pts, const size_t pt_lens[], size_t n)
 {
     seal_plan z;
     size_t i, total = 0, max_work = 0, off = 0, in = 0, len;
-    int rc;
+    int rc = kid_context_length(kid_context, &kid_context_len);
 
+    if (rc != TL_OK) {
+        return rc;
+    }
     if (n > 0 && (first_seq > TL_MAX_SEQ || n - 1 > TL_MAX_SEQ - first_seq)) {
         return TL_E_RANGE;
     }
     for (i = 0; i < n; i++) {
-        rc = plan_seal(&z, 0, kid_len, first_seq + i, stream_len, pt_lens[i]);
+        rc = plan_seal(&z, 0, kid_len, kid_context_len, first_seq + i, stream_len, pt_lens[i]);
         if (rc != TL_OK) {
             return rc;
         }
@@ -192,8 +239,9 @@ int tl_seal_many(uint8_t *frames, size_t *frames_len, size_t frame_lens[], uint8
     }
     for (i = 0; i < n; i++) {
         len = total - off;
-        rc = tl_seal(frames + off, &len, work, work_len, sign_sk, kid, kid_len, key, common_iv,
-                     stream, stream_len, first_seq + i, pts + in, pt_lens[i]);
+        rc = tl_seal_ctx(frames + off, &len, work, work_len, sign_sk, kid, kid_len, kid_context,
+                         kid_context_len, key, common_iv, stream, stream_len, first_seq + i,
+                         pts + in, pt_lens[i]);
         if (rc != TL_OK) {
             return rc;
         }
@@ -213,17 +261,11 @@ int tl_seal_lite(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_l
     seal_plan z;
     uint8_t nonce[12];
     size_t f, a;
-    int rc = plan_seal(&z, 1, kid_len, seq, stream_len, pt_len);
+    int rc;
 
-    if (rc != TL_OK) {
+    if (begin_seal(&z, &rc, 1, kid_len, 0, seq, stream_len, pt_len, frame, frame_len,
+                   work_len)) {
         return rc;
-    }
-    if (frame == NULL) {
-        *frame_len = z.frame_len;
-        return TL_OK;
-    }
-    if (*frame_len < z.frame_len || work_len < z.work_len) {
-        return TL_E_BUFFER;
     }
     memcpy(work, ENC_AAD_PREFIX, sizeof ENC_AAD_PREFIX);
     a = sizeof ENC_AAD_PREFIX;
@@ -260,33 +302,12 @@ typedef struct {
 static int rd_head(reader *r, unsigned *major, uint64_t *arg)
 {
     unsigned ai;
-    size_t n, i;
-    uint64_t v = 0;
-    if (r->pos >= r->end) {
-        return TL_E_MALFORMED;
+    if (!tl_cbor_read_head(r->buf, r->end, &r->pos, major, &ai, arg) || ai > 27) {
+        return TL_E_MALFORMED; /* truncated, indefinite length or reserved */
     }
-    *major = r->buf[r->pos] >> 5;
-    ai = r->buf[r->pos] & 0x1Fu;
-    r->pos++;
-    if (ai < 24) {
-        *arg = ai;
-        return TL_OK;
+    if (ai >= 24 && *arg < (ai == 24 ? 24u : (uint64_t)1 << (4u << (ai - 24)))) {
+        return TL_E_MALFORMED; /* not the shortest form */
     }
-    if (ai > 27) { /* indefinite length or reserved */
-        return TL_E_MALFORMED;
-    }
-    n = (size_t)1 << (ai - 24);
-    if (r->end - r->pos < n) {
-        return TL_E_MALFORMED;
-    }
-    for (i = 0; i < n; i++) {
-        v = (v << 8) | r->buf[r->pos + i];
-    }
-    r->pos += n;
-    if (v < (n == 1 ? 24u : (uint64_t)1 << (4 * n))) { /* not the shortest form */
-        return TL_E_MALFORMED;
-    }
-    *arg = v;
     return TL_OK;
 }
 
@@ -344,7 +365,7 @@ int tl_parse(tl_parsed *out, const uint8_t *frame, size_t frame_len)
     tl_parsed p;
     reader r, s;
     unsigned major;
-    uint64_t arg, tag;
+    uint64_t arg, tag, entries;
     size_t i;
 
     if (frame_len > TL_MAX_FRAME) {
@@ -366,15 +387,21 @@ int tl_parse(tl_parsed *out, const uint8_t *frame, size_t frame_len)
         p.enc0 = frame;
         p.enc0_len = frame_len;
     } else {
-        if (rd_expect(&r, TL_CBOR_ARRAY, 4) || rd_bytes(&r, 1, 16, &p.prot, &p.prot_len)) {
+        if (rd_expect(&r, TL_CBOR_ARRAY, 4) ||
+            rd_bytes(&r, 1, TL_MAX_PROT_LEN, &p.prot, &p.prot_len)) {
             return TL_E_MALFORMED;
         }
+        /* Exactly {1: alg, 4: kid} or {1: alg, 4: kid, 10: kid_context}, in that order. */
         s.buf = p.prot;
         s.pos = 0;
         s.end = p.prot_len;
-        if (rd_expect(&s, TL_CBOR_MAP, 2) || rd_expect(&s, TL_CBOR_UINT, 1) ||
+        if (rd_head(&s, &major, &entries) || major != TL_CBOR_MAP ||
+            (entries != 2 && entries != 3) || rd_expect(&s, TL_CBOR_UINT, 1) ||
             rd_head(&s, &major, &arg) || major != TL_CBOR_NINT || (arg != 7 && arg != 18) ||
             rd_expect(&s, TL_CBOR_UINT, 4) || rd_bytes(&s, 1, TL_MAX_KID_LEN, &p.kid, &p.kid_len) ||
+            (entries == 3 && (rd_expect(&s, TL_CBOR_UINT, 10) ||
+                              rd_bytes(&s, 1, TL_MAX_KID_CONTEXT_LEN, &p.kid_context,
+                                       &p.kid_context_len))) ||
             s.pos != s.end) {
             return TL_E_MALFORMED;
         }

@@ -1,8 +1,11 @@
 /* twinlink C core: seal, parse, verify, decrypt and open exactly the twinlink/1 and lite
  * frame shapes (see twinlink/_backend_pure.py, the reference these match byte for byte).
  *
- *   twinlink/1: 18([ h'A2 01 27 04 <kid>', {}, 16([h'A1011818', {6: PIV}, ct||tag]), sig ])
- *   lite:       16([ h'A1011818', {4: kid, 6: PIV}, ct||tag ])
+ *   twinlink/1: 18([ prot, {}, 16([h'A1011818', {6: PIV}, ct||tag]), sig ])
+ *       prot = h'A2 01 27 04 <kid>'                        base context
+ *            | h'A3 01 27 04 <kid> 0A <kid_context>'       with an ID Context (1..16 bytes),
+ *                                                          COSE "kid context" (RFC 8613 §6.1)
+ *   lite:       16([ h'A1011818', {4: kid, 6: PIV}, ct||tag ])   (never a kid context)
  *
  * Conventions: outputs first; caller-owned buffers, no heap. For a function with an
  * (out, out_len) pair, out == NULL sets *out_len to the exact size needed; otherwise *out_len
@@ -25,9 +28,12 @@
 #define TL_KIND_LITE 2
 #define TL_TAG_LEN 16u
 #define TL_SIG_LEN 64u
+#define TL_MAX_KID_CONTEXT_LEN 16u
+/* Longest outer protected header: A3 01 27 04 <bstr kid: 7> 0A <bstr kid_context: 17>. */
+#define TL_MAX_PROT_LEN 29u
 
 /* Upper bounds (exact sizes are checked inside). */
-#define TL_SEAL_FRAME_BOUND(pt_len) ((size_t)(pt_len) + 128u)
+#define TL_SEAL_FRAME_BOUND(pt_len) ((size_t)(pt_len) + 160u)
 #define TL_SEAL_WORK_BOUND(pt_len, stream_len) ((size_t)(pt_len) + 2u * (size_t)(stream_len) + 192u)
 #define TL_OPEN_WORK_BOUND(frame_len, stream_len) ((size_t)(frame_len) + 2u * (size_t)(stream_len) + 128u)
 
@@ -39,6 +45,8 @@ typedef struct {
     uint64_t seq;
     const uint8_t *kid;
     size_t kid_len;
+    const uint8_t *kid_context; /* NULL (length 0) unless the protected header carries one */
+    size_t kid_context_len;
     const uint8_t *piv;
     size_t piv_len;
     const uint8_t *prot;
@@ -58,14 +66,24 @@ int tl_seal(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,
             const uint8_t common_iv[12], const uint8_t *stream, size_t stream_len, uint64_t seq,
             const uint8_t *pt, size_t pt_len);
 
+/* tl_seal with the security context's ID Context carried as kid_context (1..16 bytes,
+ * TL_E_RANGE otherwise) in the protected header, so the signature covers it. kid_context
+ * NULL: the base context, exactly tl_seal's bytes. */
+int tl_seal_ctx(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,
+                const uint8_t sign_sk[64], const uint8_t *kid, size_t kid_len,
+                const uint8_t *kid_context, size_t kid_context_len, const uint8_t key[32],
+                const uint8_t common_iv[12], const uint8_t *stream, size_t stream_len,
+                uint64_t seq, const uint8_t *pt, size_t pt_len);
+
 /* Seal n plaintexts (concatenated in pts, lengths in pt_lens) with seq first_seq, first_seq+1,
  * ... back to back into frames; frame_lens[i] receives each length. Everything is validated
- * before anything is written. work must hold TL_SEAL_WORK_BOUND of the longest plaintext. */
+ * before anything is written. work must hold TL_SEAL_WORK_BOUND of the longest plaintext.
+ * kid_context as in tl_seal_ctx (NULL: none). */
 int tl_seal_many(uint8_t *frames, size_t *frames_len, size_t frame_lens[], uint8_t *work,
                  size_t work_len, const uint8_t sign_sk[64], const uint8_t *kid, size_t kid_len,
-                 const uint8_t key[32], const uint8_t common_iv[12], const uint8_t *stream,
-                 size_t stream_len, uint64_t first_seq, const uint8_t *pts,
-                 const size_t pt_lens[], size_t n);
+                 const uint8_t *kid_context, size_t kid_context_len, const uint8_t key[32],
+                 const uint8_t common_iv[12], const uint8_t *stream, size_t stream_len,
+                 uint64_t first_seq, const uint8_t *pts, const size_t pt_lens[], size_t n);
 
 /* Seal pt as a lite frame (COSE_Encrypt0, kid unprotected, no signature). */
 int tl_seal_lite(uint8_t *frame, size_t *frame_len, uint8_t *work, size_t work_len,

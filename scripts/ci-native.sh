@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # CI for the native C core. Idempotent: installs only what is missing, then
-#   1. builds twinlink._native in place (if not importable) and checks the native backend loads,
+#   1. rebuilds twinlink._native in place with -Werror (TWINLINK_WERROR=1: a warning or a failed
+#      build fails CI instead of falling back to pure) and checks the native backend loads,
 #   2. runs the native and differential tests with the native backend required,
 #   3. make -C native test   (C runner under ASan + UBSan against libsodium),
 #   4. make -C native fuzz   (libFuzzer on the frame parser/open, FUZZ_SECONDS, default 60).
-# Environment: PYTHON (default: the venv's python if present, else python3), FUZZ_SECONDS.
+# Environment: PYTHON (default: .venv/bin/python if present, else python3), FUZZ_SECONDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${PYTHON:-}" ]; then
-    if [ -x /work/venv/bin/python ]; then PYTHON=/work/venv/bin/python; else PYTHON=python3; fi
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
+export TWINLINK_WERROR=1
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
@@ -43,9 +45,7 @@ if ! fuzzer_works; then
     apt_install "libclang-rt-${major}-dev"
 fi
 
-if ! TWINLINK_BACKEND=native "$PYTHON" -c "import twinlink._backend_native" 2>/dev/null; then
-    "$PYTHON" setup.py -q build_ext --inplace
-fi
+"$PYTHON" setup.py -q build_ext --inplace --force
 TWINLINK_BACKEND=native "$PYTHON" -c "import twinlink.backends as b; print('ci-native: backend', b.explain())"
 
 TWINLINK_REQUIRE_NATIVE=1 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_native.py tests/test_differential.py

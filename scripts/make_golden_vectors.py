@@ -28,7 +28,8 @@ import cbor2  # noqa: E402
 from nacl import bindings as nacl  # noqa: E402
 
 from twinlink import _backend_pure as pure  # noqa: E402
-from twinlink import backends, keys, oscore, senml  # noqa: E402
+from twinlink import backends, cbor, keys, oscore, senml  # noqa: E402
+from twinlink import frametypes as ft  # noqa: E402
 from twinlink.transport import framing  # noqa: E402
 
 OUT = ROOT / "tests" / "vectors" / "twinlink-golden.json"
@@ -47,14 +48,16 @@ CONTEXTS: dict[str, dict[str, Any]] = {
     "kid6": {"kid": "0a0b0c0d0e0f", "master_salt": "", "id_context": None},
     "kid6-rekeyed": {"kid": "0a0b0c0d0e0f", "master_salt": "9e7ca92223786340",
                      "id_context": "37cbf3210017a2d3"},
+    "kid1-renewed": {"kid": "01", "master_salt": "", "id_context": "5c9e2a7b01d84f36"},
 }
 
 SENML_READING = {"temp": 21.5, "rh": 48.25, "door": "open"}
 SENML_TIME = 1700000000.0
 RAW_PAYLOAD = {"fw": "1.4.2", "boot": 7}
 
-# (name, context, profile, alg, seq, plaintext kind)
-FRAMES = [
+# (name, context, profile, alg, seq, plaintext kind[, carries the context's ID Context as
+# kid context, COSE label 10]); frames before the kid-context extension carry none.
+FRAMES: list[tuple[Any, ...]] = [
     ("kid1-seq0", "kid1", "twinlink/1", -8, 0, "senml"),
     ("kid1-seq1", "kid1", "twinlink/1", -8, 1, "senml"),
     ("kid1-seq255", "kid1", "twinlink/1", -8, 255, "senml"),
@@ -63,6 +66,8 @@ FRAMES = [
     ("kid6-rekeyed-seq0", "kid6-rekeyed", "twinlink/1", -8, 0, "senml"),
     ("kid1-seq2-lite", "kid1", "lite", None, 2, "senml"),
     ("kid1-seq3-alg-19", "kid1", "twinlink/1", -19, 3, "senml"),
+    ("kid1-renewed-kidctx-seq0", "kid1-renewed", "twinlink/1", -8, 0, "senml", True),
+    ("kid6-rekeyed-kidctx-seq1", "kid6-rekeyed", "twinlink/1", -8, 1, "senml", True),
 ]
 
 
@@ -91,17 +96,20 @@ def _context(spec: dict[str, Any], secret: bytes) -> dict[str, Any]:
 
 
 def _frame(name: str, ctx_name: str, profile: str, alg: int | None, seq: int, kind: str,
-           ctx: dict[str, Any], plaintext: bytes, sign_sk: bytes) -> dict[str, Any]:
+           ctx: dict[str, Any], plaintext: bytes, sign_sk: bytes,
+           with_kid_context: bool = False) -> dict[str, Any]:
     kid = bytes.fromhex(ctx["kid"])
+    kid_context = bytes.fromhex(ctx["id_context"]) if with_kid_context else None
     key, iv = bytes.fromhex(ctx["sender_key"]), bytes.fromhex(ctx["common_iv"])
     stream = oscore.STREAM_TELEMETRY
     piv = oscore.piv_bytes(seq)
     aad_ext = oscore.external_aad(kid, piv, stream)
-    aead_aad = pure.enc_structure(pure.ENC0_PROTECTED, aad_ext)
+    aead_aad = ft.enc_structure(ft.ENC0_PROTECTED, aad_ext)
     nonce = oscore.nonce(iv, kid, piv)
     ct = nacl.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, aead_aad, nonce, key)
     out: dict[str, Any] = {
-        "name": name, "context": ctx_name, "profile": profile, "kid": kid.hex(), "seq": seq,
+        "name": name, "context": ctx_name, "profile": profile, "kid": kid.hex(),
+        **({"kid_context": kid_context.hex()} if kid_context is not None else {}), "seq": seq,
         "stream": stream.hex(), "payload_kind": kind, "plaintext": plaintext.hex(),
         "partial_iv": piv.hex(), "nonce": nonce.hex(), "external_aad": aad_ext.hex(),
         "aead_aad": aead_aad.hex(), "ciphertext": ct.hex(),
@@ -110,15 +118,15 @@ def _frame(name: str, ctx_name: str, profile: str, alg: int | None, seq: int, ki
         frame = pure.seal_lite(kid, key, iv, stream, seq, plaintext)
         out["frame"] = frame.hex()
         return out
-    enc0 = b"\xd0\x83" + pure.cbor.bstr(pure.ENC0_PROTECTED) + b"\xa1\x06" + \
-        pure.cbor.bstr(piv) + pure.cbor.bstr(ct)
-    prot = pure.outer_protected(kid, alg if alg is not None else -8)
-    tbs = pure.sig_structure(prot, aad_ext, enc0)
+    enc0 = b"\xd0\x83" + cbor.bstr(ft.ENC0_PROTECTED) + b"\xa1\x06" + \
+        cbor.bstr(piv) + cbor.bstr(ct)
+    prot = pure.outer_protected(kid, alg if alg is not None else -8, kid_context)
+    tbs = ft.sig_structure(prot, aad_ext, enc0)
     sig = nacl.crypto_sign(tbs, sign_sk)[:64]
-    frame = b"\xd2\x84" + pure.cbor.bstr(prot) + b"\xa0" + pure.cbor.bstr(enc0) + \
-        pure.cbor.bstr(sig)
+    frame = b"\xd2\x84" + cbor.bstr(prot) + b"\xa0" + cbor.bstr(enc0) + \
+        cbor.bstr(sig)
     if alg == -8:  # what twinlink senders emit; the -19 vector is receive-only
-        assert frame == pure.seal(sign_sk, kid, key, iv, stream, seq, plaintext)
+        assert frame == pure.seal(sign_sk, kid, key, iv, stream, seq, plaintext, kid_context)
     out.update({"alg": alg, "encrypt0": enc0.hex(), "sign1_protected": prot.hex(),
                 "to_be_signed": tbs.hex(), "signature": sig.hex(), "frame": frame.hex()})
     return out
@@ -141,8 +149,8 @@ def _build() -> dict[str, Any]:
     assert secret == keys.master_secret_twin(twin, dev.public)
     contexts = {n: _context(spec, secret) for n, spec in CONTEXTS.items()}
     plaintexts = _plaintexts()
-    frames = [_frame(n, c, p, a, s, k, contexts[c], plaintexts[k], dev.secret64)
-              for n, c, p, a, s, k in FRAMES]
+    frames = [_frame(n, c, p, a, s, k, contexts[c], plaintexts[k], dev.secret64, *kc)
+              for n, c, p, a, s, k, *kc in FRAMES]
     first = bytes.fromhex(frames[0]["frame"])
     return {
         "title": "twinlink/1 golden vectors",
@@ -150,7 +158,9 @@ def _build() -> dict[str, Any]:
         "spec": "docs/PROTOCOL.md",
         "note": "All byte strings in lowercase hex. 'ciphertext' is the ChaCha20-Poly1305 output "
                 "including its 16-byte tag. 'kid1-seq3-alg-19' uses alg -19 (RFC 9864 Ed25519), "
-                "which receivers MUST accept and twinlink senders never emit.",
+                "which receivers MUST accept and twinlink senders never emit. Frames with a "
+                "'kid_context' carry their context's ID Context in the outer protected header "
+                "(label 10, docs/PROTOCOL.md section 7).",
         "keys": {
             "device_ed25519_seed": DEVICE_SEED.hex(),
             "device_ed25519_public": dev.public.hex(),

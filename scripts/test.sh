@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite, as README.md tells a new user (and as CI does):
-# scripts/setup.sh (system packages: mosquitto, libsodium-dev, clang, openssl; .venv with
-# twinlink and its test extras), then pytest over tests/ (extra arguments are passed through).
+# scripts/setup.sh (system packages as root: mosquitto, libsodium-dev, clang, openssl, ... see
+# its list; .venv with twinlink and its test extras), then pytest over tests/ (extra arguments
+# are passed through).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-# COSE labels and algorithms (RFC 9052 §3.1, RFC 9053, RFC 9864)
-H_ALG, H_KID, H_IV, H_PIV = 1, 4, 5, 6
+# COSE labels and algorithms (RFC 9052 §3.1, RFC 9053, RFC 9864; kid context RFC 8613 §6.1)
+H_ALG, H_KID, H_IV, H_PIV, H_KID_CONTEXT = 1, 4, 5, 6, 10
 ALG_ES256, ALG_EDDSA, ALG_ED25519, ALG_CHACHA = -7, -8, -19, 24
 TAG_SIGN1, TAG_SIGN, TAG_ENCRYPT0, TAG_ENCRYPT = 18, 98, 16, 96
 
@@ -273,6 +273,7 @@ class Opened:
     plaintext: bytes
     nonce: bytes
     external_aad: bytes
+    kid_context: bytes | None = None
 
 
 def open_twinlink(frame: bytes, device_public: bytes, twin_secret: bytes, kid: bytes,
@@ -281,7 +282,9 @@ def open_twinlink(frame: bytes, device_public: bytes, twin_secret: bytes, kid: b
     """Open a twinlink/1 frame: verify the COSE_Sign1 with the device key, then decrypt.
 
     Only the device's Ed25519 public key, the twin's X25519 secret, the kid and the stream name
-    are needed; every other value is derived as the specification says.
+    are needed; every other value is derived as the specification says. A frame whose
+    protected header names a kid context (label 10) is derived with that ID Context; it must
+    agree with ``id_context`` when one is given.
     """
     items = _untag(cbor2.loads(frame), TAG_SIGN1, True)
     if len(items) != 4:
@@ -290,6 +293,16 @@ def open_twinlink(frame: bytes, device_public: bytes, twin_secret: bytes, kid: b
     headers = _headers(protected, unprotected)
     if headers.get(H_KID) != kid or headers.get(H_ALG) not in (ALG_EDDSA, ALG_ED25519):
         raise CheckFailed("outer header does not carry this kid and EdDSA")
+    prot_map = cbor2.loads(protected)
+    kid_context = prot_map.get(H_KID_CONTEXT)
+    if H_KID_CONTEXT in unprotected:
+        raise CheckFailed("a kid context must be protected (covered by the signature)")
+    if kid_context is not None:
+        if not isinstance(kid_context, bytes) or not 1 <= len(kid_context) <= 16:
+            raise CheckFailed("kid context is not a byte string of 1 to 16 bytes")
+        if id_context is not None and kid_context != id_context:
+            raise CheckFailed("frame names another ID Context than the expected one")
+        id_context = kid_context
     enc0 = _untag(cbor2.loads(payload), TAG_ENCRYPT0, True)
     if len(enc0) != 3:
         raise CheckFailed("COSE_Encrypt0 is not a 3-element array")
@@ -301,13 +314,15 @@ def open_twinlink(frame: bytes, device_public: bytes, twin_secret: bytes, kid: b
     ctx = derive(twin_master_secret(twin_secret, device_public), kid, master_salt, id_context)
     n = nonce(ctx.common_iv, kid, piv)
     plaintext = decrypt_encrypt0(payload, ctx.key, n, aad, tagged=True)
-    return Opened(kid, int.from_bytes(piv, "big"), piv, plaintext, n, aad)
+    return Opened(kid, int.from_bytes(piv, "big"), piv, plaintext, n, aad, kid_context)
 
 
 def seal_twinlink(device_seed: bytes, twin_public: bytes, kid: bytes, seq: int, plaintext: bytes,
                   stream: bytes = b"t", master_salt: bytes = b"",
-                  id_context: bytes | None = None) -> bytes:
-    """Build a twinlink/1 frame from the specification alone (the device side)."""
+                  id_context: bytes | None = None, kid_context: bool = False) -> bytes:
+    """Build a twinlink/1 frame from the specification alone (the device side).
+
+    ``kid_context``: name the ID Context in the protected header (label 10)."""
     sk = ed25519.Ed25519PrivateKey.from_private_bytes(device_seed)
     public = sk.public_key().public_bytes_raw()
     # The device's X25519 secret is the clamped first half of SHA-512(seed) (RFC 8032 §5.1.5);
@@ -324,6 +339,11 @@ def seal_twinlink(device_seed: bytes, twin_public: bytes, kid: bytes, seq: int, 
     ct = ChaCha20Poly1305(ctx.key).encrypt(nonce(ctx.common_iv, kid, piv), plaintext,
                                            cbor2.dumps(["Encrypt0", enc_prot, aad]))
     enc0 = cbor2.dumps(cbor2.CBORTag(TAG_ENCRYPT0, [enc_prot, {H_PIV: piv}, ct]))
-    prot = cbor2.dumps({H_ALG: ALG_EDDSA, H_KID: kid})
+    headers: dict[int, Any] = {H_ALG: ALG_EDDSA, H_KID: kid}
+    if kid_context:
+        if id_context is None:
+            raise CheckFailed("a kid context needs an ID Context")
+        headers[H_KID_CONTEXT] = id_context
+    prot = cbor2.dumps(headers)  # insertion order 1, 4, 10: the deterministic order
     sig = sk.sign(sign1_to_be_signed(prot, aad, enc0))
     return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [prot, {}, enc0, sig]))

@@ -401,7 +401,7 @@ def test_cli_ingests_refuse_the_wrong_twin_key_before_reading_input(rig, wrong_k
     runs = [
         _cli("open", "--db", str(rig.db), "--twin-key", str(wrong_key), stdin=line, env=env),
         _cli("serve", "--mqtt", "mqtt://127.0.0.1:9", "--db", str(rig.db), "--twin-key",
-             str(wrong_key), "--timeout", "5", env=env, timeout=60),
+             str(wrong_key), "--ready-timeout", "5", env=env, timeout=60),
         _cli("monitor", "loop://", "--db", str(rig.db), "--twin-key", str(wrong_key),
              "--duration", "30", env=env, timeout=60),
         _cli("inspect", line.strip(), "--db", str(rig.db), "--twin-key", str(wrong_key), env=env),
@@ -452,7 +452,7 @@ def test_reanchor_floor_is_validated_and_forcing_warns(rig, backend_name):
     assert p.returncode == 0, p.stderr
     warning, done = p.stderr.strip().splitlines()
     assert warning.startswith("twinlink: warning: ") and "sequence number 4" in warning
-    assert done == "re-anchored pump: accepting seq >= 2"
+    assert done == "twinlink: re-anchored pump: accepting seq >= 2"
     # The window top is 1 now, but readings up to 4 are stored: 3 is still refused.
     _one_line_error(_cli("twin", "reanchor", "pump", "--db", db, "--floor", "3"))
     p = _cli("twin", "reanchor", "pump", "--db", db, "--floor", "5")

@@ -215,10 +215,11 @@ def test_errors_are_one_line_with_hint_and_code(setup, args, code, needle):
     assert needle in lines[0] and "Traceback" not in p.stderr
 
 
-def test_bad_json_line_is_usage_error(setup):
+def test_bad_json_line_is_skipped_and_reported(setup):
     tmp, _ = setup
-    p = seal(tmp, "[1,2]\n", check=False)
-    assert p.returncode == 2 and "line 1" in p.stderr and "Traceback" not in p.stderr
+    p = seal(tmp, '[1,2]\n{"a": 1}\n', check=False)
+    assert p.returncode == 1 and "line 1 skipped" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stdout.splitlines()) == 1  # the good line after it was still sealed
 
 
 def test_insecure_bundle_refused(setup):

@@ -118,7 +118,7 @@ def _resign(prot: bytes, kid: bytes, seq: int, pt: bytes) -> bytes:
     """Build a frame with a custom protected header, signed correctly (for alg tests)."""
     from nacl import bindings
 
-    from twinlink import _backend_pure as ref
+    from twinlink import frametypes as ref
 
     piv = oscore.piv_bytes(seq)
     aad_ext = oscore.external_aad(kid, piv, b"t")
@@ -205,15 +205,171 @@ def test_backend_switch_reports_name(backend_name):
     assert backends.name() == backend_name
 
 
-def test_bad_key_lengths_and_types_are_refused_alike(backend_name):
+# -- argument validation: once, in frame.py, for every backend ---------------------------------
+# A wrong type or size is a programming error: TypeError/ValueError, never a TwinlinkError (which
+# would be logged as a security event).
+
+def _programming_error(fn, *args, **kw) -> type:
+    with pytest.raises((TypeError, ValueError)) as exc:
+        fn(*args, **kw)
+    assert not isinstance(exc.value, TwinlinkError), exc.value
+    return type(exc.value)
+
+
+def _variants(value: bytes) -> list:
+    """Wrong-typed and wrong-sized stand-ins for a bytes argument."""
+    return [bytearray(value), memoryview(value), value.hex(), len(value), None,
+            value[:-1], value + b"\x00"]
+
+
+def _ctxs() -> list[oscore.Context]:
+    kids = [*_variants(KID)[:5], b"", b"1234567"]
+    out = [oscore.Context(kid, CTX.key, CTX.common_iv) for kid in kids]
+    out += [oscore.Context(KID, key, CTX.common_iv) for key in _variants(CTX.key)]
+    out += [oscore.Context(KID, CTX.key, iv) for iv in _variants(CTX.common_iv)]
+    return out
+
+
+def test_seal_argument_errors(backend_name):
+    for sk in _variants(SK):
+        _programming_error(frame.seal, sk, CTX, 1, b"x")
+        _programming_error(frame.seal_many, sk, CTX, 1, [b"x"])
+    for ctx in _ctxs():
+        _programming_error(frame.seal, SK, ctx, 1, b"x")
+        _programming_error(frame.seal_many, SK, ctx, 1, [b"x"])
+        _programming_error(frame.seal_lite, ctx, 1, b"x")
+    for seq in (-1, 2**40, 2**70, None, "9", 9.0, True):
+        _programming_error(frame.seal, SK, CTX, seq, b"x")
+        _programming_error(frame.seal_many, SK, CTX, seq, [b"x"])
+        _programming_error(frame.seal_lite, CTX, seq, b"x")
+    for pt in (bytearray(b"x"), memoryview(b"x"), "text", 7, None):
+        _programming_error(frame.seal, SK, CTX, 1, pt)
+        _programming_error(frame.seal_many, SK, CTX, 1, [b"ok", pt])
+        _programming_error(frame.seal_lite, CTX, 1, pt)
+    for stream in (bytearray(b"t"), "t", None):
+        _programming_error(frame.seal, SK, CTX, 1, b"x", stream)
+        _programming_error(frame.seal_many, SK, CTX, 1, [b"x"], stream)
+        _programming_error(frame.seal_lite, CTX, 1, b"x", stream)
+    # seal_many checks the last seq of the run, and seals nothing if any argument is bad
+    assert _programming_error(frame.seal_many, SK, CTX, 2**40 - 2, [b"a", b"b", b"c"]) is ValueError
+    assert len(frame.seal_many(SK, CTX, 2**40 - 2, [b"a", b"b"])) == 2
+
+
+def test_frame_too_large_is_value_error(backend_name):
+    for seal in (lambda pt: frame.seal(SK, CTX, 1, pt), lambda pt: frame.seal_lite(CTX, 1, pt),
+                 lambda pt: frame.seal_many(SK, CTX, 1, [b"", pt])):
+        assert _programming_error(seal, bytes(frame.MAX_FRAME)) is ValueError
+    # the largest plaintext that still fits is sealed; one byte more is refused
+    n = frame.MAX_FRAME - len(frame.seal(SK, CTX, 1, b""))
+    while True:
+        try:
+            f = frame.seal(SK, CTX, 1, bytes(n))
+            break
+        except ValueError:
+            n -= 1
+    assert frame.MAX_FRAME - 4 <= len(f) <= frame.MAX_FRAME
+    assert _programming_error(frame.seal, SK, CTX, 1, bytes(n + 1)) is ValueError
+
+
+def test_open_argument_errors(backend_name):
     f = frame.seal(SK, CTX, 1, b"x")
-    for pk in (PK[:31], PK + b"\x00", b""):
-        with pytest.raises(BadSignature):
-            frame.open_frame(f, pk, CTX)
-    for sk in (SK[:63], SK + b"\x00"):
-        with pytest.raises(ValueError):
-            frame.seal(sk, CTX, 1, b"x")
-    with pytest.raises(TypeError):
-        frame.seal(SK, CTX, 1.0, b"x")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
-        frame.seal(SK, oscore.Context(memoryview(KID), CTX.key, CTX.common_iv), 1, b"x")  # type: ignore[arg-type]
+    parsed = frame.parse(f)
+    for pk in [*_variants(PK), b""]:
+        if pk is None:
+            continue  # None means "lite frames only": a signed frame is then BadSignature
+        _programming_error(frame.open_frame, f, pk, CTX)
+        _programming_error(frame.verify, parsed, pk)
+    for ctx in _ctxs()[7:]:  # key and IV variants (the kid comes from the frame)
+        _programming_error(frame.open_frame, f, PK, ctx)
+        _programming_error(frame.decrypt, parsed, ctx)
+    for stream in (bytearray(b"t"), "t", None):
+        _programming_error(frame.open_frame, f, PK, CTX, stream)
+        _programming_error(frame.verify, parsed, PK, stream)
+        _programming_error(frame.decrypt, parsed, CTX, stream)
+    for not_parsed in (f, None, (1, 2)):
+        _programming_error(frame.verify, not_parsed, PK)
+        _programming_error(frame.decrypt, not_parsed, CTX)
+    with pytest.raises(BadSignature):
+        frame.open_frame(f, None, CTX)
+
+
+def test_hostile_frames_are_malformed_whatever_their_type(backend_name):
+    f = frame.seal(SK, CTX, 1, b"x")
+    for obj in (None, 42, "frame", [1, 2], f.hex()):
+        with pytest.raises(MalformedFrame):
+            frame.parse(obj)  # type: ignore[arg-type]
+        with pytest.raises(MalformedFrame):
+            frame.open_frame(obj, PK, CTX)  # type: ignore[arg-type]
+    for like in (bytearray(f), memoryview(f)):
+        assert frame.open_frame(like, PK, CTX)[1] == b"x"  # type: ignore[arg-type]
+
+
+def test_verify_and_decrypt_step_by_step(backend_name):
+    f = frame.seal(SK, CTX, 9, b"reading")
+    parsed = frame.parse(f)
+    frame.verify(parsed, PK)
+    assert frame.decrypt(parsed, CTX) == b"reading"
+    with pytest.raises(BadSignature):
+        frame.verify(parsed, PK, b"a")
+    with pytest.raises(BadSignature):
+        frame.verify(frame.parse(frame.seal_lite(CTX, 1, b"x")), PK)  # lite: nothing to verify
+    with pytest.raises(DecryptionFailed):
+        frame.decrypt(parsed, oscore.Context(KID, bytes(32), CTX.common_iv))
+
+
+def test_seal_many_equals_seal(backend_name):
+    pts = [b"", b"a", bytes(300)]
+    frames = frame.seal_many(SK, CTX, 255, iter(pts))
+    assert frames == [frame.seal(SK, CTX, 255 + i, p) for i, p in enumerate(pts)]
+    assert frame.seal_many(SK, CTX, 0, []) == []
+
+
+# -- kid context (COSE label 10): the ID Context named in the signed protected header -----------
+
+KC = bytes.fromhex("9a3f01c27d5e6b88")
+
+
+def test_kid_context_round_trip_and_layout(backend_name):
+    f = frame.seal(SK, CTX, 5, b"\x01", kid_context=KC)
+    # d2 84 50 a3 01 27 04 41 2a 0a 48 <8 bytes> a0: protected {1: -8, 4: h'2a', 10: KC}, {}
+    assert f[:19] == bytes.fromhex("d28450a3012704412a0a48") + KC and f[19] == 0xA0
+    parsed, pt = frame.open_frame(f, PK, CTX)
+    assert (parsed.kid, parsed.kid_context, parsed.seq, pt) == (KID, KC, 5, b"\x01")
+    assert frame.parse(frame.seal(SK, CTX, 5, b"\x01")).kid_context is None
+    for kc in (b"\x00", bytes(16)):
+        assert frame.parse(frame.seal(SK, CTX, 1, b"", kid_context=kc)).kid_context == kc
+    many = frame.seal_many(SK, CTX, 7, [b"a", b"b"], kid_context=KC)
+    assert many == [frame.seal(SK, CTX, 7, b"a", kid_context=KC),
+                    frame.seal(SK, CTX, 8, b"b", kid_context=KC)]
+    d = frame.describe(f)
+    assert d["sign1_protected"]["kid_context"] == KC.hex()
+    assert f"10: h'{KC.hex()}'" in frame.diagnostic(f)
+    assert "kid_context" not in frame.describe(frame.seal(SK, CTX, 5, b"\x01"))["sign1_protected"]
+
+
+def test_kid_context_argument_errors(backend_name):
+    for kc in (b"", bytes(17), bytearray(KC), memoryview(KC), KC.hex(), 8):
+        _programming_error(frame.seal, SK, CTX, 1, b"x", kid_context=kc)
+        _programming_error(frame.seal_many, SK, CTX, 1, [b"x"], kid_context=kc)
+
+
+# -- payload validation: the CBOR a reading may hold --------------------------------------------
+
+def test_check_payload_accepts_what_devices_send(backend_name):
+    from twinlink import senml
+
+    for reading, t in [({"temp": 21.5, "rh": 48.25, "door": "open"}, 1700000000.0),
+                       ({"ok": True, "n": -7, "blob": b"\x00\x01"}, None), ({"x": 0}, 0.0)]:
+        frame.check_payload(senml.encode(reading, t))
+    frame.check_payload(bytes.fromhex("a2617601617700"))  # raw CBOR payloads are allowed too
+
+
+def test_check_payload_refuses_with_a_reason(backend_name):
+    from twinlink.errors import MalformedPayload
+
+    for data, reason in [(b"\xd8\x1c\x80", "CBOR tag"), (b"\xf9\x7e\x00", "NaN"),
+                         (b"\x00\x00", "after"), (b"\xa2\x00\x00\x18\x00\x00", "duplicate")]:
+        with pytest.raises(MalformedPayload, match=reason):
+            frame.check_payload(data)
+    for bad in (bytearray(b"\x00"), "00", None):
+        _programming_error(frame.check_payload, bad)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from twinlink import _backend_pure as pure
-from twinlink import backends, keys, oscore, senml
+from twinlink import backends, cbor, keys, oscore, senml
+from twinlink import frametypes as ft
 from twinlink.errors import MalformedFrame
 from twinlink.transport import framing
 
@@ -111,23 +112,27 @@ def test_frame(vec: dict, backend):
     assert oscore.nonce(iv, kid, piv).hex() == vec["nonce"]
     aad_ext = oscore.external_aad(kid, piv, stream)
     assert aad_ext.hex() == vec["external_aad"]
-    assert pure.enc_structure(pure.ENC0_PROTECTED, aad_ext).hex() == vec["aead_aad"]
+    assert ft.enc_structure(ft.ENC0_PROTECTED, aad_ext).hex() == vec["aead_aad"]
     frame = h(vec["frame"])
 
+    kc = h(vec["kid_context"]) if "kid_context" in vec else None
+    if kc is not None:
+        assert kc == h(ctx["id_context"])  # a frame names the ID Context it was sealed under
     if vec["profile"] == "lite":
         assert backend.seal_lite(kid, key, iv, stream, seq, pt) == frame
     elif vec["alg"] == -8:
-        assert backend.seal(DEV.secret64, kid, key, iv, stream, seq, pt) == frame
-        assert backend.seal_many(DEV.secret64, kid, key, iv, stream, seq, [pt])[0] == frame
+        assert backend.seal(DEV.secret64, kid, key, iv, stream, seq, pt, kc) == frame
+        assert backend.seal_many(DEV.secret64, kid, key, iv, stream, seq, [pt], kc)[0] == frame
 
     parsed = backend.parse(frame)
     assert (parsed.kid, parsed.seq, parsed.piv, parsed.ct) == (kid, seq, piv, h(vec["ciphertext"]))
+    assert parsed.kid_context == kc
     if vec["profile"] != "lite":
         assert parsed.alg == vec["alg"]
         assert parsed.prot.hex() == vec["sign1_protected"]
         assert parsed.enc0.hex() == vec["encrypt0"]
         assert parsed.sig.hex() == vec["signature"]
-        assert pure.sig_structure(parsed.prot, aad_ext, parsed.enc0).hex() == vec["to_be_signed"]
+        assert ft.sig_structure(parsed.prot, aad_ext, parsed.enc0).hex() == vec["to_be_signed"]
         backend.verify(parsed, DEV.public, stream)
     assert backend.decrypt(parsed, key, iv, stream) == pt
     _, opened = backend.open_frame(frame, None if vec["profile"] == "lite" else DEV.public,
@@ -152,15 +157,18 @@ def test_vectors_cover_the_required_cases():
     assert {f["profile"] for f in FRAMES} == {"twinlink/1", "lite"}
     assert {f["payload_kind"] for f in FRAMES} == {"senml", "raw"}
     assert any(c["id_context"] and c["master_salt"] for c in GOLDEN["contexts"].values())
+    # the kid-context extension: with the base salt, and with a Master Salt
+    salts = {GOLDEN["contexts"][f["context"]]["master_salt"] for f in FRAMES if "kid_context" in f}
+    assert "" in salts and len(salts) == 2
 
 
 def _sign1(prot: bytes, enc0: bytes, unprot: bytes = b"\xa0", sig: bytes = bytes(64)) -> bytes:
-    return b"\xd2\x84" + pure.cbor.bstr(prot) + unprot + pure.cbor.bstr(enc0) + pure.cbor.bstr(sig)
+    return b"\xd2\x84" + cbor.bstr(prot) + unprot + cbor.bstr(enc0) + cbor.bstr(sig)
 
 
 def _enc0(piv: bytes = b"\x00", ct: bytes = bytes(40), unprot: bytes | None = None) -> bytes:
-    unprot = b"\xa1\x06" + pure.cbor.bstr(piv) if unprot is None else unprot
-    return b"\xd0\x83\x44\xa1\x01\x18\x18" + unprot + pure.cbor.bstr(ct)
+    unprot = b"\xa1\x06" + cbor.bstr(piv) if unprot is None else unprot
+    return b"\xd0\x83\x44\xa1\x01\x18\x18" + unprot + cbor.bstr(ct)
 
 
 OK_PROT = bytes.fromhex("a20127044101")

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cbor2
 import independent_cose as ic
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -162,6 +163,24 @@ def test_frame_seal_opens_independently(backend: str, kid: bytes, seq: int):
     assert ic.seal_twinlink(DEV.seed, TWIN.public, kid, seq, pt) == fr
 
 
+@pytest.mark.parametrize("salt", [b"", b"\x5a\x17"], ids=["base-salt", "salt"])
+def test_kid_context_frames_open_independently(backend: str, salt: bytes):
+    kid, idc = b"\x2a", bytes.fromhex("5c9e2a7b01d84f36")
+    ctx = oscore.derive_context(keys.master_secret_device(DEV, TWIN.public), kid, salt, idc)
+    for seq in (0, 1, 300):
+        fr = frame.seal(DEV.secret64, ctx, seq, b"\xa1\x00\x01", kid_context=idc)
+        opened = ic.open_twinlink(fr, DEV.public, TWIN.secret, kid, b"t", salt)
+        assert (opened.seq, opened.kid_context, opened.plaintext) == (seq, idc, b"\xa1\x00\x01")
+        assert ic.verify_sign1(fr, DEV.public, opened.external_aad)
+        assert ic.seal_twinlink(DEV.seed, TWIN.public, kid, seq, b"\xa1\x00\x01", b"t", salt,
+                                idc, kid_context=True) == fr
+    # the signature covers the kid context: another context in its place does not verify
+    fr = frame.seal(DEV.secret64, ctx, 2, b"", kid_context=idc)
+    forged = fr.replace(idc, bytes(8))
+    with pytest.raises(ic.CheckFailed):
+        ic.verify_sign1(forged, DEV.public, ic.external_aad(kid, b"\x02", b"t"))
+
+
 def test_lite_frame_decrypts_independently(backend: str):
     kid = b"\x09"
     ctx = oscore.derive_context(keys.master_secret_device(DEV, TWIN.public), kid)
@@ -193,14 +212,27 @@ def test_golden_vectors_rederive_independently(vec: dict):
     assert (piv.hex(), aad.hex()) == (vec["partial_iv"], vec["external_aad"])
     assert ic.nonce(ctx.common_iv, kid, piv).hex() == vec["nonce"]
     fr = bytes.fromhex(vec["frame"])
+    kc = bytes.fromhex(vec["kid_context"]) if "kid_context" in vec else None
+    if vec["profile"] != "lite":
+        prot = cbor2.loads(bytes.fromhex(vec["sign1_protected"]))
+        assert list(prot) == ([1, 4] if kc is None else [1, 4, 10])
+        assert prot.get(10) == kc
     if vec["profile"] == "lite":
         pt = ic.decrypt_encrypt0(fr, ctx.key, ic.nonce(ctx.common_iv, kid, piv), aad)
     else:
         enc0 = bytes.fromhex(vec["encrypt0"])
         tbs = ic.sign1_to_be_signed(bytes.fromhex(vec["sign1_protected"]), aad, enc0)
         assert tbs.hex() == vec["to_be_signed"]
-        pt = ic.open_twinlink(fr, pub, twin_sk, kid, b"t", bytes.fromhex(c["master_salt"]),
-                              idc).plaintext
+        opened = ic.open_twinlink(fr, pub, twin_sk, kid, b"t", bytes.fromhex(c["master_salt"]),
+                                  idc)
+        assert opened.kid_context == kc
+        pt = opened.plaintext
+        if kc is not None:  # the frame alone names its context: no id_context needed
+            assert ic.open_twinlink(fr, pub, twin_sk, kid, b"t",
+                                    bytes.fromhex(c["master_salt"])).plaintext == pt
+            with pytest.raises(ic.CheckFailed):
+                ic.open_twinlink(fr, pub, twin_sk, kid, b"t", bytes.fromhex(c["master_salt"]),
+                                 b"another")
     assert pt.hex() == vec["plaintext"]
 
 

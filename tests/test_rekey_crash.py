@@ -8,6 +8,7 @@ a further re-key succeeds, and once it has the device's frames open under exactl
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -21,7 +22,7 @@ from conftest import CLI, cli_env
 
 import twinlink
 from twinlink import frame, keys, senml
-from twinlink.cli import commands
+from twinlink.cli import twin_cmds
 from twinlink.errors import TwinlinkError
 from twinlink.store import SQLiteStore, TwinStore
 from twinlink.twin import Reading, Twin
@@ -163,6 +164,11 @@ def test_sigkill_during_rekey_never_strands_the_device(rekey_rig):
         assert twin.store.count_readings(NAME) == 1 + 2 * 40  # history kept across re-keys
 
 
+def _rekey_args(bundle: Path) -> argparse.Namespace:
+    """What `twinlink twin rekey pump --device BUNDLE` parses to."""
+    return argparse.Namespace(name=NAME, salt=None, device=str(bundle), json=False)
+
+
 def _interrupted_rekey(store: TwinStore, bundle: Path, monkeypatch, after: int | None) -> None:
     """Run the CLI's re-key and stop it (like a kill) after ``after`` of its atomic steps (the
     store's announce_rekey and rekey, the bundle's save); None runs it to completion."""
@@ -182,7 +188,7 @@ def _interrupted_rekey(store: TwinStore, bundle: Path, monkeypatch, after: int |
         m.setattr(store, "rekey", step(store.rekey))
         m.setattr(keys.Bundle, "save", step(keys.Bundle.save))
         try:
-            commands._rekey(store, NAME, None, str(bundle))
+            twin_cmds.cmd_rekey(store, _rekey_args(bundle))
         except _Crash:
             pass
     assert after is None or done[0] <= after
@@ -223,7 +229,7 @@ def test_rekey_completed_by_the_devices_first_frame_meanwhile(rekey_rig, monkeyp
 
     monkeypatch.setattr(store, "rekey", device_first)
     try:
-        commands._rekey(store, NAME, None, str(bundle))
+        twin_cmds.cmd_rekey(store, _rekey_args(bundle))
     finally:
         store.close()
     assert "re-keyed" in capsys.readouterr().err

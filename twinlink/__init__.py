@@ -35,8 +35,6 @@ from .errors import (
 from .keys import Bundle, DeviceKey, TwinKey
 from .twin import Reading, Twin
 
-__version__ = "0.1.0"
-
 __all__ = [
     "BadSignature",
     "Bundle",
@@ -71,3 +69,18 @@ __all__ = [
 def backend() -> str:
     """The active frame backend: ``"native"`` (C core) or ``"python"`` (pure reference)."""
     return _backend.name()
+
+
+def __getattr__(name: str) -> str:
+    # The version is written once, in pyproject.toml, and read from the installed metadata on
+    # first use: importlib.metadata costs ~25 ms, which a device's `import twinlink` need not pay.
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("twinlink")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        version = "0+unknown"
+    globals()["__version__"] = version
+    return version

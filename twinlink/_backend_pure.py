@@ -1,16 +1,20 @@
 """The pure-Python backend: the reference implementation of twinlink/1 on PyNaCl.
 
-The C core (``twinlink._backend_native``) exposes exactly these functions with the same
-arguments, the same bytes out and the same exception classes; ``tests/test_differential.py``
-holds them to it. Callers use :mod:`twinlink.frame`, which picks a backend.
+Implements :class:`twinlink.frametypes.FrameBackend`; the C core (``twinlink._backend_native``)
+matches it byte for byte and exception for exception (``tests/test_differential.py``). Callers
+use :mod:`twinlink.frame`, which checks arguments once and picks a backend; arguments here are
+valid by contract.
 
 Frame layout (see docs/PROTOCOL.md)::
 
-    18([ h'A2 01 27 04 <kid>', {}, 16([h'A1011818', {6: PIV}, ct||tag]), sig ])   twinlink/1
-    16([ h'A1011818', {4: kid, 6: PIV}, ct||tag ])                                 lite profile
+    18([ prot, {}, 16([h'A1011818', {6: PIV}, ct||tag]), sig ])   twinlink/1, where prot is
+        h'A2 01 27 04 <kid>' or, with an ID Context, h'A3 01 27 04 <kid> 0A <kid_context>'
+    16([ h'A1011818', {4: kid, 6: PIV}, ct||tag ])                lite profile
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from nacl import bindings as _nacl
 from nacl.exceptions import BadSignatureError, CryptoError
@@ -18,41 +22,31 @@ from nacl.exceptions import BadSignatureError, CryptoError
 from . import cbor
 from .cbor import ARRAY, MAP, NINT, TAG, UINT, Reader
 from .errors import BadSignature, DecryptionFailed, MalformedFrame
-from .oscore import MAX_KID_LEN, external_aad, nonce
+from .frametypes import (
+    ENC0_PROTECTED,
+    KIND_LITE,
+    KIND_SIGNED,
+    MAX_FRAME,
+    MAX_KID_CONTEXT,
+    MAX_PROTECTED,
+    SIG_LEN,
+    TAG_LEN,
+    Parsed,
+    sig_structure,
+)
+from .oscore import MAX_KID_LEN, external_aad, nonce, piv_bytes
 
 NAME = "python"
 
-ENC0_PROTECTED = b"\xa1\x01\x18\x18"  # {1: 24}  ChaCha20/Poly1305
-_ENC0_AAD_PREFIX = b"\x83\x68Encrypt0\x44" + ENC0_PROTECTED
-_SIG1_PREFIX = b"\x84\x6aSignature1"
-TAG_LEN = 16
-SIG_LEN = 64
-#: Largest frame either backend will parse; bounds every allocation driven by a length field.
-MAX_FRAME = 65535
-
-KIND_SIGNED = 1
-KIND_LITE = 2
+_ENC0_AAD_PREFIX = b"\x83\x68Encrypt0" + cbor.bstr(ENC0_PROTECTED)  # Enc_structure head
 
 
-def _piv_to_seq(piv: bytes) -> int:
-    if len(piv) > 1 and piv[0] == 0:
-        raise MalformedFrame("partial IV has a leading zero")
-    return int.from_bytes(piv, "big")
-
-
-def outer_protected(kid: bytes, alg: int = -8) -> bytes:
-    """The Sign1 protected header bytes {1: alg, 4: kid}."""
-    return b"\xa2\x01" + cbor.int_(alg) + b"\x04" + cbor.bstr(kid)
-
-
-def sig_structure(protected: bytes, external_aad: bytes, payload: bytes) -> bytes:
-    """RFC 9052 §4.4 ToBeSigned for COSE_Sign1: ["Signature1", protected, external_aad, payload]."""
-    return _SIG1_PREFIX + cbor.bstr(protected) + cbor.bstr(external_aad) + cbor.bstr(payload)
-
-
-def enc_structure(protected: bytes, external_aad: bytes) -> bytes:
-    """RFC 9052 §5.3 AAD for COSE_Encrypt0: ["Encrypt0", protected, external_aad]."""
-    return b"\x83\x68Encrypt0" + cbor.bstr(protected) + cbor.bstr(external_aad)
+def outer_protected(kid: bytes, alg: int = -8, kid_context: bytes | None = None) -> bytes:
+    """The Sign1 protected header bytes {1: alg, 4: kid} or {1: alg, 4: kid, 10: kid_context}."""
+    if kid_context is None:
+        return b"\xa2\x01" + cbor.int_(alg) + b"\x04" + cbor.bstr(kid)
+    return (b"\xa3\x01" + cbor.int_(alg) + b"\x04" + cbor.bstr(kid) + b"\x0a"
+            + cbor.bstr(kid_context))
 
 
 def _encrypt0(
@@ -66,23 +60,10 @@ def _encrypt0(
     return aad_ext, ct
 
 
-def _check_sizes(kid: bytes, key: bytes, common_iv: bytes, seq: int) -> None:
-    # Checked here, not left to libsodium: PyNaCl passes short keys straight through to C.
-    if not isinstance(seq, int):
-        raise TypeError("sequence number must be an int")
-    if not 1 <= len(kid) <= MAX_KID_LEN:
-        raise ValueError("kid must be 1 to 6 bytes")
-    if len(key) != 32 or len(common_iv) != 12:
-        raise ValueError("key must be 32 bytes and common IV 12 bytes")
-    if not isinstance(kid, (bytes, bytearray)):
-        raise TypeError("kid must be bytes")
-
-
-def _check_sk(sign_sk: bytes) -> None:
-    if type(sign_sk) is not bytes:
-        raise TypeError("sign_sk must be bytes")
-    if len(sign_sk) != 64:
-        raise ValueError("sign_sk must be the 64-byte libsodium Ed25519 secret key")
+def _bounded(frame: bytes) -> bytes:
+    if len(frame) > MAX_FRAME:
+        raise ValueError("frame would exceed the maximum frame size")
+    return frame
 
 
 def seal(
@@ -93,23 +74,19 @@ def seal(
     stream: bytes,
     seq: int,
     plaintext: bytes,
+    kid_context: bytes | None = None,
 ) -> bytes:
     """Seal ``plaintext`` as a twinlink/1 frame with sequence number ``seq``.
 
-    ``sign_sk`` is the 64-byte libsodium Ed25519 secret key (seed || public key).
+    ``sign_sk`` is the 64-byte libsodium Ed25519 secret key (seed || public key);
+    ``kid_context`` the ID Context to name in the protected header (None: base context).
     """
-    _check_sizes(kid, key, common_iv, seq)
-    piv = _piv(seq)
-    _check_sk(sign_sk)
+    piv = piv_bytes(seq)
     aad_ext, ct = _encrypt0(key, common_iv, kid, piv, stream, plaintext)
     enc0 = b"\xd0\x83\x44" + ENC0_PROTECTED + b"\xa1\x06" + cbor.bstr(piv) + cbor.bstr(ct)
-    prot = outer_protected(kid)
-    tbs = sig_structure(prot, aad_ext, enc0)
-    sig = _nacl.crypto_sign(tbs, sign_sk)[:SIG_LEN]
-    frame = b"\xd2\x84" + cbor.bstr(prot) + b"\xa0" + cbor.bstr(enc0) + b"\x58\x40" + sig
-    if len(frame) > MAX_FRAME:
-        raise ValueError("frame would exceed the maximum frame size")
-    return frame
+    prot = outer_protected(kid, -8, kid_context)
+    sig = _nacl.crypto_sign(sig_structure(prot, aad_ext, enc0), sign_sk)[:SIG_LEN]
+    return _bounded(b"\xd2\x84" + cbor.bstr(prot) + b"\xa0" + cbor.bstr(enc0) + b"\x58\x40" + sig)
 
 
 def seal_many(
@@ -119,11 +96,12 @@ def seal_many(
     common_iv: bytes,
     stream: bytes,
     first_seq: int,
-    plaintexts: list[bytes],
+    plaintexts: Sequence[bytes],
+    kid_context: bytes | None = None,
 ) -> list[bytes]:
     """Seal ``plaintexts`` with consecutive sequence numbers starting at ``first_seq``."""
     return [
-        seal(sign_sk, kid, key, common_iv, stream, first_seq + i, p)
+        seal(sign_sk, kid, key, common_iv, stream, first_seq + i, p, kid_context)
         for i, p in enumerate(plaintexts)
     ]
 
@@ -132,10 +110,9 @@ def seal_lite(
     kid: bytes, key: bytes, common_iv: bytes, stream: bytes, seq: int, plaintext: bytes
 ) -> bytes:
     """Seal ``plaintext`` as a lite-profile frame (COSE_Encrypt0 only, kid unprotected)."""
-    _check_sizes(kid, key, common_iv, seq)
-    piv = _piv(seq)
+    piv = piv_bytes(seq)
     _, ct = _encrypt0(key, common_iv, kid, piv, stream, plaintext)
-    frame = (
+    return _bounded(
         b"\xd0\x83\x44"
         + ENC0_PROTECTED
         + b"\xa2\x04"
@@ -144,36 +121,12 @@ def seal_lite(
         + cbor.bstr(piv)
         + cbor.bstr(ct)
     )
-    if len(frame) > MAX_FRAME:
-        raise ValueError("frame would exceed the maximum frame size")
-    return frame
 
 
-def _piv(seq: int) -> bytes:
-    if not 0 <= seq <= (1 << 40) - 1:
-        raise ValueError("sequence number out of range")
-    return seq.to_bytes(max(1, (seq.bit_length() + 7) // 8), "big")
-
-
-class Parsed:
-    """Offsets and header values of a frame that passed strict structural parsing."""
-
-    __slots__ = ("alg", "ct", "enc0", "kid", "kind", "piv", "prot", "seq", "sig")
-
-    def __init__(
-        self,
-        kind: int,
-        kid: bytes,
-        piv: bytes,
-        alg: int,
-        prot: bytes,
-        enc0: bytes,
-        ct: bytes,
-        sig: bytes,
-    ) -> None:
-        self.kind, self.kid, self.piv, self.alg = kind, kid, piv, alg
-        self.seq = _piv_to_seq(piv)
-        self.prot, self.enc0, self.ct, self.sig = prot, enc0, ct, sig
+def _piv_to_seq(piv: bytes) -> int:
+    if len(piv) > 1 and piv[0] == 0:
+        raise MalformedFrame("partial IV has a leading zero")
+    return int.from_bytes(piv, "big")
 
 
 def _parse_enc0_body(r: Reader, lite: bool) -> tuple[bytes, bytes, bytes]:
@@ -206,20 +159,26 @@ def parse(frame: bytes) -> Parsed:
     if major != TAG or tag not in (16, 18):
         raise MalformedFrame("not a tagged COSE_Sign1 or COSE_Encrypt0")
     if tag == 16:
-        start = 0
         kid, piv, ct = _parse_enc0_body(r, lite=True)
         r.done("frame")
-        return Parsed(KIND_LITE, kid, piv, 24, b"", frame[start:], ct, b"")
+        return Parsed(KIND_LITE, kid, piv, _piv_to_seq(piv), 24, b"", frame, ct, b"", None)
     r.expect(ARRAY, 4, "Sign1 array")
-    prot = r.bytes_("Sign1 protected", 1, 16)
+    prot = r.bytes_("Sign1 protected", 1, MAX_PROTECTED)
+    # Exactly {1: alg, 4: kid} or {1: alg, 4: kid, 10: kid_context}, in that order.
     p = Reader(prot)
-    p.expect(MAP, 2, "Sign1 protected map")
+    major, entries = p.head("Sign1 protected map")
+    if major != MAP or entries not in (2, 3):
+        raise MalformedFrame("Sign1 protected header is not {1: alg, 4: kid[, 10: kid_context]}")
     p.expect(UINT, 1, "alg label")
     major, arg = p.head("alg")
     if major != NINT or arg not in (7, 18):  # -8 EdDSA, -19 Ed25519
         raise MalformedFrame("signature algorithm is not EdDSA/Ed25519")
     p.expect(UINT, 4, "kid label")
     kid = p.bytes_("kid", 1, MAX_KID_LEN)
+    kid_context = None
+    if entries == 3:
+        p.expect(UINT, 10, "kid context label")
+        kid_context = p.bytes_("kid context", 1, MAX_KID_CONTEXT)
     p.done("Sign1 protected map")
     r.expect(MAP, 0, "Sign1 unprotected")
     enc0 = r.bytes_("Sign1 payload")
@@ -229,13 +188,12 @@ def parse(frame: bytes) -> Parsed:
     e.expect(TAG, 16, "Encrypt0 tag")
     _, piv, ct = _parse_enc0_body(e, lite=False)
     e.done("Encrypt0")
-    return Parsed(KIND_SIGNED, kid, piv, -1 - arg, prot, enc0, ct, sig)
+    return Parsed(KIND_SIGNED, kid, piv, _piv_to_seq(piv), -1 - arg, prot, enc0, ct, sig,
+                  kid_context)
 
 
 def verify(parsed: Parsed, sign_pk: bytes, stream: bytes) -> None:
     """Check the Ed25519 signature of a parsed twinlink/1 frame; raise :class:`BadSignature`."""
-    if type(sign_pk) is bytes and len(sign_pk) != 32:  # libsodium would read past it
-        raise BadSignature("signature does not verify under the device key")
     aad_ext = external_aad(parsed.kid, parsed.piv, stream)
     tbs = sig_structure(parsed.prot, aad_ext, parsed.enc0)
     try:
@@ -253,6 +211,11 @@ def decrypt(parsed: Parsed, key: bytes, common_iv: bytes, stream: bytes) -> byte
         )
     except (CryptoError, ValueError):
         raise DecryptionFailed("AEAD tag does not verify") from None
+
+
+def check_payload(plaintext: bytes) -> None:
+    """Refuse a payload outside the CBOR a reading may hold; raise :class:`MalformedPayload`."""
+    cbor.check_item(plaintext)
 
 
 def open_frame(

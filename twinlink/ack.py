@@ -26,9 +26,9 @@ from nacl import bindings as _nacl
 from nacl.exceptions import CryptoError
 
 from . import cbor, senml
-from ._backend_pure import ENC0_PROTECTED, TAG_LEN, enc_structure
 from .cbor import ARRAY, MAP, TAG, UINT, Reader
 from .errors import DecryptionFailed, MalformedFrame, MalformedPayload
+from .frametypes import ENC0_PROTECTED, TAG_LEN, enc_structure
 from .oscore import MAX_SEQ, STREAM_ACK, Context, external_aad, nonce, piv_bytes
 
 #: Largest ack accepted on input; bounds the plaintext and the number of ranges.

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from . import frame as _frame
 from . import keys, oscore, senml
-from .backends import current
 from .replay import DEFAULT_CHUNK, SequenceStore
 
 
@@ -87,20 +86,13 @@ class Device:
         if self._lite:
             return _frame.seal_lite(self._ctx, seq, plaintext, self.stream)
         assert self._sk is not None
-        return current().seal(
-            self._sk,
-            self.kid,
-            self._ctx.key,
-            self._ctx.common_iv,  # type: ignore[no-any-return]
-            self.stream,
-            seq,
-            plaintext,
-        )
+        return _frame.seal(self._sk, self._ctx, seq, plaintext, self.stream)
 
     @staticmethod
     def encode(reading: Mapping[str, Any], time: float | bool | None = True) -> bytes:
         """The SenML plaintext of a reading; ``time=True`` stamps the current time."""
-        t = _time.time() if time is True else (None if time in (False, None) else float(time))
+        t = _time.time() if time is True else (None if time is False or time is None
+                                               else float(time))
         return senml.encode(reading, t)
 
     def seal(self, reading: Mapping[str, Any], *, time: float | bool | None = True) -> bytes:
@@ -124,15 +116,7 @@ class Device:
         if self._lite:
             return [self._seal(first + i, p) for i, p in enumerate(plaintexts)]
         assert self._sk is not None
-        return current().seal_many(
-            self._sk,
-            self.kid,
-            self._ctx.key,
-            self._ctx.common_iv,  # type: ignore[no-any-return]
-            self.stream,
-            first,
-            plaintexts,
-        )
+        return _frame.seal_many(self._sk, self._ctx, first, plaintexts, self.stream)
 
     def send(self, reading: Mapping[str, Any], **kw: Any) -> bytes:
         """Seal a reading and hand the frame to the attached link; return the frame."""

@@ -49,27 +49,21 @@ def hkdf_info(id_: bytes, id_context: bytes | None, alg_aead: int, kind: str, le
     )
 
 
-def derive_key(
-    secret: bytes,
-    salt: bytes,
-    id_: bytes,
-    id_context: bytes | None,
-    alg_aead: int = ALG_CHACHA20_POLY1305,
-    key_len: int = KEY_LEN,
-) -> bytes:
+def derive_key(secret: bytes, salt: bytes, id_: bytes, id_context: bytes | None,
+               alg_aead: int = ALG_CHACHA20_POLY1305, key_len: int = KEY_LEN) -> bytes:
     """Derive the Sender (or Recipient) Key of the endpoint whose Sender ID is ``id_``."""
-    return hkdf_sha256(salt, secret, hkdf_info(id_, id_context, alg_aead, "Key", key_len), key_len)
+    return _derive(secret, salt, id_, id_context, alg_aead, "Key", key_len)
 
 
-def derive_common_iv(
-    secret: bytes,
-    salt: bytes,
-    id_context: bytes | None,
-    alg_aead: int = ALG_CHACHA20_POLY1305,
-    iv_len: int = IV_LEN,
-) -> bytes:
+def derive_common_iv(secret: bytes, salt: bytes, id_context: bytes | None,
+                     alg_aead: int = ALG_CHACHA20_POLY1305, iv_len: int = IV_LEN) -> bytes:
     """Derive the Common IV shared by both directions of a context."""
-    return hkdf_sha256(salt, secret, hkdf_info(b"", id_context, alg_aead, "IV", iv_len), iv_len)
+    return _derive(secret, salt, b"", id_context, alg_aead, "IV", iv_len)
+
+
+def _derive(secret: bytes, salt: bytes, id_: bytes, id_context: bytes | None, alg_aead: int,
+            kind: str, length: int) -> bytes:
+    return hkdf_sha256(salt, secret, hkdf_info(id_, id_context, alg_aead, kind, length), length)
 
 
 def piv_bytes(seq: int) -> bytes:

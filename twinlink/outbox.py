@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import backends
+from . import frame as _frame
 from .errors import StateLocked, TransportError, TwinlinkError
 from .replay import ReplayWindow
 
@@ -96,10 +96,9 @@ class Outbox:
         that are not a frame (nothing is queued then either). Re-queuing a frame already queued
         is a no-op.
         """
-        be = backends.current()
         rows = []
         for fr in frames:
-            p = be.parse(bytes(fr))
+            p = _frame.parse(bytes(fr))
             rows.append((p.kid, p.seq, bytes(fr)))
         if not rows:
             return 0

@@ -24,15 +24,15 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TextIO
+from typing import Any, Callable, NamedTuple, TextIO
 
 import paho.mqtt.client as mqtt
 
-from . import backends
+from . import frame as _frame
 from .ack import MAX_RANGES, seal_ack, to_ranges
 from .errors import ReplayError, TwinlinkError, WindowLost
 from .transport.mqtt import MqttOptions, Session, topic, topic_kid
-from .twin import Reading, Twin, refusal_json
+from .twin import Reading, Result, Twin, refusal_json
 
 DEFAULT_CLIENT_ID = "twinlink-ingest"
 
@@ -65,7 +65,8 @@ class Ingest(Session):
                  options: MqttOptions | None = None, share: str | None = None,
                  session_expiry: int = 3600, receive_maximum: int = 2048,
                  batch_max: int = 1024, batch_wait: float = 0.005,
-                 jsonl: TextIO | None = None) -> None:
+                 jsonl: TextIO | None = None,
+                 on_results: Callable[[list[Result]], None] | None = None) -> None:
         super().__init__(url, client_id, options or MqttOptions(), clean_start=False,
                          session_expiry=session_expiry, manual_ack=True,
                          receive_maximum=receive_maximum, name="twinlink-ingest-mqtt")
@@ -73,6 +74,8 @@ class Ingest(Session):
         self.sub_topic = f"$share/{share}/twinlink/+/t" if share else "twinlink/+/t"
         self.batch_max, self.batch_wait = batch_max, batch_wait
         self.jsonl = jsonl
+        #: Called in the ``run`` thread with each committed batch's results, in order.
+        self.on_results = on_results
         self.stats = IngestStats()
         self.subscribed = threading.Event()
         self._in: queue.SimpleQueue[_Msg] = queue.SimpleQueue()
@@ -156,13 +159,12 @@ class Ingest(Session):
         self.stats.received += len(batch)
         stored: dict[bytes, set[int]] = {}
         replays: dict[bytes, set[int]] = {}
-        be = backends.current()
         for m, r in zip(batch, results):
             if isinstance(r, Reading):
                 stored.setdefault(r.kid, set()).add(r.seq)
                 self.stats.stored += 1
             elif isinstance(r, ReplayError) and not isinstance(r, WindowLost):
-                p = be.parse(m.payload)  # parsed fine once already, or it would not be a replay
+                p = _frame.parse(m.payload)  # parsed fine once already, or it would not be a replay
                 replays.setdefault(p.kid, set()).add(p.seq)
             else:
                 self.stats.refused += 1
@@ -185,6 +187,8 @@ class Ingest(Session):
                 obj = r.to_json() if isinstance(r, Reading) else refusal_json(r)
                 self.jsonl.write(json.dumps(obj, separators=(",", ":")) + "\n")
             self.jsonl.flush()
+        if self.on_results is not None:
+            self.on_results(results)
 
     def _acks(self, kid: bytes, seqs: Iterable[int]) -> list[bytes]:
         ranges = to_ranges(seqs)

@@ -25,9 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
-from . import backends as backend
+from . import frame as _frame
 from . import keys, oscore, senml
-from ._backend_pure import KIND_LITE
 from .errors import (
     BadSignature,
     Conflict,
@@ -41,6 +40,7 @@ from .errors import (
     TwinlinkError,
     WindowLost,
 )
+from .frametypes import KIND_LITE
 from .replay import ReplayWindow
 from .store import (
     PROFILE_LITE,
@@ -81,7 +81,10 @@ class Reading:
     digest: bytes = b""
 
     def to_json(self) -> dict[str, Any]:
-        """The ``twinlink open`` output object."""
+        """A JSON-ready dict of the reading (``time`` as epoch seconds).
+
+        Deprecated: what the CLI prints is shaped by ``twinlink.cli.output`` (ISO times); this
+        stays for ``demo.py``, ``monitor.py`` and ``serve.py``'s ``jsonl`` until they move."""
         return {
             "ok": True,
             "device": self.device,
@@ -93,8 +96,11 @@ class Reading:
 
 
 def refusal_json(err: TwinlinkError) -> dict[str, Any]:
-    """The ``twinlink open`` output object for a refused frame: the reason, and the device and
-    sequence number where the frame named them."""
+    """A JSON-ready dict of a refusal: the reason, and the device and sequence number where the
+    frame named them.
+
+    Deprecated: the CLI's copy is ``twinlink.cli.output.refusal_json``; this stays for
+    ``monitor.py`` and ``serve.py``'s ``jsonl`` until they move."""
     out: dict[str, Any] = {"ok": False, "error": err.reason}
     info = getattr(err, "frame", None)
     if isinstance(info, FrameInfo):
@@ -133,7 +139,7 @@ _CURRENT: Any = object()
 
 
 def _kid_context(parsed: Any) -> bytes | None:
-    return getattr(parsed, "kid_context", None)
+    return parsed.kid_context  # type: ignore[no-any-return]
 
 
 def _info(err: TwinlinkError) -> FrameInfo:
@@ -292,7 +298,6 @@ class Twin:
             events.append((job.index, Event(exc.reason, str(exc), info.kid, info.seq, source)))
 
         with self._lock:
-            be = backend.current()
             # Per device, looked up once per batch: its record, and batch-local copies of the
             # windows of its contexts (key: kid, Master Salt, ID Context).
             self._batch_devices, self._batch_lost = {}, set()
@@ -301,7 +306,7 @@ class Twin:
             crypto: list[_Job] = []
             # 1. parse, registry, context and window pre-check (cheap, in order).
             for job in jobs:
-                self._guard(job, refuse, self._precheck, job, be, expect_kids, windows,
+                self._guard(job, refuse, self._precheck, job, expect_kids, windows,
                             replays, crypto)
             # 2. a replayed sequence number: a byte-identical copy of a stored frame is a
             # duplicate (safe to acknowledge again); anything else must authenticate before
@@ -309,12 +314,12 @@ class Twin:
             self._classify_replays(replays, crypto, refuse)
             # 3. verify and decrypt: the cost floor; spread over cores for large batches
             # (cffi releases the GIL inside libsodium).
-            self._crypto(be, crypto)
+            self._crypto(crypto)
             # 4. decode and advance the batch-local windows in frame order; duplicates inside
             # the batch are caught here, after verification, as the window rules require.
             pending: list[tuple[int, Accepted, DeviceRecord]] = []
             for job in sorted(crypto, key=lambda j: j.index):
-                self._guard(job, refuse, self._decode, job, be, windows, pending, source)
+                self._guard(job, refuse, self._decode, job, windows, pending, source)
             if dry_run:
                 for i, acc, dev in pending:
                     results[i] = _reading(dev, acc)
@@ -340,12 +345,12 @@ class Twin:
         return InternalError(f"unexpected {type(exc).__name__} while processing the frame; "
                              "see the twin's log")
 
-    def _precheck(self, job: _Job, be: Any, expect_kids: Sequence[bytes | None] | None,
+    def _precheck(self, job: _Job, expect_kids: Sequence[bytes | None] | None,
                   windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow],
                   replays: list[_Job], crypto: list[_Job]) -> None:
         job.digest = frame_digest(job.frame) if isinstance(job.frame, (bytes, bytearray)) \
             else b""
-        parsed = job.parsed = be.parse(job.frame)
+        parsed = job.parsed = _frame.parse(job.frame)
         kid = parsed.kid
         if expect_kids is not None:
             claimed = expect_kids[job.index]
@@ -416,27 +421,26 @@ class Twin:
                     job.verify_only = True
                     crypto.append(job)
 
-    def _crypto(self, be: Any, jobs: list[_Job]) -> None:
+    def _crypto(self, jobs: list[_Job]) -> None:
         def run(chunk: list[_Job]) -> None:
             telemetry = oscore.STREAM_TELEMETRY
             for job in chunk:
                 try:
                     signed = job.parsed.kind != KIND_LITE
                     if signed:
-                        be.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
+                        _frame.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
                     if job.renew:
                         continue  # decrypted once its context is settled
                     if job.verify_only and signed:
                         # A stale or conflicting number in the current context, or the first
                         # frames of an announced re-key (a new counter starts at 0).
-                        self._try_pending(be, job)
+                        self._try_pending(job)
                         continue
                     ctx = job.ctx if job.ctx is not None else self._context(job.dev)  # type: ignore[arg-type]
                     try:
-                        job.plaintext = be.decrypt(job.parsed, ctx.key, ctx.common_iv,
-                                                   telemetry)
+                        job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
                     except DecryptionFailed:
-                        if not self._try_pending(be, job):
+                        if not self._try_pending(job):
                             raise
                 except TwinlinkError as exc:
                     job.error = exc
@@ -454,7 +458,7 @@ class Twin:
         for f in futures:
             f.result()
 
-    def _try_pending(self, be: Any, job: _Job) -> bool:
+    def _try_pending(self, job: _Job) -> bool:
         """Whether a verified frame that the current context cannot open decrypts under the
         device's announced re-key salt; if so it is taken as the first frame of that context
         (the operator's ``twin rekey`` gave the device its new bundle but was interrupted
@@ -465,15 +469,14 @@ class Twin:
             return False
         ctx = self._context(dev, master_salt=dev.pending_salt, id_context=_kid_context(job.parsed))
         try:
-            job.plaintext = be.decrypt(job.parsed, ctx.key, ctx.common_iv,
-                                       oscore.STREAM_TELEMETRY)
+            job.plaintext = _frame.decrypt(job.parsed, ctx, oscore.STREAM_TELEMETRY)
         except TwinlinkError:
             return False
         job.salt, job.ctx, job.renew = dev.pending_salt, ctx, True
         job.held, job.verify_only = None, False
         return True
 
-    def _settle_context(self, be: Any, job: _Job) -> None:
+    def _settle_context(self, job: _Job) -> None:
         """A verified frame under a context that is not the device's current one: refuse a
         retired context; otherwise decrypt under the current salt (or an announced re-key's)
         and mark the frame as renewing the context when it commits."""
@@ -493,8 +496,7 @@ class Twin:
         for salt in salts:
             ctx = self._context(dev, master_salt=salt, id_context=kid_context)
             try:
-                job.plaintext = be.decrypt(parsed, ctx.key, ctx.common_iv,
-                                           oscore.STREAM_TELEMETRY)
+                job.plaintext = _frame.decrypt(parsed, ctx, oscore.STREAM_TELEMETRY)
             except TwinlinkError as exc:
                 last = exc
                 continue
@@ -503,7 +505,7 @@ class Twin:
         assert last is not None
         raise last
 
-    def _decode(self, job: _Job, be: Any,
+    def _decode(self, job: _Job,
                 windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow],
                 pending: list[tuple[int, Accepted, DeviceRecord]], source: str) -> None:
         dev, parsed = job.dev, job.parsed
@@ -516,7 +518,7 @@ class Twin:
             _info(job.held).authenticated = True
             raise job.held
         if job.renew and job.ctx is None:  # not yet decrypted under a settled context
-            self._settle_context(be, job)
+            self._settle_context(job)
         kid_context = dev.id_context if parsed.kind == KIND_LITE else _kid_context(parsed)
         key = (dev.kid, job.salt, kid_context)
         win = windows.get(key)
@@ -634,8 +636,9 @@ def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], flo
 MAX_LINE = 2 * 65535 + 2
 
 
-def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
-    """Open hex frames one a line (the ``twinlink open`` filter); yield JSON-ready objects.
+def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[Result]:
+    """Open hex frames one a line (the ``twinlink open`` filter); yield each frame's result:
+    the :class:`Reading`, or the :class:`~twinlink.errors.TwinlinkError` that refused it.
 
     A line that is not hex, or longer than :data:`MAX_LINE`, is refused as ``malformed`` and
     recorded; the next line is processed.
@@ -652,8 +655,7 @@ def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[dict[str, Any]]:
             except ValueError:
                 err = MalformedFrame("line is not hex")
             else:
-                result = twin.open_many([frame])[0]
-                yield result.to_json() if isinstance(result, Reading) else refusal_json(result)
+                yield twin.open_many([frame])[0]
                 continue
         twin.store.record_events([Event(err.reason, str(err))])
-        yield refusal_json(err)
+        yield err

@@ -12,6 +12,10 @@ never silently. Every path and setting also comes from the environment (``TL_*``
 
 Exit codes: 0 done (``--count`` reached or SIGTERM), 1 a twinlink error (bad bundle, state
 locked, ...), 2 usage, 3 the chosen sensor is missing or unreadable.
+
+On exit it says what it knows, never more: over MQTT how many readings the twin acknowledged as
+stored end to end and how many still wait in the outbox (sent on the next start); over serial,
+which has no acknowledgement, how many were written to the port.
 """
 
 from __future__ import annotations
@@ -116,6 +120,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--interval", type=float, default=float(_env("TL_INTERVAL", "5") or 5))
     ap.add_argument("--count", type=int, default=int(_env("TL_COUNT", "0") or 0),
                     help="stop after N readings (0: run until SIGTERM)")
+    ap.add_argument("--flush-timeout", type=float,
+                    default=float(_env("TL_FLUSH_TIMEOUT", "10") or 10),
+                    help="seconds to wait at exit for the port, or for the twin's "
+                         "acknowledgements over MQTT (env TL_FLUSH_TIMEOUT, default 10)")
     args = ap.parse_args(argv)
     if not args.bundle:
         cred = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -163,16 +171,35 @@ def main(argv: list[str] | None = None) -> int:
                 sent += 1
             if not args.count or sent < args.count:
                 stop.wait(args.interval)
-        flush = getattr(link, "flush", None)
-        if flush is not None:
-            flush(10.0)
+        link.flush(args.flush_timeout)  # type: ignore[attr-defined]
+        outcome = delivery(link, sent)
     except TwinlinkError as exc:
         print(f"twinlink-pi: {exc}", file=sys.stderr)
         return 1
     finally:
         dev.close()
-    print(f"twinlink-pi: sent {sent} readings ({failures} sensor read failures)", file=sys.stderr)
+    print(f"twinlink-pi: {outcome} ({failures} sensor read failures)", file=sys.stderr)
     return 0
+
+
+def delivery(link: object, handed: int) -> str:
+    """What is known about the ``handed`` readings ``link`` took, read before it closes.
+
+    MQTT: stored = released by the twin's end-to-end acknowledgements (this run; may include
+    frames an earlier run left in the outbox), awaiting = still in the outbox. Serial has no
+    acknowledgement: written to the port, or still queued for a port that is down.
+    """
+    from twinlink.transport.serial import SerialLink
+
+    if isinstance(link, SerialLink):
+        left = link.pending
+        line = f"sent {handed - left} readings (no end-to-end acknowledgement on serial)"
+        return line + (f", {left} never written (the port is down)" if left else "")
+    pending = link.pending()  # type: ignore[attr-defined]
+    stored = link.stats.released  # type: ignore[attr-defined]
+    line = f"queued {handed} readings, stored {stored} (acknowledged end to end by the twin)"
+    return line + (f", {pending} awaiting the twin's acknowledgement (kept in the outbox, "
+                   "sent on the next start)" if pending else "")
 
 
 def _link(args: argparse.Namespace, dev: object) -> object:

@@ -4,12 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../tl_cbor_check.h"
 #include "../tl_cobs.h"
 #include "../tl_crc.h"
 #include "../tl_crypto.h"
 #include "../tl_error.h"
 #include "../tl_frame.h"
 #include "../tl_oscore.h"
+#include "../tl_py.h"
 #include "../tl_window.h"
 #include "golden.h"
 
@@ -217,14 +219,14 @@ static void test_frames(void)
         size_t lens[2], pl[2] = {0, 300}, total = sizeof many;
         memset(x, 'x', sizeof x);
         CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
-                           sizeof golden_kid, golden_key, golden_iv, golden_stream, 1, 255, x,
-                           pl, 2) == TL_OK);
+                           sizeof golden_kid, NULL, 0, golden_key, golden_iv, golden_stream, 1,
+                           255, x, pl, 2) == TL_OK);
         CHECK(lens[0] == sizeof golden_many0 && !memcmp(many, golden_many0, lens[0]));
         CHECK(lens[1] == sizeof golden_many1 &&
               !memcmp(many + lens[0], golden_many1, lens[1]));
         CHECK(total == lens[0] + lens[1]);
         CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
-                           sizeof golden_kid, golden_key, golden_iv, golden_stream, 1,
+                           sizeof golden_kid, NULL, 0, golden_key, golden_iv, golden_stream, 1,
                            TL_MAX_SEQ, x, pl, 2) == TL_E_RANGE);
     }
     /* Range checks, and outputs untouched on failure. */
@@ -294,6 +296,317 @@ static void test_frames(void)
     CHECK(tl_parse(&p, golden_signed, 0) == TL_E_MALFORMED);
 }
 
+/* Kid context (label 10 in the outer protected header): golden bytes, strict parse of every
+ * near-miss of the header, and the signature covering it. */
+static uint8_t kc_frame[512];
+
+/* golden_signed_kctx with its protected header replaced by prot (the signature is not redone:
+ * the parse must refuse before any cryptography). Returns the frame length. */
+static size_t with_prot(const uint8_t *prot, size_t prot_len)
+{
+    const size_t old_len = sizeof golden_signed_kctx, at = 3;
+    size_t old_prot = golden_signed_kctx[2] & 0x1Fu, n = 0;
+    kc_frame[n++] = 0xD2;
+    kc_frame[n++] = 0x84;
+    if (prot_len >= 24) {
+        kc_frame[n++] = 0x58;
+    }
+    kc_frame[n++] = (uint8_t)(prot_len >= 24 ? prot_len : 0x40u | prot_len);
+    memcpy(kc_frame + n, prot, prot_len);
+    n += prot_len;
+    memcpy(kc_frame + n, golden_signed_kctx + at + old_prot, old_len - at - old_prot);
+    return n + old_len - at - old_prot;
+}
+
+static void test_kid_context(void)
+{
+    uint8_t frame[1024], work[1024], pt[1024], prot[40], many[2048];
+    uint8_t ctx17[17] = {0}, x[3] = {1, 2, 3}, kid6[6] = {1, 2, 3, 4, 5, 6};
+    size_t n = 0, m, lens[2], pl[2] = {3, 0}, total;
+    tl_parsed p;
+
+    CHECK(tl_seal_ctx(NULL, &n, NULL, 0, golden_sk, golden_kid, sizeof golden_kid,
+                      golden_kid_context, sizeof golden_kid_context, golden_key, golden_iv,
+                      golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed_kctx);
+    n = sizeof frame;
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      golden_kid_context, sizeof golden_kid_context, golden_key, golden_iv,
+                      golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed_kctx && !memcmp(frame, golden_signed_kctx, n));
+    /* NULL kid context: exactly tl_seal's (base context) bytes */
+    n = sizeof frame;
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      NULL, 5, golden_key, golden_iv, golden_stream, 1, GOLDEN_SEQ, golden_pt,
+                      sizeof golden_pt) == TL_OK);
+    CHECK(n == sizeof golden_signed && !memcmp(frame, golden_signed, n));
+    /* empty or 17 bytes: out of range */
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      ctx17, 0, golden_key, golden_iv, golden_stream, 1, 1, golden_pt,
+                      sizeof golden_pt) == TL_E_RANGE);
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, golden_kid, sizeof golden_kid,
+                      ctx17, 17, golden_key, golden_iv, golden_stream, 1, 1, golden_pt,
+                      sizeof golden_pt) == TL_E_RANGE);
+    n = sizeof frame;
+    CHECK(tl_seal_ctx(frame, &n, work, sizeof work, golden_sk, kid6, 6, ctx17, 16,
+                      golden_key, golden_iv, golden_stream, 1, TL_MAX_SEQ, golden_pt,
+                      sizeof golden_pt) == TL_OK);
+    CHECK(n <= TL_SEAL_FRAME_BOUND(sizeof golden_pt) && frame[2] == 0x58 &&
+          frame[3] == TL_MAX_PROT_LEN); /* the longest protected header */
+    CHECK(tl_parse(&p, frame, n) == TL_OK && p.kid_context_len == 16 && p.kid_len == 6);
+    total = sizeof many;
+    CHECK(tl_seal_many(many, &total, lens, work, sizeof work, golden_sk, golden_kid,
+                       sizeof golden_kid, golden_kid_context, sizeof golden_kid_context,
+                       golden_key, golden_iv, golden_stream, 1, GOLDEN_SEQ, x, pl, 2) == TL_OK);
+    CHECK(tl_parse(&p, many + lens[0], lens[1]) == TL_OK && p.seq == GOLDEN_SEQ + 1 &&
+          p.kid_context_len == sizeof golden_kid_context);
+
+    /* opens; the parse names the context; the signature covers it */
+    m = sizeof pt;
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, golden_signed_kctx, sizeof golden_signed_kctx,
+                  golden_pk, golden_key, golden_iv, golden_stream, 1) == TL_OK);
+    CHECK(m == sizeof golden_pt && !memcmp(pt, golden_pt, m));
+    CHECK(p.kid_context_len == sizeof golden_kid_context &&
+          !memcmp(p.kid_context, golden_kid_context, p.kid_context_len));
+    CHECK(tl_parse(&p, golden_signed, sizeof golden_signed) == TL_OK && p.kid_context == NULL &&
+          p.kid_context_len == 0);
+    memcpy(frame, golden_signed_kctx, sizeof golden_signed_kctx);
+    frame[14] ^= 1; /* inside the kid context: parses, but the signature no longer verifies */
+    m = sizeof pt;
+    CHECK(tl_parse(&p, frame, sizeof golden_signed_kctx) == TL_OK);
+    CHECK(tl_open(pt, &m, &p, work, sizeof work, frame, sizeof golden_signed_kctx, golden_pk,
+                  golden_key, golden_iv, golden_stream, 1) == TL_E_BAD_SIGNATURE);
+
+    /* Every other shape of the protected map is malformed (shape 0 is the good one). */
+    {
+        static const char *const shapes[] = {
+            "a3012704420a0b0a489a3f01c27d5e6b88",     /* {1: -8, 4: kid, 10: ctx} */
+            "a2012704420a0b0a489a3f01c27d5e6b88",     /* count 2, an entry left over */
+            "a4012704420a0b0a489a3f01c27d5e6b88",     /* count 4, an entry missing */
+            "a3012704420a0b04489a3f01c27d5e6b88",     /* label 4 twice */
+            "a3012704420a0b0b489a3f01c27d5e6b88",     /* label 11 */
+            "a301270a489a3f01c27d5e6b8804420a0b",     /* reordered: 10 before 4 */
+            "a30a489a3f01c27d5e6b88012704420a0b",     /* reordered: 10 first */
+            "a3012704420a0b0a40",                     /* empty kid context */
+            "a3012704420a0b0a51000102030405060708090a0b0c0d0e0f10", /* 17 bytes */
+            "a3012704420a0b0a01",                     /* not a bstr: uint */
+            "a3012704420a0b0a6161",                   /* not a bstr: tstr */
+            "a3012704420a0b0af6",                     /* not a bstr: null */
+            "a3012704420a0b0a58089a3f01c27d5e6b88",   /* bstr head not in shortest form */
+            "a3012704420a0b180a489a3f01c27d5e6b88",   /* label 10 not in shortest form */
+            "a3012704420a0b0a5f489a3f01c27d5e6b88ff", /* indefinite-length kid context */
+            "a3012704420a0b0a489a3f01c27d5e6b8800",   /* trailing byte */
+            "a3012704420a0b0a489a3f01c27d5e6b",       /* truncated */
+        };
+        size_t i;
+        for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            n = with_prot(prot, unhex(prot, shapes[i]));
+            CHECK((tl_parse(&p, kc_frame, n) == TL_OK) == (i == 0));
+        }
+    }
+    /* A lite frame never carries label 10: its map must be exactly {4: kid, 6: PIV}. */
+    {
+        static const uint8_t lite_kc[] = {0xD0, 0x83, 0x44, 0xA1, 0x01, 0x18, 0x18, 0xA3, 0x04,
+                                          0x41, 0x01, 0x06, 0x41, 0x07, 0x0A, 0x41, 0x09, 0x50,
+                                          0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+        CHECK(tl_parse(&p, lite_kc, sizeof lite_kc) == TL_E_MALFORMED);
+    }
+}
+
+/* The binding's C side (tl_py.c): same bytes as the core, offsets inside the frame, sizes
+ * from the size functions always enough, errors as -tl_err. */
+static void test_binding(void)
+{
+    uint8_t buf[4096], x[300];
+    size_t cap = tlpy_seal_size(sizeof golden_pt, 1), lens[2], pl[2] = {0, 300};
+    long long n;
+    tlpy_parsed o;
+
+    CHECK(cap <= sizeof buf);
+    n = tlpy_seal(buf, cap, golden_sk, golden_kid, sizeof golden_kid, NULL, 0, golden_key,
+                  golden_iv,
+                  golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == (long long)sizeof golden_signed && !memcmp(buf, golden_signed, (size_t)n));
+    n = tlpy_seal(buf, 10, golden_sk, golden_kid, sizeof golden_kid, NULL, 0, golden_key,
+                  golden_iv,
+                  golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == -TL_E_BUFFER);
+    n = tlpy_seal(buf, cap, golden_sk, golden_kid, 7, NULL, 0, golden_key, golden_iv,
+                  golden_stream, 1, GOLDEN_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == -TL_E_RANGE);
+    CHECK(tlpy_seal_size(TL_MAX_FRAME + 1u, 1) == 0);
+    n = tlpy_seal_lite(buf, cap, golden_kid, sizeof golden_kid, golden_key, golden_iv,
+                       golden_stream, 1, GOLDEN_LITE_SEQ, golden_pt, sizeof golden_pt);
+    CHECK(n == (long long)sizeof golden_lite && !memcmp(buf, golden_lite, (size_t)n));
+
+    memset(x, 'x', sizeof x);
+    cap = tlpy_seal_many_size(300, 300, 2, 1);
+    CHECK(cap <= sizeof buf);
+    n = tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, NULL, 0,
+                       golden_key, golden_iv, golden_stream, 1, 255, x, pl, 2);
+    CHECK(n >= 0 && lens[0] == sizeof golden_many0 && lens[1] == sizeof golden_many1);
+    CHECK(n >= 0 && (size_t)n + lens[0] + lens[1] <= cap &&
+          !memcmp(buf + n, golden_many0, lens[0]) &&
+          !memcmp(buf + n + lens[0], golden_many1, lens[1]));
+    CHECK(tlpy_seal_many(buf, cap, lens, golden_sk, golden_kid, sizeof golden_kid, NULL, 0,
+                         golden_key, golden_iv, golden_stream, 1, TL_MAX_SEQ, x, pl,
+                         2) == -TL_E_RANGE);
+    CHECK(tlpy_seal_many(buf, 100, lens, golden_sk, golden_kid, sizeof golden_kid, NULL, 0,
+                         golden_key, golden_iv, golden_stream, 1, 255, x, pl, 2) == -TL_E_BUFFER);
+
+    CHECK(tlpy_parse(&o, golden_signed, sizeof golden_signed) == TL_OK);
+    CHECK(o.kind == TL_KIND_SIGNED && o.seq == GOLDEN_SEQ && o.alg == -8);
+    CHECK(o.kid_len == sizeof golden_kid &&
+          !memcmp(golden_signed + o.kid_at, golden_kid, o.kid_len));
+    CHECK(o.sig_len == 64 && o.sig_at + 64 == sizeof golden_signed);
+    CHECK(o.ct_at + o.ct_len <= o.enc0_at + o.enc0_len && o.prot_at + o.prot_len <= o.enc0_at);
+    CHECK(tlpy_verify_size(o.prot_len, o.kid_len, o.piv_len, o.enc0_len, 1) <= sizeof buf);
+    CHECK(tlpy_verify(buf, sizeof buf, golden_signed + o.prot_at, o.prot_len,
+                      golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at, o.piv_len,
+                      golden_signed + o.enc0_at, o.enc0_len, golden_signed + o.sig_at,
+                      o.sig_len, golden_pk, golden_stream, 1) == TL_OK);
+    CHECK(tlpy_verify(buf, sizeof buf, golden_signed + o.prot_at, o.prot_len,
+                      golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at, o.piv_len,
+                      golden_signed + o.enc0_at, o.enc0_len, golden_signed + o.sig_at,
+                      o.sig_len, golden_pk, (const uint8_t *)"a", 1) == TL_E_BAD_SIGNATURE);
+    cap = tlpy_decrypt_size(o.ct_len, o.kid_len, o.piv_len, 1);
+    CHECK(cap <= sizeof buf);
+    n = tlpy_decrypt(buf, cap, golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at,
+                     o.piv_len, golden_signed + o.ct_at, o.ct_len, golden_key, golden_iv,
+                     golden_stream, 1);
+    CHECK(n == (long long)sizeof golden_pt && !memcmp(buf, golden_pt, sizeof golden_pt));
+    n = tlpy_decrypt(buf, cap, golden_signed + o.kid_at, o.kid_len, golden_signed + o.piv_at,
+                     o.piv_len, golden_signed + o.ct_at, o.ct_len, golden_pk, golden_iv,
+                     golden_stream, 1);
+    CHECK(n == -TL_E_DECRYPT);
+
+    cap = tlpy_open_size(sizeof golden_signed, 1);
+    CHECK(cap <= sizeof buf);
+    memset(&o, 0, sizeof o);
+    n = tlpy_open(buf, cap, &o, golden_signed, sizeof golden_signed, golden_pk, golden_key,
+                  golden_iv, golden_stream, 1);
+    CHECK(n == (long long)sizeof golden_pt && !memcmp(buf, golden_pt, sizeof golden_pt));
+    CHECK(o.kind == TL_KIND_SIGNED && o.seq == GOLDEN_SEQ);
+    n = tlpy_open(buf, cap, &o, golden_lite, sizeof golden_lite, NULL, golden_key, golden_iv,
+                  golden_stream, 1);
+    CHECK(n == (long long)sizeof golden_pt && o.kind == TL_KIND_LITE && o.sig_len == 0);
+    CHECK(tlpy_open(buf, cap, &o, golden_signed, sizeof golden_signed, NULL, golden_key,
+                    golden_iv, golden_stream, 1) == -TL_E_BAD_SIGNATURE);
+    CHECK(tlpy_open(buf, 16, &o, golden_signed, sizeof golden_signed, golden_pk, golden_key,
+                    golden_iv, golden_stream, 1) == -TL_E_BUFFER);
+    CHECK(tlpy_open(buf, 16, &o, golden_signed, 5, golden_pk, golden_key, golden_iv,
+                    golden_stream, 1) == -TL_E_MALFORMED);
+    CHECK(tlpy_open(NULL, 0, &o, golden_signed, sizeof golden_signed, golden_pk, golden_key,
+                    golden_iv, golden_stream, 1) == -TL_E_BUFFER);
+    CHECK(tlpy_open_size(TL_MAX_FRAME + 1u, 1) == 0);
+}
+
+/* The payload validator: one case per rule, in document order, and the binding wrapper. */
+static void test_payload_check(void)
+{
+    static const struct {
+        const char *hex;
+        int reason;
+    } cases[] = {
+        {"00", TL_PAYLOAD_OK},
+        {"1b7fffffffffffffff", TL_PAYLOAD_OK},              /* 2^63-1 */
+        {"3b7fffffffffffffff", TL_PAYLOAD_OK},              /* -2^63 */
+        {"1b8000000000000000", TL_PAYLOAD_INT_RANGE},       /* 2^63 */
+        {"3b8000000000000000", TL_PAYLOAD_INT_RANGE},       /* -2^63-1 */
+        {"1800", TL_PAYLOAD_OK},                            /* non-shortest heads are fine */
+        {"5a0000000161", TL_PAYLOAD_OK},
+        {"6a68c3a9", TL_PAYLOAD_TRUNCATED},
+        {"62c3a9", TL_PAYLOAD_OK},                          /* "é" */
+        {"62c0af", TL_PAYLOAD_UTF8},                        /* overlong */
+        {"63eda080", TL_PAYLOAD_UTF8},                      /* surrogate */
+        {"64f4900000", TL_PAYLOAD_UTF8},                    /* above U+10FFFF */
+        {"80", TL_PAYLOAD_OK},
+        {"a0", TL_PAYLOAD_OK},
+        {"a200010102", TL_PAYLOAD_OK},
+        {"a2000118000002", TL_PAYLOAD_DUPLICATE_KEY},       /* 0 and 0x1800: one key */
+        {"a26161006161", TL_PAYLOAD_TRUNCATED},
+        {"a261610078016101", TL_PAYLOAD_DUPLICATE_KEY},     /* "a" twice, one long head */
+        {"a2616101616101", TL_PAYLOAD_DUPLICATE_KEY},       /* "a" twice */
+        {"a200002000", TL_PAYLOAD_OK},                      /* 0 and -1: two keys */
+        {"a1f400", TL_PAYLOAD_KEY_TYPE},
+        {"a14100", TL_PAYLOAD_KEY_TYPE},                    /* bstr key */
+        {"a1c00000", TL_PAYLOAD_KEY_TYPE},                  /* tagged key */
+        {"a1fb7ff800000000000000", TL_PAYLOAD_KEY_TYPE},
+        {"c11a00000000", TL_PAYLOAD_TAG},
+        {"c249010000000000000000", TL_PAYLOAD_TAG},         /* bignum */
+        {"d81c80", TL_PAYLOAD_TAG},                         /* shared reference */
+        {"f4", TL_PAYLOAD_OK}, {"f5", TL_PAYLOAD_OK}, {"f6", TL_PAYLOAD_OK},
+        {"f7", TL_PAYLOAD_SIMPLE},                          /* undefined */
+        {"f0", TL_PAYLOAD_SIMPLE},
+        {"f820", TL_PAYLOAD_SIMPLE},
+        {"f93c00", TL_PAYLOAD_OK},
+        {"f97c00", TL_PAYLOAD_FLOAT}, {"f9fc00", TL_PAYLOAD_FLOAT}, {"f97e00", TL_PAYLOAD_FLOAT},
+        {"fa7f800000", TL_PAYLOAD_FLOAT}, {"fa47c35000", TL_PAYLOAD_OK},
+        {"fb7ff0000000000000", TL_PAYLOAD_FLOAT}, {"fbfff8000000000000", TL_PAYLOAD_FLOAT},
+        {"fb3ff0000000000000", TL_PAYLOAD_OK},
+        {"9f00ff", TL_PAYLOAD_INDEFINITE},
+        {"5f4100ff", TL_PAYLOAD_INDEFINITE},
+        {"ff", TL_PAYLOAD_INDEFINITE},
+        {"1c", TL_PAYLOAD_RESERVED},
+        {"", TL_PAYLOAD_TRUNCATED},
+        {"19", TL_PAYLOAD_TRUNCATED},
+        {"8200", TL_PAYLOAD_TRUNCATED},
+        {"9bffffffffffffffff00", TL_PAYLOAD_TRUNCATED},    /* huge count */
+        {"0000", TL_PAYLOAD_TRAILING},
+        {"8181818181818180", TL_PAYLOAD_OK},                /* 8 deep */
+        {"818181818181818180", TL_PAYLOAD_DEPTH},           /* 9 deep */
+        {"a1008181818181818180", TL_PAYLOAD_DEPTH},
+        {"82c000a10000", TL_PAYLOAD_TAG},                   /* first violation wins */
+        {"a2000000c000", TL_PAYLOAD_TAG},                   /* ... before the duplicate */
+    };
+    uint8_t buf[64], big[TL_PAYLOAD_MAX + 1];
+    uint32_t work[TL_PAYLOAD_MAX / 2 + 16];
+    size_t i, n;
+    int reason;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        n = unhex(buf, cases[i].hex);
+        reason = -1;
+        CHECK(tl_cbor_check(&reason, work, sizeof work / sizeof work[0], buf, n) ==
+              (cases[i].reason ? TL_E_PAYLOAD : TL_OK));
+        CHECK(reason == cases[i].reason);
+        CHECK(tlpy_check_payload(NULL, 0, buf, n) == cases[i].reason);
+        if (reason != cases[i].reason) {
+            fprintf(stderr, "  case %s: reason %d, want %d\n", cases[i].hex, reason,
+                    cases[i].reason);
+        }
+    }
+    CHECK(tl_cbor_check(&reason, work, 1, buf, 40) == TL_E_BUFFER);
+    CHECK(strcmp(tl_cbor_check_reason(TL_PAYLOAD_DUPLICATE_KEY), "duplicate map key") == 0);
+    CHECK(strcmp(tl_cbor_check_reason(99), "unknown reason") == 0);
+
+    /* A map of 4095 distinct int keys nearly fills the maximum: its keys are sorted, not
+     * compared pairwise. */
+    n = 0;
+    big[n++] = 0xB9; /* map, 2-byte count: 4095 entries of 4 bytes, 19 hh ll f6 */
+    big[n++] = 0x0F;
+    big[n++] = 0xFF;
+    for (i = 0; i < 4095; i++) {
+        big[n++] = 0x19;
+        big[n++] = (uint8_t)(i >> 8);
+        big[n++] = (uint8_t)i;
+        big[n++] = 0xF6;
+    }
+    CHECK(n <= TL_PAYLOAD_MAX);
+    CHECK(tl_cbor_check(&reason, work, sizeof work / sizeof work[0], big, n) == TL_E_BUFFER ||
+          reason == TL_PAYLOAD_OK);
+    CHECK(tl_cbor_check_work(n) <= sizeof work / sizeof work[0]);
+    CHECK(tl_cbor_check(&reason, work, tl_cbor_check_work(n), big, n) == TL_OK);
+    CHECK(tlpy_check_payload(work, tl_cbor_check_work(n), big, n) == 0);
+    CHECK(tlpy_check_payload(NULL, 0, big, n) == -TL_E_BUFFER); /* too big for the stack */
+    big[n - 4 + 1] = 0; /* the last key now equals key 0 */
+    big[n - 4 + 2] = 0;
+    CHECK(tl_cbor_check(&reason, work, tl_cbor_check_work(n), big, n) == TL_E_PAYLOAD &&
+          reason == TL_PAYLOAD_DUPLICATE_KEY);
+    memset(big, 0, sizeof big);
+    CHECK(tl_cbor_check(&reason, work, sizeof work / sizeof work[0], big,
+                        TL_PAYLOAD_MAX + 1) == TL_E_PAYLOAD && reason == TL_PAYLOAD_TOO_LONG);
+}
+
 int main(void)
 {
     if (tl_crypto_sodium_init() != 0) {
@@ -306,6 +619,9 @@ int main(void)
     test_cobs_crc();
     test_window();
     test_frames();
+    test_binding();
+    test_kid_context();
+    test_payload_check();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

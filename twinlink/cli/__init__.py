@@ -2,44 +2,44 @@
 
 An expected failure prints one line ``twinlink: <what went wrong> — <hint>`` on stderr and exits
 with a documented code (see :data:`EXIT_CODES` and docs/CLI.md); ``--debug`` shows tracebacks.
-Command groups live in sibling modules, each with a ``register(subparsers)`` function.
+Command groups live in sibling modules, each with a ``register(subparsers)`` function; what they
+share is in :mod:`.common` (grammar, exit codes), :mod:`.output` (what is printed) and
+:mod:`.jsonl` (the one JSON-lines reader). ``twinlink`` with no arguments prints the help and
+exits 0; so does a command group (``twinlink twin``) without its subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import logging
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Callable
+from collections.abc import Sequence
+from typing import Callable
 
-from .. import __version__
-from .. import backends as backend
 from ..errors import KeyFileError, StateError, TransportError, TwinlinkError, UnknownDevice
+from .common import (
+    EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_KEYS,
+    EXIT_OK,
+    EXIT_PENDING,
+    EXIT_REGISTRY,
+    EXIT_STATE,
+    EXIT_TRANSPORT,
+    EXIT_USAGE,
+    CliError,
+    HelpFormatter,
+    fail,
+    global_flags,
+)
 
-#: Exit codes, stable and documented.
-EXIT_OK = 0
-EXIT_FAILURE = 1  # the operation failed (a twinlink error not listed below)
-EXIT_USAGE = 2  # bad arguments
-EXIT_KEYS = 3  # key, bundle or certificate file missing, malformed or unsafe
-EXIT_STATE = 4  # sequence state locked by another process or corrupt
-EXIT_TRANSPORT = 5  # link (serial port, broker) unavailable or timed out
-EXIT_PENDING = 6  # send --mqtt: timed out with readings still unacknowledged (kept in outbox)
-EXIT_REGISTRY = 7  # unknown device / registry conflict
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES = {
-    EXIT_OK: "success",
-    EXIT_FAILURE: "operation failed",
-    EXIT_USAGE: "usage error",
-    EXIT_KEYS: "key or bundle file problem",
-    EXIT_STATE: "sequence state locked or corrupt",
-    EXIT_TRANSPORT: "link unavailable or timed out",
-    EXIT_PENDING: "readings still awaiting the twin's acknowledgement",
-    EXIT_REGISTRY: "unknown device or registry conflict",
-    EXIT_INTERRUPTED: "interrupted",
-}
+__all__ = [
+    "EXIT_CODES", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_KEYS", "EXIT_OK", "EXIT_PENDING",
+    "EXIT_REGISTRY", "EXIT_STATE", "EXIT_TRANSPORT", "EXIT_USAGE", "CliError", "build_parser",
+    "fail", "main",
+]
 
 _HINTS: list[tuple[type[BaseException], int, str]] = [
     (KeyFileError, EXIT_KEYS, "check the path and that private files are mode 0600"),
@@ -53,69 +53,74 @@ _HINTS: list[tuple[type[BaseException], int, str]] = [
     (ValueError, EXIT_USAGE, "check the arguments"),
 ]
 
-_GROUPS = ("commands", "serial_cmds", "mqtt_cmds")
+# (module, function): the order is the order of ``twinlink --help``. Options of ``send`` and
+# ``serve`` are added by the transport modules after the commands exist.
+_GROUPS = (("commands", "register"), ("twin_cmds", "register"),
+           ("commands", "register_services"), ("serial_cmds", "register"),
+           ("mqtt_cmds", "register"), ("events_cmds", "register"),
+           ("commands", "register_tools"), ("completion", "register"))
+_REQUIRED = ("commands", "twin_cmds", "completion")
 
 
-class CliError(Exception):
-    """An expected failure with its exit code and hint."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE, hint: str = "") -> None:
-        super().__init__(message)
-        self.code, self.hint = code, hint
-
-
-def fail(message: str, code: int = EXIT_FAILURE, hint: str = "") -> CliError:
-    return CliError(message, code, hint)
-
-
-READING_HINT = 'each line must be a JSON object like {"temp": 21.5}'
-
-
-def json_readings(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
-    """Readings from JSON lines: (line number, the object or None, why not). Blank lines skip."""
-    for lineno, line in enumerate(stream, 1):
-        text = line.strip()
-        if not text:
-            continue
-        try:
-            obj = json.loads(text)
-        except ValueError as exc:
-            yield lineno, None, str(exc)
-            continue
-        if isinstance(obj, dict):
-            yield lineno, obj, ""
-        else:
-            yield lineno, None, "not a JSON object"
-
-
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command-line grammar (also the source of the completion scripts)."""
     p = argparse.ArgumentParser(
         prog="twinlink",
-        description="Signed, encrypted, replay-proof CBOR telemetry for devices and their twins.",
-        epilog="Exit codes: " + ", ".join(f"{k} {v}" for k, v in EXIT_CODES.items()),
+        description="Signed, encrypted, replay-proof CBOR telemetry for devices and their twins."
+                    " 'twinlink COMMAND --help' describes each command; docs/CLI.md all of them.",
+        epilog="exit codes:\n" + "\n".join(f"  {k:3}  {v}" for k, v in EXIT_CODES.items())
+               + "\n\nenvironment:\n  TWINLINK_DB         default --db (else twin.db)\n"
+               "  TWINLINK_STATE_DIR  default --state (else ~/.local/state/twinlink)\n"
+               "  TWINLINK_BACKEND    python|native: force a frame backend",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument(
-        "--version",
-        action="version",
-        version=f"twinlink {__version__}, backend {backend.explain()}",
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    global_flags(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for name in _GROUPS:
+    for name, function in _GROUPS:
         try:
             mod = importlib.import_module(f"{__name__}.{name}")
         except ImportError:
-            if name == "commands":
+            if name in _REQUIRED:
                 raise
-            continue
-        mod.register(sub)
+            continue  # an optional transport missing from this build
+        getattr(mod, function)(sub)
+    p.set_defaults(func=lambda args: _print_help(p))
     return p
 
 
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_OK
+
+
+class _Formatter(logging.Formatter):
+    """``twinlink <module>: message`` — the CLI's one-line style for library log records."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.short = record.name.replace("twinlink.", "twinlink ", 1)
+        return super().format(record)
+
+
+class _Handler(logging.StreamHandler):
+    """The CLI's stderr handler (a class of its own so a second main() replaces it)."""
+
+
+def _logging(verbose: int) -> None:
+    """Library log records on stderr in the CLI's style; -v: INFO, -vv: DEBUG."""
+    log = logging.getLogger("twinlink")
+    for h in [h for h in log.handlers if isinstance(h, _Handler)]:
+        log.removeHandler(h)  # main() called again in one process: one handler, not two
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(_Formatter("%(short)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    """Run one ``twinlink`` command; return its exit code."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    _logging(args.verbose)
     func: Callable[[argparse.Namespace], int | None] = args.func
     try:
         return int(func(args) or 0)

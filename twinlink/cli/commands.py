@@ -1,53 +1,42 @@
-"""Core commands: keygen, provision, seal, open, inspect, twin, doctor, send, demo."""
+"""Core commands: keygen, provision, seal, open, inspect, send, serve, doctor, demo.
+
+``send`` and ``serve`` are declared here with the options both transports share; the serial and
+MQTT modules add their own options and do the work (``--serial`` / ``--mqtt``, exactly one).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, frame, keys, oscore
+from .. import __version__, frame, keys
 from .. import backends as backend
 from ..device import Device
 from ..errors import TwinlinkError
+from ..naming import check_device_name
 from ..provision import provision
-from ..store import (
-    PROFILE_LITE,
-    PROFILE_SIGNED,
-    RegistryError,
-    StorageError,
-    TwinStore,
-    open_store,
+from ..twin import MAX_LINE, Twin, open_lines
+from . import output
+from .common import (
+    EXIT_USAGE,
+    add_command,
+    add_db,
+    add_json,
+    add_run_limits,
+    fail,
+    kid_arg,
+    open_twin_store,
+    positive_int,
+    say,
+    seconds,
 )
-from ..twin import Reading, Twin, open_lines, refusal_json
-from ..values import to_json
-from . import EXIT_REGISTRY, EXIT_USAGE, READING_HINT, fail, json_readings
+from .jsonl import ReadingLines, bounded_lines, utf8_stdin
 
-
-def _emit(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
-def _kid(text: str) -> bytes:
-    try:
-        kid = bytes.fromhex(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("kid must be hex, e.g. 01 or 0a1b") from None
-    if not 1 <= len(kid) <= oscore.MAX_KID_LEN:
-        raise argparse.ArgumentTypeError("kid must be 1 to 6 bytes")
-    return kid
-
-
-def _store(path: str, must_exist: bool = True) -> TwinStore:
-    try:
-        return open_store(path, must_exist=must_exist)
-    except StorageError as exc:
-        raise fail(str(exc), EXIT_REGISTRY) from None
-
+STATE_HELP = ("sequence-state directory (default: $TWINLINK_STATE_DIR, else "
+              "~/.local/state/twinlink)")
+TWIN_KEY_HELP = "the twin's private key file (twin.key, mode 0600)"
 
 # -- keygen / provision ---------------------------------------------------------------------
 
@@ -57,23 +46,18 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.kind == "twin":
         tk = keys.TwinKey.generate()
-        keys.write_private(out / "twin.key", tk.to_pem(), args.force)
-        keys.write_public(out / "twin.pub", tk.public_pem(), args.force)
-        print(
-            f"twin key written: {out / 'twin.key'} (0600), {out / 'twin.pub'}; "
-            f"fingerprint {keys.fingerprint(tk.public)}",
-            file=sys.stderr,
-        )
+        priv, pub, fp = out / "twin.key", out / "twin.pub", keys.fingerprint(tk.public)
+        keys.write_private(priv, tk.to_pem(), args.force)
+        keys.write_public(pub, tk.public_pem(), args.force)
     else:
-        name = args.name or "device"
+        name = check_device_name(args.name or "device")  # a file stem: never a path
         dk = keys.DeviceKey.generate()
-        keys.write_private(out / f"{name}.key", dk.to_pem(), args.force)
-        keys.write_public(out / f"{name}.pub", dk.public_pem(), args.force)
-        print(
-            f"device key written: {out / (name + '.key')} (0600); "
-            f"fingerprint {keys.fingerprint(dk.public)}",
-            file=sys.stderr,
-        )
+        priv, pub, fp = out / f"{name}.key", out / f"{name}.pub", keys.fingerprint(dk.public)
+        keys.write_private(priv, dk.to_pem(), args.force)
+        keys.write_public(pub, dk.public_pem(), args.force)
+    if args.json:
+        output.emit({"kind": args.kind, "key": str(priv), "pub": str(pub), "fingerprint": fp})
+    say(f"{args.kind} key written: {priv} (0600), {pub}; fingerprint {fp}")
     return 0
 
 
@@ -82,18 +66,15 @@ def cmd_provision(args: argparse.Namespace) -> int:
         args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force
     )
     out = Path(args.out)
-    print(
-        f"provisioned {b.name}: kid {b.kid.hex()}, profile {b.profile}; bundle "
-        f"{out / (b.name + '.device')} (0600)"
-        + (
-            f"; registered in {args.db}"
-            if args.db
-            else f"; register it with: twinlink twin register {b.name} --pub "
-            f"{out / (b.name + '.pub')}"
-            f" --kid {b.kid.hex()} --db TWIN_DB"
-        ),
-        file=sys.stderr,
-    )
+    bundle = out / (b.name + ".device")
+    if args.json:
+        output.emit({"name": b.name, "kid": b.kid.hex(), "profile": b.profile,
+                     "bundle": str(bundle), "key": str(out / (b.name + ".key")),
+                     "pub": str(out / (b.name + ".pub")), "registered": args.db})
+    say(f"provisioned {b.name}: kid {b.kid.hex()}, profile {b.profile}; bundle {bundle} (0600)"
+        + (f"; registered in {args.db}" if args.db else
+           f"; register it with: twinlink twin register {b.name} --pub "
+           f"{out / (b.name + '.pub')} --kid {b.kid.hex()} --db TWIN_DB"))
     return 0
 
 
@@ -102,25 +83,20 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     dev = Device.load(args.device, args.state)
+    lines = ReadingLines(utf8_stdin(), check=dev.encode)
     try:
-        for lineno, reading, why in json_readings(sys.stdin):
-            try:
-                if reading is None:
-                    raise ValueError(why)
-                fr = dev.seal(reading)
-            except (ValueError, TypeError) as exc:
-                raise fail(f"line {lineno}: {exc}", EXIT_USAGE, READING_HINT) from None
-            sys.stdout.write(fr.hex() + "\n")
+        for _, reading in lines:
+            sys.stdout.write(dev.seal(reading).hex() + "\n")
             sys.stdout.flush()
     finally:
         dev.close()
-    return 0
+    return lines.exit_code
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    with Twin(_store(args.db), args.twin_key) as twin:
-        for obj in open_lines(twin, sys.stdin):
-            _emit(obj)
+    with Twin(open_twin_store(args.db), args.twin_key) as twin:
+        for res in open_lines(twin, bounded_lines(utf8_stdin(), MAX_LINE + 2)):
+            output.emit(output.result_json(res))
     return 0
 
 
@@ -152,187 +128,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info, diag = {"size": len(data), "malformed": str(exc)}, None
     verdict: dict[str, Any] | None = None
     if args.db and args.twin_key:
-        with Twin(_store(args.db), args.twin_key) as twin:
-            verdict = _verdict(twin, data)
+        with Twin(open_twin_store(args.db), args.twin_key) as twin:
+            verdict = output.verdict_json(twin.check(data))
     elif args.db or args.twin_key:
         raise fail("--db and --twin-key go together", EXIT_USAGE)
     if args.json:
-        _emit({"frame": info, "diagnostic": diag, "verdict": verdict})
+        output.emit({"frame": info, "diagnostic": diag, "verdict": verdict})
         return 0
     print(f"twinlink frame, {len(data)} bytes")
     for k, v in info.items():
-        print(f"  {k:22} {json.dumps(v) if isinstance(v, dict) else v}")
+        print(f"  {k:22} {output.dumps(v) if isinstance(v, dict) else output.text(v)}")
     if diag:
         print("CBOR diagnostic notation:")
-        print("  " + diag)
+        print("  " + output.text(diag))
     if verdict is not None:
-        print("verdict: " + json.dumps(verdict))
+        print("verdict: " + output.dumps(verdict))
     return 0
 
 
-def _verdict(twin: Twin, data: bytes) -> dict[str, Any]:
-    """What ``open`` would do with the frame (:meth:`Twin.check`: same rules, nothing stored)."""
-    res = twin.check(data)
-    if isinstance(res, Reading):
-        return {
-            "ok": True,
-            "device": res.device,
-            "status": "active",
-            "window": "fresh",
-            "plaintext": res.plaintext.hex(),
-            "payload": to_json(res.payload),
-        }
-    return refusal_json(res)
-
-
-# -- twin registry --------------------------------------------------------------------------
-
-
-def cmd_twin(args: argparse.Namespace) -> int:
-    store = _store(args.db, must_exist=args.action != "register")
-    try:
-        if args.action == "list":
-            rows = [
-                {
-                    "name": d.name,
-                    "kid": d.kid.hex(),
-                    "profile": d.profile,
-                    "status": d.status,
-                    "fingerprint": d.fingerprint,
-                }
-                for d in store.devices()
-            ]
-            if args.json:
-                for r in rows:
-                    _emit(r)
-            else:
-                print(f"{'NAME':20} {'KID':14} {'PROFILE':11} {'STATUS':8} FINGERPRINT")
-                for r in rows:
-                    print(
-                        f"{r['name']:20} {r['kid']:14} {r['profile']:11} {r['status']:8} "
-                        f"{r['fingerprint']}"
-                    )
-        elif args.action == "show":
-            st = store.status(_need_name(args))
-            if args.json:
-                _emit(st)
-            else:
-                for k, v in st.items():
-                    if k != "state":
-                        print(f"{k:12} {v}")
-                print("state:")
-                for n, v in st["state"].items():
-                    print(f"  {n:18} {json.dumps(v['value'])} {v['unit'] or ''} (seq {v['seq']})")
-        elif args.action == "events":
-            for e in store.events(args.name, args.limit):
-                _emit(e) if args.json else print(
-                    f"{e['at']:.3f} {e['device'] or e['kid'] or '-':16} {e['reason']:16} "
-                    f"seq={e['seq']} {e['detail']}"
-                )
-        elif args.action == "readings":
-            for row in store.readings(args.name, args.limit):
-                _emit(row)
-        elif args.action == "register":
-            if not args.pub:
-                raise fail("register needs --pub FILE", EXIT_USAGE)
-            d = store.register(
-                _need_name(args),
-                keys.load_public(args.pub, "ed25519"),
-                args.kid,
-                PROFILE_LITE if args.lite else PROFILE_SIGNED,
-            )
-            print(f"registered {d.name}: kid {d.kid.hex()}, profile {d.profile}", file=sys.stderr)
-        elif args.action == "revoke":
-            store.revoke(_need_name(args), args.why or "")
-            print(f"revoked {args.name}", file=sys.stderr)
-        elif args.action == "reanchor":
-            if args.floor is None:
-                raise fail(
-                    "reanchor needs --floor SEQ (the lowest sequence number to accept)", EXIT_USAGE
-                )
-            _reanchor(store, _need_name(args), args.floor, args.force)
-            print(f"re-anchored {args.name}: accepting seq >= {args.floor}", file=sys.stderr)
-        elif args.action == "rekey":
-            _rekey(store, _need_name(args), args.salt, args.bundle)
-    finally:
-        store.close()
-    return 0
-
-
-def _rekey(store: TwinStore, name: str, salt_hex: str | None, bundle_path: str | None) -> None:
-    """New Master Salt for one device: history stays, window and counters start afresh.
-
-    Crash-safe order: the store records the new salt as pending, the bundle is rewritten
-    atomically, then the store switches. Killed anywhere, the bundle parses and the device's
-    frames open under exactly the context its bundle names (a pending salt is accepted too);
-    running the re-key again finishes the job.
-    """
-    try:
-        salt = os.urandom(8) if salt_hex is None else bytes.fromhex(salt_hex)
-    except ValueError:
-        raise fail("--salt must be hex", EXIT_USAGE) from None
-    bundle = keys.Bundle.load(bundle_path) if bundle_path else None
-    dev = store.device(name)
-    if dev.profile == PROFILE_LITE or (bundle is not None and bundle.device_key is None):
-        # Its bundle holds keys derived from the current context: a new salt strands it.
-        raise fail(
-            "a lite bundle holds derived keys only",
-            EXIT_USAGE,
-            "re-provision the lite device instead of re-keying it",
-        )
-    if bundle is not None:
-        if (bundle.name, bundle.kid) != (dev.name, dev.kid):
-            raise fail(f"{bundle_path} is not {name}'s bundle", EXIT_USAGE)
-        if (bundle.master_salt != dev.master_salt and bundle.master_salt == dev.pending_salt):
-            # An earlier re-key was cut after it rewrote the bundle: finish that one first, or
-            # announcing a new salt would replace the one the device already uses.
-            _switch_context(store, name, bundle.master_salt, bundle.id_context)
-    store.announce_rekey(name, salt)
-    if bundle is not None and bundle_path is not None:
-        bundle.settings["master_salt"] = salt.hex()
-        bundle.settings["id_context"] = None
-        bundle.save(bundle_path, overwrite=True)
-    _switch_context(store, name, salt, None)
-    if bundle is not None:
-        print(f"re-keyed {name} (master salt {salt.hex()}); updated {bundle_path}", file=sys.stderr)
-    else:
-        print(
-            f're-keyed {name}: set "master_salt": "{salt.hex()}" in its bundle\'s settings '
-            "before it sends again",
-            file=sys.stderr,
-        )
-
-
-def _reanchor(store: TwinStore, name: str, floor: int, force: bool) -> None:
-    """Re-anchor; with ``force``, a floor that re-opens numbers already used goes through
-    with a warning that says which (the store's refusal names the highest one used)."""
-    try:
-        store.reanchor(name, floor)
-    except RegistryError as exc:
-        if not force or not 0 <= floor <= oscore.MAX_SEQ:
-            raise
-        print(f"twinlink: warning: {exc}; forced", file=sys.stderr)
-        store.reanchor(name, floor, force=True)
-
-
-def _switch_context(store: TwinStore, name: str, salt: bytes, id_context: bytes | None) -> None:
-    """The store's re-key, where a device that already completed it (its first frame under the
-    announced salt renews the context by itself) counts as success."""
-    try:
-        store.rekey(name, salt, id_context)
-    except RegistryError:
-        rec = store.device(name)
-        if (rec.master_salt, rec.id_context) != (salt, id_context):
-            raise
-
-
-def _need_name(args: argparse.Namespace) -> str:
-    if not args.name:
-        raise fail(f"'twin {args.action}' needs a device NAME", EXIT_USAGE)
-    return str(args.name)
-
-
-# -- doctor / send / demo -------------------------------------------------------------------
+# -- doctor / send / serve / demo -------------------------------------------------------------
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -344,25 +158,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         "python": sys.version.split()[0],
     }
     if args.json:
-        _emit(info)
+        output.emit(info)
     else:
         for k, v in info.items():
             print(f"{k:13} {v}")
     return 0
 
 
-def cmd_send(args: argparse.Namespace) -> int:
-    if bool(args.serial) == bool(args.mqtt):
-        raise fail("give exactly one of --serial PORT_OR_URL or --mqtt URL", EXIT_USAGE)
+def _transport(args: argparse.Namespace, command: str) -> str:
+    if bool(getattr(args, "serial", None)) == bool(getattr(args, "mqtt", None)):
+        raise fail(f"{command} needs exactly one of --serial PORT or --mqtt URL", EXIT_USAGE)
     if args.serial:
+        return "serial"
+    if not hasattr(args, "client_id"):
+        raise fail("this build has no MQTT transport", EXIT_USAGE)
+    return "mqtt"
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    if _transport(args, "send") == "serial":
         from . import serial_cmds
 
-        return int(serial_cmds.send_serial(args))
-    try:
-        from . import mqtt_cmds  # type: ignore[attr-defined]
-    except ImportError:
-        raise fail("this build has no MQTT transport", EXIT_USAGE) from None
-    return int(mqtt_cmds.send_mqtt(args))
+        return serial_cmds.send_serial(args)
+    from . import mqtt_cmds
+
+    return mqtt_cmds.send_mqtt(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if _transport(args, "serve") == "serial":
+        from . import serial_cmds
+
+        return serial_cmds.serve_serial(args)
+    from . import mqtt_cmds
+
+    return mqtt_cmds.serve_mqtt(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -372,87 +202,147 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("keygen", help="generate the twin key (or a bare device key)")
-    p.add_argument("kind", choices=["twin", "device"])
-    p.add_argument("name", nargs="?", help="file stem for a device key")
-    p.add_argument("--out", required=True, help="directory for the key files")
+    p = add_command(sub, "keygen", "generate the twin key (or a bare device key)", examples=[
+        "twinlink keygen twin --out keys        # keys/twin.key (0600), keys/twin.pub",
+        "twinlink keygen device spare-1 --out keys"])
+    p.add_argument("kind", choices=["twin", "device"], help="which key to generate")
+    p.add_argument("name", nargs="?", help="device key only: file stem (default: device)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the key files")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    add_json(p, "also print the written paths and fingerprint as one JSON object on stdout")
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("provision", help="create a device key and bundle (and register it)")
-    p.add_argument("name")
-    p.add_argument("--twin-pub", required=True, help="the twin's public key (twin.pub)")
-    p.add_argument("--out", required=True, help="directory for NAME.key, NAME.pub, NAME.device")
-    p.add_argument("--db", help="twin database to register the device in")
-    p.add_argument("--kid", type=_kid, help="kid in hex (default: next free in --db, else random)")
-    p.add_argument(
-        "--lite",
-        action="store_true",
-        help="lite profile: bundle holds derived AEAD keys, frames are not signed",
-    )
-    p.add_argument("--chunk", type=int, help="sequence numbers reserved per durable write (K)")
-    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p = add_command(
+        sub, "provision", "create a device key and bundle (and register it)",
+        description="Create NAME.key, NAME.pub and the bundle NAME.device in --out; with --db "
+                    "register the device in the twin database too. NAME: 1-64 characters from "
+                    "A-Z a-z 0-9 . _ -, starting with a letter or digit.",
+        examples=["twinlink provision pump-17 --twin-pub keys/twin.pub --out keys --db twin.db"])
+    p.add_argument("name", help="device name")
+    p.add_argument("--twin-pub", required=True, metavar="FILE",
+                   help="the twin's public key (twin.pub)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="directory for NAME.key, NAME.pub, NAME.device")
+    p.add_argument("--db", metavar="PATH",
+                   help="twin database to register the device in (default: do not register)")
+    p.add_argument("--kid", type=kid_arg,
+                   help="kid in hex (default: the next free one in --db, else random)")
+    p.add_argument("--lite", action="store_true",
+                   help="lite profile: the bundle holds derived AEAD keys, frames are not signed")
+    p.add_argument("--chunk", type=positive_int, metavar="K",
+                   help="sequence numbers reserved per durable write (default: 1024)")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing files (only after the new registration succeeded)")
+    add_json(p, "also print what was created as one JSON object on stdout")
     p.set_defaults(func=cmd_provision)
 
-    p = sub.add_parser("seal", help="seal JSON readings from stdin into hex frames on stdout")
-    p.add_argument("--device", required=True, help="device bundle (NAME.device)")
-    p.add_argument(
-        "--state",
-        help="sequence-state directory (default $TWINLINK_STATE_DIR or ~/.local/state/twinlink)",
-    )
+    p = add_command(
+        sub, "seal", "seal JSON readings from stdin into hex frames on stdout",
+        description="Seal each JSON reading on stdin (one object a line) into a twinlink/1 "
+                    "frame, printed as one hex line. Bad lines are reported and skipped; the "
+                    "exit status is 1 if there were any (docs/CLI.md, JSON-lines input).",
+        examples=["echo '{\"temp\": 21.5}' | twinlink seal --device keys/pump-17.device "
+                  "--state state"])
+    p.add_argument("--device", required=True, metavar="BUNDLE", help="device bundle (NAME.device)")
+    p.add_argument("--state", metavar="DIR", help=STATE_HELP)
     p.set_defaults(func=cmd_seal)
 
-    p = sub.add_parser("open", help="open hex frames from stdin into JSON lines on stdout")
-    p.add_argument("--db", required=True)
-    p.add_argument("--twin-key", required=True)
+    p = add_command(
+        sub, "open", "open hex frames from stdin into JSON lines on stdout",
+        description="Verify, decrypt and store each hex frame on stdin (one a line); print one "
+                    "JSON object per line: the reading, or the refusal with its reason. A line "
+                    "that is not a frame is refused as malformed; processing continues.",
+        examples=["twinlink seal --device keys/pump-17.device < readings.jsonl | "
+                  "twinlink open --db twin.db --twin-key keys/twin.key"])
+    add_db(p)
+    p.add_argument("--twin-key", required=True, metavar="FILE", help=TWIN_KEY_HELP)
+    add_json(p, "JSON lines on stdout (always the case for open; accepted for uniformity)")
     p.set_defaults(func=cmd_open)
 
-    p = sub.add_parser("inspect", help="dump a frame's headers (and verdict, with keys)")
-    p.add_argument("frame", help="hex string or file (hex or binary)")
-    p.add_argument("--db")
-    p.add_argument("--twin-key")
-    p.add_argument("--json", action="store_true")
+    p = add_command(
+        sub, "inspect", "dump a frame's headers (and verdict, with keys)",
+        description="Decode a frame without keys: headers, sizes, CBOR diagnostic notation. "
+                    "With --db and --twin-key also say what 'open' would do with it (a dry "
+                    "run: nothing is stored, the replay window is not touched).",
+        examples=["twinlink inspect frame.hex",
+                  "twinlink inspect d28443a2… --db twin.db --twin-key keys/twin.key --json"])
+    p.add_argument("frame", help="hex string, or a file holding a frame (hex or binary)")
+    p.add_argument("--db", metavar="PATH",
+                   help="twin database, for the verdict (default: no verdict)")
+    p.add_argument("--twin-key", metavar="FILE",
+                   help=TWIN_KEY_HELP + ", for the verdict (default: no verdict)")
+    add_json(p, "print one JSON object: frame, diagnostic, verdict")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("twin", help="query and administer the twin registry")
-    p.add_argument(
-        "action",
-        choices=["list", "show", "events", "readings", "register", "revoke", "reanchor", "rekey"],
-    )
-    p.add_argument("name", nargs="?")
-    p.add_argument("--db", default=os.environ.get("TWINLINK_DB", "twin.db"))
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--pub", help="register: the device's public key PEM")
-    p.add_argument("--kid", type=_kid, help="register: kid in hex")
-    p.add_argument("--lite", action="store_true", help="register: lite-profile device")
-    p.add_argument("--why", help="revoke: reason recorded in the events")
-    p.add_argument("--floor", type=int, help="reanchor: lowest sequence number to accept")
-    p.add_argument("--force", action="store_true",
-                   help="reanchor: allow a floor at or below numbers already used")
-    p.add_argument("--salt", help="rekey: new Master Salt in hex (default: 8 random bytes)")
-    p.add_argument("--bundle", help="rekey: the device's bundle file to update as well")
-    p.set_defaults(func=cmd_twin)
 
-    p = sub.add_parser("doctor", help="show the active backend and why")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_doctor)
+def register_services(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
-    p = sub.add_parser("send", help="send JSON readings from stdin over serial or MQTT")
-    p.add_argument("--device", required=True)
-    p.add_argument("--state")
-    p.add_argument("--serial", help="serial port or pyserial URL")
-    p.add_argument("--mqtt", help="broker URL mqtt://host:port or mqtts://…")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds to wait for the link (MQTT: for the twin's acknowledgements)",
-    )
-    p.add_argument("--baudrate", type=int, default=115200)
+    p = add_command(
+        sub, "send", "send JSON readings from stdin over serial or MQTT",
+        description="Seal each JSON reading on stdin and send it over --serial or --mqtt "
+                    "(exactly one). MQTT: exit 0 only when the twin acknowledged every reading "
+                    "end to end; stderr says 'stored N, pending M'. Serial has no "
+                    "acknowledgement: stderr says 'sent N' and nothing more. Bad lines are "
+                    "reported and skipped (exit 1 at the end).",
+        examples=["sensor-script | twinlink send --device keys/pump-17.device --state state "
+                  "--serial /dev/ttyUSB0",
+                  "twinlink send --device keys/pump-17.device --mqtt mqtt://broker:1883 "
+                  "--timeout 60 < readings.jsonl"])
+    p.add_argument("--device", required=True, metavar="BUNDLE", help="device bundle (NAME.device)")
+    p.add_argument("--state", metavar="DIR", help=STATE_HELP)
+    p.add_argument("--serial", metavar="PORT",
+                   help="serial port or pyserial URL (this or --mqtt is required)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="broker URL mqtt://host:port or mqtts://… (this or --serial is "
+                        "required)")
+    p.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
+                   help="seconds to wait for the other side: serial, for the port to take the "
+                        "frames; MQTT, once every reading is queued, for the twin's "
+                        "acknowledgements (and for room in a full outbox with --when-full "
+                        "block)")
+    add_json(p, "print a summary object on stdout: serial {sent, skipped}, "
+                "MQTT {stored, pending, skipped}")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("demo", help="the main job on embedded defaults: no broker or hardware")
-    p.add_argument("--count", type=int, default=10, help="readings per device")
-    p.add_argument("--keep", help="directory to keep the demo's keys and database in")
+    p = add_command(
+        sub, "serve", "ingest frames from a serial port or an MQTT broker into the twin",
+        description="The twin's ingest service: open every frame from --serial PORT or --mqtt "
+                    "URL (exactly one) and store it in --db. Runs until SIGTERM or SIGINT (a "
+                    "clean stop, exit 0), --count or --duration. MQTT acknowledges each stored "
+                    "reading end to end; serial has no back channel.",
+        examples=["twinlink serve --mqtt mqtt://broker:1883 --db twin.db --twin-key "
+                  "keys/twin.key",
+                  "twinlink serve --serial /dev/ttyUSB0 --db twin.db --twin-key keys/twin.key "
+                  "--json --count 100"])
+    p.add_argument("--serial", metavar="PORT",
+                   help="serial port or pyserial URL to read frames from (this or --mqtt is "
+                        "required)")
+    p.add_argument("--mqtt", metavar="URL",
+                   help="broker URL mqtt://host:port or mqtts://… to subscribe to (this or "
+                        "--serial is required)")
+    add_db(p)
+    p.add_argument("--twin-key", required=True, metavar="FILE", help=TWIN_KEY_HELP)
+    add_json(p, "print one JSON object per frame on stdout (as 'twinlink open')")
+    add_run_limits(p, "frames (stored or refused; a batch in progress completes)")
+    p.set_defaults(func=cmd_serve)
+
+
+def register_tools(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+
+    p = add_command(sub, "doctor", "show the active backend and why",
+                    examples=["twinlink doctor --json"])
+    add_json(p, "print one JSON object")
+    p.set_defaults(func=cmd_doctor)
+
+    p = add_command(
+        sub, "demo", "the main job on embedded defaults: no broker or hardware",
+        description="Provision a twin and two devices in a temporary directory, stream readings "
+                    "over a real pty serial pair, then replay, tamper, relabel and inject line "
+                    "noise; exit 0 only if every reading arrived once and every attack was "
+                    "refused.",
+        examples=["twinlink demo", "twinlink demo --count 100 --keep /tmp/demo"])
+    p.add_argument("--count", type=positive_int, default=10, help="readings per device")
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep the demo's keys and database in DIR (default: a temporary "
+                        "directory, removed)")
     p.set_defaults(func=cmd_demo)

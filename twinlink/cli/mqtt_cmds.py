@@ -1,19 +1,31 @@
-"""MQTT commands: ``send --mqtt`` (device, through the durable outbox) and ``serve`` (ingest)."""
+"""MQTT commands: ``send --mqtt`` (device, through the durable outbox) and ``serve --mqtt``.
+
+``send`` and ``serve`` are declared in :mod:`.commands`; this module adds their MQTT options.
+"""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..device import Device
 from ..outbox import DEFAULT_CAPACITY, OutboxFull
 from ..transport.mqtt import MqttLink, MqttOptions, connect_options
-from . import EXIT_PENDING, EXIT_TRANSPORT, EXIT_USAGE, READING_HINT, fail, json_readings
+from . import output
+from .common import (
+    EXIT_PENDING,
+    EXIT_TRANSPORT,
+    StopControl,
+    open_twin_store,
+    positive_int,
+    say,
+    seconds,
+)
+from .jsonl import ReadingLines, utf8_stdin
 
 SEAL_BATCH = 256
 
@@ -24,135 +36,147 @@ def _options(args: argparse.Namespace) -> MqttOptions:
                            backoff_max=args.reconnect_max)
 
 
-def _readings(stream: Any) -> list[dict[str, Any]]:
-    out = []
-    for lineno, reading, why in json_readings(stream):
-        if reading is None:
-            raise fail(f"line {lineno}: {why}", EXIT_USAGE, READING_HINT)
-        out.append(reading)
-    return out
-
-
 def send_mqtt(args: argparse.Namespace) -> int:
-    """``twinlink send --mqtt URL``: exit 0 once the twin acknowledged everything queued."""
-    readings = _readings(sys.stdin)
+    """``twinlink send --mqtt URL``: exit 0 once the twin acknowledged everything queued.
+
+    Readings are read, sealed and queued in batches as stdin delivers them (bad lines follow
+    the JSON-lines policy); ``--timeout`` then bounds the wait for the twin's acknowledgements.
+    What is reported as stored is what the twin acknowledged end to end, never more.
+    """
     dev = Device.load(args.device, args.state)
+    lines = ReadingLines(utf8_stdin(), check=dev.encode)
     outbox = Path(dev.state_path).with_suffix(".outbox")
-    deadline = time.monotonic() + args.timeout
     link = MqttLink(args.mqtt, bundle=dev.bundle, outbox=outbox, client_id=args.client_id,
                     options=_options(args), timeout=args.timeout, capacity=args.outbox_capacity,
                     when_full=args.when_full, window=args.window, resend_after=args.resend_after)
     dev.link = link
-    i = 0
+    queued = 0
+    full: OutboxFull | None = None
     try:
-        for i in range(0, len(readings), SEAL_BATCH):
-            chunk = readings[i:i + SEAL_BATCH]
+        for batch in lines.batches(SEAL_BATCH):
             # Check for room before sealing so a full outbox burns no sequence numbers.
-            link.timeout = max(0.0, deadline - time.monotonic())
-            if link.outbox.room() < len(chunk) and args.when_full == "refuse":
+            if link.outbox.room() < len(batch) and args.when_full == "refuse":
                 raise OutboxFull(f"outbox full ({len(link.outbox)}/{link.outbox.capacity})")
-            try:
-                link.send_many(dev.seal_many(chunk))
-            except (TypeError, ValueError) as exc:
-                raise fail(f"reading {i + 1}…: {exc}", EXIT_USAGE) from None
-        left = link.flush(max(0.0, deadline - time.monotonic()))
+            link.send_many(dev.seal_many([r for _, r in batch]))
+            queued += len(batch)
+        link.flush(args.timeout)
     except OutboxFull as exc:
-        left = len(link.outbox)
-        print(f"twinlink: {exc}; {len(readings) - i} reading(s) not queued, {left} still "
-              "awaiting the twin's acknowledgement — retry when the broker and twin are back",
-              file=sys.stderr)
-        dev.close()
-        return EXIT_TRANSPORT
-    dev.close()  # closes the link: unacknowledged frames stay in the outbox
-    if left:
-        why = f" (last error: {link.last_error})" if link.last_error else ""
-        print(f"twinlink: {left} reading(s) still awaiting the twin's acknowledgement after "
-              f"{args.timeout:g}s; kept in {outbox} for the next run{why}", file=sys.stderr)
-        return EXIT_PENDING
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from ..serve import Ingest
-    from ..twin import Twin
-    from .commands import _store
-
-    twin = Twin(_store(args.db), args.twin_key)
-    ing = Ingest(args.mqtt, twin, client_id=args.client_id, options=_options(args),
-                 share=args.share, session_expiry=args.session_expiry,
-                 batch_wait=args.batch_ms / 1000.0, jsonl=sys.stdout if args.jsonl else None)
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: Any) -> None:
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
-
-    def _ready() -> None:
-        if ing.subscribed.wait(args.timeout if args.timeout else None) and not stop.is_set():
-            print(f"twinlink: serving {ing.sub_topic} on {args.mqtt} into {args.db}",
-                  file=sys.stderr, flush=True)
-        elif not stop.is_set():
-            print(f"twinlink: not subscribed after {args.timeout:g}s ({ing.last_error}); "
-                  "still retrying", file=sys.stderr, flush=True)
-
-    threading.Thread(target=_ready, daemon=True).start()
-    try:
-        st = ing.run(stop)
+        full = exc
     finally:
-        twin.close()
-    print(f"twinlink: stopped; {st.received} frames, {st.stored} stored, {st.duplicates} "
-          f"duplicates re-acknowledged, {st.refused} refused", file=sys.stderr)
+        dev.close()  # closes the link: unacknowledged frames stay in the outbox
+    # Read once the link has stopped, so the two numbers describe the same moment.
+    stored, left = link.stats.released, len(link.outbox)
+    if args.json:
+        output.emit({"stored" if link.e2e else "delivered_to_broker": stored, "pending": left,
+                     "skipped": lines.bad})
+    if full is not None:
+        say(f"{full}; stored {stored}, pending {left}: readings after the first {queued} not "
+            "queued — retry when the broker and twin are back")
+        return EXIT_TRANSPORT
+    if not link.e2e:
+        # Without an end-to-end acknowledgement (lite bundle) a release means the broker has
+        # the frame, not that the twin stored it.
+        say(f"delivered {stored} to the broker, pending {left} (a lite bundle has no "
+            "end-to-end acknowledgement; check the twin)")
+    elif left:
+        why = f" (last error: {link.last_error})" if link.last_error else ""
+        say(f"stored {stored}, pending {left}: {left} reading(s) still awaiting the twin's "
+            f"acknowledgement after {args.timeout:g}s; kept in {outbox} for the next run{why}")
+    else:
+        say(f"stored {stored}, pending 0")
+    if left:
+        return EXIT_PENDING
+    return lines.exit_code
+
+
+def serve_mqtt(args: argparse.Namespace) -> int:
+    """``twinlink serve --mqtt URL``: the ingest service until SIGTERM/SIGINT, --count or
+    --duration."""
+    from ..serve import DEFAULT_CLIENT_ID, Ingest
+    from ..twin import Twin
+
+    if args.ready_timeout_deprecated is not None:
+        say("serve --timeout is deprecated: use --ready-timeout")
+        args.ready_timeout = args.ready_timeout_deprecated
+    with StopControl(args.count, args.duration) as stop:
+        twin = Twin(open_twin_store(args.db), args.twin_key)
+
+        def on_results(results: Sequence[Any]) -> None:
+            if args.json:
+                for r in results:
+                    sys.stdout.write(output.dumps(output.result_json(r)) + "\n")
+                sys.stdout.flush()
+            stop.counted(len(results))
+
+        ing = Ingest(args.mqtt, twin, client_id=args.client_id or DEFAULT_CLIENT_ID,
+                     options=_options(args), share=args.share,
+                     session_expiry=args.session_expiry, batch_wait=args.batch_ms / 1000.0,
+                     on_results=on_results)
+
+        def _ready() -> None:
+            if (ing.subscribed.wait(args.ready_timeout if args.ready_timeout else None)
+                    and not stop.stopped):
+                say(f"serving {ing.sub_topic} on {args.mqtt} into {args.db}")
+            elif not stop.stopped:
+                say(f"not subscribed after {args.ready_timeout:g}s ({ing.last_error}); "
+                    "still retrying")
+
+        threading.Thread(target=_ready, daemon=True).start()
+        try:
+            st = ing.run(stop.event)
+        finally:
+            twin.close()
+    say(f"stopped; {st.received} frames, {st.stored} stored, {st.duplicates} "
+        f"duplicates re-acknowledged, {st.refused} refused")
     return 0
 
 
 def _conn_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("MQTT connection")
-    g.add_argument("--ca", help="CA certificate file (PEM); enables TLS")
-    g.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
-    g.add_argument("--key", help="client certificate's private key (PEM)")
-    g.add_argument("--username", help="broker user name")
-    g.add_argument("--password-file", help="file holding the broker password (one line)")
-    g.add_argument("--client-id", help="MQTT client id")
-    g.add_argument("--reconnect-max", type=float, default=30.0,
-                   help="longest reconnect backoff in seconds (default 30; jittered)")
+    g.add_argument("--ca", metavar="FILE",
+                   help="CA certificate file (PEM); enables TLS (default: the system's CAs for "
+                        "mqtts://, plain TCP for mqtt://)")
+    g.add_argument("--cert", metavar="FILE",
+                   help="client certificate (PEM) for mutual TLS (default: none)")
+    g.add_argument("--key", metavar="FILE",
+                   help="client certificate's private key (PEM) (default: in --cert)")
+    g.add_argument("--username", help="broker user name (default: from the URL, else none)")
+    g.add_argument("--password-file", metavar="FILE",
+                   help="file holding the broker password, one line; never on the command "
+                        "line (default: from the URL, else none)")
+    g.add_argument("--client-id",
+                   help="MQTT client id (default: send, twinlink-<kid>-<random>; serve, "
+                        "twinlink-ingest)")
+    g.add_argument("--reconnect-max", type=seconds, default=30.0, metavar="S",
+                   help="longest reconnect backoff in seconds (jittered)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     send = sub.choices["send"]
     _conn_args(send)
     g = send.add_argument_group("MQTT outbox")
-    g.add_argument("--outbox-capacity", type=int, default=DEFAULT_CAPACITY,
-                   help=f"most unacknowledged frames kept (default {DEFAULT_CAPACITY})")
+    g.add_argument("--outbox-capacity", type=positive_int, default=DEFAULT_CAPACITY, metavar="N",
+                   help="most unacknowledged frames kept")
     g.add_argument("--when-full", choices=["refuse", "block"], default="refuse",
-                   help="full outbox: refuse new readings at once (default), or wait for room "
-                        "until --timeout")
-    g.add_argument("--window", type=int, default=64,
-                   help="frames in flight per device; at most the twin's replay window (64)")
-    g.add_argument("--resend-after", type=float, default=10.0,
+                   help="full outbox: refuse new readings at once (exit 5), or wait up to "
+                        "--timeout for room")
+    g.add_argument("--window", type=positive_int, default=64, metavar="N",
+                   help="frames in flight per device; at most the twin's replay window")
+    g.add_argument("--resend-after", type=seconds, default=10.0, metavar="S",
                    help="seconds without the twin's ack before a frame is published again")
 
-    p = sub.add_parser("serve", help="ingest frames from an MQTT broker into the twin database")
-    p.add_argument("--mqtt", required=True, help="broker URL mqtt://host:port or mqtts://…")
-    p.add_argument("--db", required=True, help="twin database")
-    p.add_argument("--twin-key", required=True, help="the twin's private key (twin.key)")
-    p.add_argument("--jsonl", action="store_true",
-                   help="print one JSON object per received frame (as 'twinlink open')")
-    p.add_argument("--share", metavar="GROUP",
-                   help="use the shared subscription $share/GROUP/twinlink/+/t")
-    p.add_argument("--session-expiry", type=int, default=3600,
+    p = sub.choices["serve"]
+    g = p.add_argument_group("MQTT ingest")
+    g.add_argument("--share", metavar="GROUP",
+                   help="use the shared subscription $share/GROUP/twinlink/+/t (several "
+                        "ingest processes split the load; default: a plain subscription)")
+    g.add_argument("--session-expiry", type=positive_int, default=3600, metavar="S",
                    help="seconds the broker keeps the session and its queue while we are away")
-    p.add_argument("--batch-ms", type=float, default=5.0,
-                   help="collect frames this long into one transaction (default 5)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="warn if not subscribed within this many seconds (keeps retrying)")
+    g.add_argument("--batch-ms", type=float, default=5.0, metavar="MS",
+                   help="collect frames this long into one transaction")
+    g.add_argument("--ready-timeout", type=seconds, default=30.0, metavar="S",
+                   help="warn on stderr if not subscribed within S seconds (it keeps "
+                        "retrying; 0: never warn)")
+    g.add_argument("--timeout", dest="ready_timeout_deprecated", type=seconds,
+                   help=argparse.SUPPRESS)
     _conn_args(p)
-    p.set_defaults(func=_serve_with_default_id)
-
-
-def _serve_with_default_id(args: argparse.Namespace) -> int:
-    if not args.client_id:
-        from ..serve import DEFAULT_CLIENT_ID
-        args.client_id = DEFAULT_CLIENT_ID
-    return cmd_serve(args)

@@ -381,9 +381,9 @@ class MqttLink(Session):
             raise TransportError("the MQTT link is closed")
         frames = [bytes(f) for f in frames]
         if self.kid is not None:
-            from .. import backends
+            from .. import frame
             for f in frames:
-                if backends.current().parse(f).kid != self.kid:
+                if frame.parse(f).kid != self.kid:
                     raise ValueError("frame belongs to another device than this link's bundle")
         if len(frames) > self.outbox.capacity:
             raise OutboxFull(f"{len(frames)} frames exceed the outbox capacity "
