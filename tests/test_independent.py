@@ -270,17 +270,19 @@ def test_twin_opens_independent_frames(backend: str, tmp_path: Path, rekeyed: bo
     twin = twinlink.Twin(tmp_path / "twin.db", TWIN)
     twin.register("pump", DEV.public, kid=kid, master_salt=salt, id_context=idc)
     pt = bytes.fromhex("81a300647465" "6d7002f94d6006fa4ecaa7e2")  # [{0:"temp", 2:21.5, 6:1.7e9}]
+    named = idc is not None  # a context with an ID Context names it (label 10, PROTOCOL §7)
     for seq in (5, 3, 60):
-        fr = ic.seal_twinlink(DEV.seed, TWIN.public, kid, seq, pt, b"t", salt, idc)
+        fr = ic.seal_twinlink(DEV.seed, TWIN.public, kid, seq, pt, b"t", salt, idc, named)
         reading = twin.open(fr)
         assert (reading.device, reading.seq, reading.payload) == ("pump", seq, {"temp": 21.5})
     with pytest.raises(twinlink.Replay):
-        twin.open(ic.seal_twinlink(DEV.seed, TWIN.public, kid, 3, pt, b"t", salt, idc))
-    forged = bytearray(ic.seal_twinlink(DEV.seed, TWIN.public, kid, 7, pt, b"t", salt, idc))
+        twin.open(ic.seal_twinlink(DEV.seed, TWIN.public, kid, 3, pt, b"t", salt, idc, named))
+    forged = bytearray(ic.seal_twinlink(DEV.seed, TWIN.public, kid, 7, pt, b"t", salt, idc,
+                                        named))
     forged[-1] ^= 0x80
     with pytest.raises(twinlink.BadSignature):
         twin.open(bytes(forged))
     other = keys.DeviceKey(bytes(32))  # signed by someone else: refused before decryption
     with pytest.raises(twinlink.BadSignature):
-        twin.open(ic.seal_twinlink(other.seed, TWIN.public, kid, 8, pt, b"t", salt, idc))
+        twin.open(ic.seal_twinlink(other.seed, TWIN.public, kid, 8, pt, b"t", salt, idc, named))
     twin.close()
