@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 from collections import Counter, OrderedDict
@@ -34,6 +35,7 @@ from .errors import (
     DecryptionFailed,
     InternalError,
     MalformedFrame,
+    MalformedPayload,
     ReplayError,
     RevokedDevice,
     TopicMismatch,
@@ -620,16 +622,36 @@ def _reading(dev: DeviceRecord, acc: Accepted) -> Reading:
 def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
     """(payload, SenML records, time) of an opened plaintext; raise :class:`MalformedPayload`.
 
-    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded.
+    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded. The
+    plaintext must first pass :func:`twinlink.frame.check_payload` (no tags or shared
+    references, integers within 64 bits, finite floats, bounded nesting): a compromised device
+    must not reach the general CBOR decoder, JSON or the store with anything else.
     """
+    _frame.check_payload(plaintext)
     obj = senml.loads(plaintext)
     if not senml.is_pack(obj):
         return obj, (), None
     records = tuple(senml.resolve(obj))
     payload: dict[str, Any] = {}
     for r in records:
+        # Resolving adds base values and times: two numbers the validator let through may sum
+        # to one the store and JSON cannot hold (beyond int64, or a float overflowing to inf).
+        if not (_storable(r.value) and _storable(r.time) and _storable(r.sum)):
+            raise MalformedPayload("a SenML record's value, sum or time overflows once its base "
+                                   "is added")
         payload[r.name] = r.value if r.value is not None else r.sum
     return payload, records, records[0].time
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _storable(v: Any) -> bool:
+    if type(v) is float:
+        return math.isfinite(v)
+    if type(v) is int:
+        return _INT64_MIN <= v <= _INT64_MAX
+    return True
 
 
 #: Longest line ``twinlink open`` reads (a hex frame of MAX_FRAME bytes is 131 070 characters).
