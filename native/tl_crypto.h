@@ -19,6 +19,12 @@ typedef struct {
     uint64_t opaque[32];
 } tl_hmac_sha256_state;
 
+/* Opaque SHA-256 state, big enough for libsodium's 104-byte crypto_hash_sha256_state; streaming,
+ * so a firmware image can be hashed chunk by chunk as it arrives. */
+typedef struct {
+    uint64_t opaque[16];
+} tl_sha256_state;
+
 /* Ed25519 detached signature; sk is libsodium's 64-byte form (seed || public key). */
 int tl_crypto_sign(uint8_t sig[64], const uint8_t *m, size_t mlen, const uint8_t sk[64]);
 /* 0 if sig is a valid Ed25519 signature of m under pk. */
@@ -36,6 +42,10 @@ int tl_crypto_aead_decrypt(uint8_t *m, const uint8_t *c, size_t clen, const uint
 int tl_crypto_hmac_init(tl_hmac_sha256_state *st, const uint8_t *key, size_t keylen);
 int tl_crypto_hmac_update(tl_hmac_sha256_state *st, const uint8_t *m, size_t mlen);
 int tl_crypto_hmac_final(tl_hmac_sha256_state *st, uint8_t mac[32]);
+
+int tl_crypto_sha256_init(tl_sha256_state *st);
+int tl_crypto_sha256_update(tl_sha256_state *st, const uint8_t *m, size_t mlen);
+int tl_crypto_sha256_final(tl_sha256_state *st, uint8_t out[32]);
 
 /* X25519; fails on an all-zero result (low-order point). */
 int tl_crypto_x25519(uint8_t shared[32], const uint8_t sk[32], const uint8_t pk[32]);

@@ -26,6 +26,9 @@ typedef size_t (*fn_size)(void);
 typedef int (*fn_3)(unsigned char *, const unsigned char *, const unsigned char *);
 typedef int (*fn_2)(unsigned char *, const unsigned char *);
 typedef void (*fn_memzero)(void *, size_t);
+typedef int (*fn_sha_init)(void *);
+typedef int (*fn_sha_update)(void *, const unsigned char *, ull);
+typedef int (*fn_sha_final)(void *, unsigned char *);
 
 const char *const tl_pynacl_names[TL_PYNACL_NFUNCS] = {
     "sodium_init",
@@ -41,6 +44,10 @@ const char *const tl_pynacl_names[TL_PYNACL_NFUNCS] = {
     "crypto_sign_ed25519_pk_to_curve25519",
     "crypto_sign_ed25519_sk_to_curve25519",
     "sodium_memzero",
+    "crypto_hash_sha256_init",
+    "crypto_hash_sha256_update",
+    "crypto_hash_sha256_final",
+    "crypto_hash_sha256_statebytes",
 };
 
 static struct {
@@ -56,6 +63,9 @@ static struct {
     fn_2 pk_to_x;
     fn_2 sk_to_x;
     fn_memzero memzero;
+    fn_sha_init sha_init;
+    fn_sha_update sha_update;
+    fn_sha_final sha_final;
 } S;
 
 int tl_crypto_pynacl_bind(const uintptr_t addrs[TL_PYNACL_NFUNCS])
@@ -69,7 +79,8 @@ int tl_crypto_pynacl_bind(const uintptr_t addrs[TL_PYNACL_NFUNCS])
     if (((fn_init)addrs[0])() < 0) {
         return TL_E_CRYPTO;
     }
-    if (((fn_size)addrs[8])() > sizeof(tl_hmac_sha256_state)) {
+    if (((fn_size)addrs[8])() > sizeof(tl_hmac_sha256_state) ||
+        ((fn_size)addrs[16])() > sizeof(tl_sha256_state)) {
         return TL_E_CRYPTO;
     }
     S.sign = (fn_sign)addrs[1];
@@ -83,6 +94,9 @@ int tl_crypto_pynacl_bind(const uintptr_t addrs[TL_PYNACL_NFUNCS])
     S.pk_to_x = (fn_2)addrs[10];
     S.sk_to_x = (fn_2)addrs[11];
     S.memzero = (fn_memzero)addrs[12];
+    S.sha_init = (fn_sha_init)addrs[13];
+    S.sha_update = (fn_sha_update)addrs[14];
+    S.sha_final = (fn_sha_final)addrs[15];
     S.bound = 1;
     return TL_OK;
 }
@@ -125,6 +139,21 @@ int tl_crypto_hmac_update(tl_hmac_sha256_state *st, const uint8_t *m, size_t mle
 int tl_crypto_hmac_final(tl_hmac_sha256_state *st, uint8_t mac[32])
 {
     return S.bound ? S.hmac_final(st, mac) : -1;
+}
+
+int tl_crypto_sha256_init(tl_sha256_state *st)
+{
+    return S.bound ? S.sha_init(st) : -1;
+}
+
+int tl_crypto_sha256_update(tl_sha256_state *st, const uint8_t *m, size_t mlen)
+{
+    return S.bound ? S.sha_update(st, m, (ull)mlen) : -1;
+}
+
+int tl_crypto_sha256_final(tl_sha256_state *st, uint8_t out[32])
+{
+    return S.bound ? S.sha_final(st, out) : -1;
 }
 
 int tl_crypto_x25519(uint8_t shared[32], const uint8_t sk[32], const uint8_t pk[32])

@@ -15,7 +15,7 @@
 
 #include <stdint.h>
 
-#define TL_PYNACL_NFUNCS 13
+#define TL_PYNACL_NFUNCS 17
 
 /* The libsodium symbol names, in the order tl_crypto_pynacl_bind() expects their addresses. */
 extern const char *const tl_pynacl_names[TL_PYNACL_NFUNCS];

@@ -7,6 +7,8 @@
 /* C99 compile-time check: the opaque state must hold libsodium's. */
 typedef char tl_hmac_state_fits[(sizeof(tl_hmac_sha256_state) >=
                                   sizeof(crypto_auth_hmacsha256_state)) ? 1 : -1];
+typedef char tl_sha256_state_fits[(sizeof(tl_sha256_state) >=
+                                   sizeof(crypto_hash_sha256_state)) ? 1 : -1];
 
 int tl_crypto_sodium_init(void);
 
@@ -54,6 +56,21 @@ int tl_crypto_hmac_update(tl_hmac_sha256_state *st, const uint8_t *m, size_t mle
 int tl_crypto_hmac_final(tl_hmac_sha256_state *st, uint8_t mac[32])
 {
     return crypto_auth_hmacsha256_final((crypto_auth_hmacsha256_state *)(void *)st, mac);
+}
+
+int tl_crypto_sha256_init(tl_sha256_state *st)
+{
+    return crypto_hash_sha256_init((crypto_hash_sha256_state *)(void *)st);
+}
+
+int tl_crypto_sha256_update(tl_sha256_state *st, const uint8_t *m, size_t mlen)
+{
+    return crypto_hash_sha256_update((crypto_hash_sha256_state *)(void *)st, m, mlen);
+}
+
+int tl_crypto_sha256_final(tl_sha256_state *st, uint8_t out[32])
+{
+    return crypto_hash_sha256_final((crypto_hash_sha256_state *)(void *)st, out);
 }
 
 int tl_crypto_x25519(uint8_t shared[32], const uint8_t sk[32], const uint8_t pk[32])

@@ -85,7 +85,8 @@ def no_leaked_link_threads():
     deadline = time.monotonic() + 5
     while True:
         leaked = [t.name for t in threading.enumerate()
-                  if t not in before and t.name.startswith("twinlink-") and t.is_alive()]
+                  if t not in before and t.is_alive()
+                  and t.name.startswith(("twinlink-", "paho-mqtt-client-"))]
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.05)

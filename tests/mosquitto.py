@@ -19,10 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,6 +216,48 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
     yield make
     for b in made:
         b.kill()
+
+
+# -- raw MQTT clients (attackers, probes) ----------------------------------------------------------
+
+def raw_client(port: int, client_id: str = "attacker") -> mqtt.Client:
+    """A plain paho client on the local broker, its network loop running; ``loop_stop`` it."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+
+
+def publish(c: mqtt.Client, topic: str, payload: bytes, retain: bool = False) -> None:
+    """Publish at QoS 1 and wait for the broker's PUBACK."""
+    c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+
+@contextmanager
+def running_ingest(url: str, twin: Any, **kw: Any) -> Iterator[Any]:
+    """An in-process :class:`~twinlink.ingest.MqttIngest` on its own thread, subscribed; stopped
+    (and checked to have returned, never raised) on exit."""
+    from twinlink.ingest import MqttIngest
+
+    ing = MqttIngest(url, twin, **kw)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ing.run(stop)
+        except BaseException as exc:  # the test fails on it below
+            failure.append(exc)
+
+    t = threading.Thread(target=run, name="test-ingest")
+    t.start()
+    try:
+        wait_until(ing.subscribed.is_set, 10, what=f"the ingest to subscribe ({ing.last_error})")
+        yield ing
+    finally:
+        stop.set()
+        t.join(20)
+    assert not t.is_alive() and not failure, failure
 
 
 # -- twinlink processes -----------------------------------------------------------------------

@@ -32,7 +32,9 @@ from twinlink.bridge import (
     parse_transcript,
     parse_value,
 )
-from twinlink.transport.serial import SerialLink, SerialReceiver, VirtualCable
+from twinlink.ingest import SerialReceiver
+from twinlink.testing import VirtualCable
+from twinlink.transport.serial import SerialLink
 from twinlink.twin import Reading
 
 DATA = Path(__file__).parent / "data"

@@ -25,7 +25,9 @@ from twinlink import senml
 from twinlink.cli import build_parser
 from twinlink.cli.jsonl import MAX_LINE
 from twinlink.cli.output import iso, parse_time
-from twinlink.transport.serial import SerialLink, SerialReceiver, VirtualCable
+from twinlink.ingest import SerialReceiver
+from twinlink.testing import VirtualCable
+from twinlink.transport.serial import SerialLink
 from twinlink.twin import Reading
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

@@ -205,7 +205,8 @@ def test_every_stored_legacy_row_normalises(tmp_path):
     """Rows from a real SQLiteStore (today's schema) become full records of the right type."""
     store = SQLiteStore(str(tmp_path / "t.db"))
     try:
-        store.record_events([Event(r, f"d {r}", b"\x01", 5, "mqtt") for r in LEGACY])
+        store.record_events([Event(r, f"d {r}", b"\x01", 5, "mqtt") for r in LEGACY],
+                            aggregate=False)
         rows = store.events(None, 100, after_id=0)
         assert len(rows) == len(LEGACY)
         for row in rows:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from twinlink.transport.serial import SerialReceiver, VirtualCable
+from twinlink.ingest import SerialReceiver
+from twinlink.testing import VirtualCable
 from twinlink.twin import Reading
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -240,10 +240,12 @@ def test_file_slots_survive_a_torn_slot(tmp_path: Path):
         Path(p).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt"):
         SeqStore(FileSlots(prefix), chunk=10)
-    # The slot format is twinlink.replay's, so the Python SequenceStore reads a board's state.
+    # A lite board keeps twinlink 0.1's slot format (it cannot renew a context, so it records
+    # no ID Context or state identity); twinlink.replay's format 2 does not read it as its own.
     from twinlink.replay import _slot_value
 
-    assert _slot_value(slot_text(1234)) == 1234
+    assert slot_text(1234).startswith(b"twinlink-seq/1 1234 ")
+    assert _slot_value(slot_text(1234)) is None
 
 
 def test_wire_bytes_lite_vs_twinlink1(twin_dir: Path):
@@ -256,6 +258,8 @@ def test_wire_bytes_lite_vs_twinlink1(twin_dir: Path):
         full = dev.seal({"temp": 21.5}, time=1_700_000_000)
     # Same kid length (1 byte), same plaintext: lite drops the signature (64 + 2-byte head), the
     # Sign1 tag and array (2), its protected header (1 + 6), empty unprotected map (1) and the
-    # payload's bstr head (2), and adds {4: kid} to the unprotected map (3).
-    assert len(full) - len(lite) == 66 + 2 + 7 + 1 + 2 - 3
+    # payload's bstr head (2), and adds {4: kid} to the unprotected map (3). The signed device's
+    # fresh state started a fresh context, named in its header: 10: h'<8 bytes>' (10 bytes).
+    assert dev.id_context is not None and len(dev.id_context) == 8
+    assert len(full) - len(lite) == 66 + 2 + 7 + 1 + 2 - 3 + 10
     assert len(res.uart) - 1 == len(encode_record(lite))  # one flush byte on the first record

@@ -31,7 +31,7 @@ OPTS = siem.Options(hostname="twin-1", procid="1")
 
 def fill(store: SQLiteStore, n: int, start: int = 0, reason: str = "replay") -> None:
     store.record_events([Event(reason, f"event {start + i}", b"\x01", start + i, "mqtt")
-                         for i in range(n)])
+                         for i in range(n)], aggregate=False)
 
 
 @pytest.fixture
@@ -245,8 +245,9 @@ def test_events_dropped_by_the_store_cap_are_counted(tmp_path):
         fill(s, 200)
         with Forwarder(s, f"file:{tmp_path / 'o'}", "jsonl") as f:
             stats = f.run(until_idle=True)
-        assert (stats.forwarded, stats.skipped) == (50, 150)
-        assert ids_in_file(tmp_path / "o")[0] == 151
+        # 200 events and the one warning that the cap was reached: the newest 50 are kept
+        assert (stats.forwarded, stats.skipped) == (50, 151)
+        assert ids_in_file(tmp_path / "o")[0] == 152
     finally:
         s.close()
 

@@ -136,9 +136,11 @@ def test_device_frames_open_independently(backend: str, tmp_path: Path, settings
     frames = [dev.seal({"temp": 21.5, "rh": 40}, time=1700000000),
               dev.seal_raw(b"\xa1\x61k\x18\x2a"),
               *dev.seal_many([{"n": i} for i in range(6)], time=False)]
+    # A fresh state starts a fresh context: its ID Context is the device's, named in the header.
+    idc = dev.id_context
+    assert idc is not None and idc != bytes.fromhex(settings.get("id_context", "00"))
     dev.close()
     salt = bytes.fromhex(settings.get("master_salt", ""))
-    idc = bytes.fromhex(settings["id_context"]) if "id_context" in settings else None
     for seq, fr in enumerate(frames):
         opened = ic.open_twinlink(fr, DEV.public, TWIN.secret, kid, b"t", salt, idc)
         assert opened.seq == seq

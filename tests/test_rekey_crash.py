@@ -256,7 +256,8 @@ def test_inspect_verdict_equals_what_open_then_does(rig, backend_name):
     frames = pump.seal_many([{"i": i} for i in range(101)])  # seq 0..100
     bundle = pump.bundle
     assert bundle.device_key is not None
-    sk, ctx = bundle.device_key.secret64, bundle.context()
+    # The device names its own (renewed) ID Context in every frame; hand-made frames do too.
+    sk, idc, ctx = bundle.device_key.secret64, pump.id_context, bundle.context(pump.id_context)
     with rig.twin() as twin:
         twin.open_many(frames[95:])
         twin.store.revoke("old", "retired from service")
@@ -264,21 +265,27 @@ def test_inspect_verdict_equals_what_open_then_does(rig, backend_name):
     forged = bytearray(pump.seal({"i": 102}))
     forged[-1] ^= 0x01
     salted = _device_with_salt(rig.root / "keys/pump.device", b"\x99", rig.root / "st2")
-    other_ctx = salted.bundle.context()
+    other_ctx = salted.bundle.context(idc)
+
+    def seal(c, seq: int, pt: bytes, kid_context: bytes | None = idc) -> bytes:
+        return frame.seal(sk, c, seq, pt, kid_context=kid_context)
+
     cases = {
         "fresh": (fresh, "ok"),
         "replay": (frames[97], "replay"),
-        "conflict": (frame.seal(sk, ctx, 98, senml.encode({"i": -98})), "conflict"),
+        "conflict": (seal(ctx, 98, senml.encode({"i": -98})), "conflict"),
         "too old": (frames[20], "too_old"),
         "revoked device": (old.seal({"x": 1}), "revoked"),
         "lite frame from a signed device": (frame.seal_lite(ctx, 103, senml.encode({"i": 1})),
                                             "bad_signature"),
         "forged": (bytes(forged), "bad_signature"),
         "unknown kid": (stray.seal({"x": 1}), "unknown_device"),
-        "bad payload": (frame.seal(sk, ctx, 104, b"\xff\xfe"), "bad_payload"),
-        "wrong context": (frame.seal(sk, other_ctx, 200, senml.encode({"x": 1})),
-                          "decrypt_failed"),
-        "wrong context, old number": (salted.seal({"x": 1}), "too_old"),
+        "bad payload": (seal(ctx, 104, b"\xff\xfe"), "bad_payload"),
+        "wrong salt, same ID Context": (seal(other_ctx, 200, senml.encode({"x": 1})),
+                                        "decrypt_failed"),
+        "wrong salt, its own ID Context": (salted.seal({"x": 1}), "decrypt_failed"),
+        "retired base context": (seal(bundle.context(None), 105, senml.encode({"x": 1}), None),
+                                 "context_retired"),
         "lite device": (lite_dev.seal({"x": 1}), "ok"),
         "not a frame": (bytes.fromhex("d2840102"), "malformed"),
     }

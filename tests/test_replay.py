@@ -83,21 +83,69 @@ def test_torn_slot_falls_back_to_the_other(tmp_path):
     with SequenceStore(p, chunk=4) as s:
         used = [s.take() for _ in range(8)]  # stores 0 (slot a) and 4 (slot b)
     assert used == list(range(8))
-    assert (tmp_path / "dev.seq.b").read_text().split()[1] == "4"
+    assert (tmp_path / "dev.seq.b").read_text().split()[2] == "4"
     # The next store (of 8) would go to slot a; simulate it torn half-way.
-    (tmp_path / "dev.seq.a").write_bytes(b"twinlink-seq/1 8")
+    (tmp_path / "dev.seq.a").write_bytes(b"twinlink-seq/2 4 8")
     with SequenceStore(p, chunk=4) as s:
         assert s.take() == 4 + 4 + 1  # from slot b: above every number used (max 7)
+        assert not s.renewed
 
 
-def test_both_slots_corrupt_refuses(tmp_path):
+def test_both_slots_corrupt_renew_the_context(tmp_path):
+    """State that cannot be read is never guessed at: a fresh context, numbers from 0."""
     p = tmp_path / "dev.seq"
     with SequenceStore(p, chunk=4) as s:
         s.take(9)
+        old = s.id_context
+    for name in ("dev.seq.a", "dev.seq.b"):
+        (tmp_path / name).write_text("garbage\n")
+    with SequenceStore(p, chunk=4) as s:
+        assert s.renewed and s.take() == 0
+        assert s.id_context is not None and s.id_context != old
+
+
+def test_missing_state_starts_a_fresh_random_context(tmp_path):
+    with SequenceStore(tmp_path / "a.seq") as a, SequenceStore(tmp_path / "b.seq") as b:
+        assert a.renewed == b.renewed == "no sequence state"
+        assert len(a.id_context) == len(b.id_context) == 8 and a.id_context != b.id_context
+        assert a.take() == b.take() == 0  # same numbers, different contexts: no shared nonce
+
+
+def test_copied_or_restored_state_renews(tmp_path):
+    import shutil
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    with SequenceStore(src / "dev.seq", chunk=4) as s:
+        s.take(10)
+        ctx = s.id_context
+    shutil.copytree(src, dst)  # a backup restored elsewhere, or a second state directory
+    with SequenceStore(dst / "dev.seq", chunk=4) as copy:
+        assert copy.renewed.startswith("sequence state was copied") and copy.take() == 0
+        assert copy.id_context != ctx
+    with SequenceStore(src / "dev.seq", chunk=4) as orig:  # the original still resumes
+        assert not orig.renewed and orig.id_context == ctx and orig.take() > 9
+
+
+def test_renew_always(tmp_path):
+    p = tmp_path / "dev.seq"
+    with SequenceStore(p) as s:
+        first = s.id_context
+    with SequenceStore(p, renew="always") as s:
+        assert s.renewed and s.id_context != first and s.take() == 0
+
+
+def test_lite_state_never_renews(tmp_path):
+    p = tmp_path / "dev.seq"
+    with SequenceStore(p, renewable=False, base_context=None, fresh=True) as s:
+        assert s.id_context is None and s.take() == 0
+    with SequenceStore(p, renewable=False) as s:
+        assert s.take() > 0 and not s.renewed
     for name in ("dev.seq.a", "dev.seq.b"):
         (tmp_path / name).write_text("garbage\n")
     with pytest.raises(StateError):
-        SequenceStore(p, chunk=4)
+        SequenceStore(p, renewable=False)
+    with pytest.raises(StateError):  # no state, but the identity was used before
+        SequenceStore(tmp_path / "other.seq", renewable=False, fresh=False)
 
 
 def test_second_process_is_locked_out(tmp_path):
@@ -125,7 +173,10 @@ def test_second_process_is_locked_out(tmp_path):
 
 def test_exhaustion_refused(tmp_path):
     p = tmp_path / "dev.seq"
-    (tmp_path / "dev.seq.a").write_bytes(_slot(MAX_SEQ - 3))
+    with SequenceStore(p, chunk=1) as s:
+        identity, ctx = s.identity, s.id_context
+    (tmp_path / "dev.seq.a").write_bytes(_slot(MAX_SEQ - 3, ctx, identity))
+    (tmp_path / "dev.seq.b").unlink(missing_ok=True)
     with SequenceStore(p, chunk=1) as s:
         assert s.take() == MAX_SEQ - 1
         assert s.take() == MAX_SEQ
@@ -133,10 +184,10 @@ def test_exhaustion_refused(tmp_path):
             s.take()
 
 
-def _slot(value: int) -> bytes:
+def _slot(value: int, ctx: bytes | None, identity: str) -> bytes:
     from twinlink.replay import _slot_text
 
-    return _slot_text(value)
+    return _slot_text(99, value, ctx, identity)
 
 
 def test_state_files_are_private(tmp_path):

@@ -48,7 +48,7 @@ def populate(store: SQLiteStore, kid: bytes) -> None:
         for i in range(PER_TYPE):
             batch.append(Event(t.reason, f"{HOSTILE[i % len(HOSTILE)]} #{i}",
                                kids[i % 3], i if i % 4 else None, SOURCES[i % len(SOURCES)]))
-    store.record_events(batch)
+    store.record_events(batch, aggregate=False)
 
 
 def check(rec: dict[str, Any], row: dict[str, Any]) -> None:
@@ -135,7 +135,8 @@ def test_collector_restart_mid_stream_loses_nothing(tmp_path):
         nonlocal total
         for _ in range(n_chunks):
             store.record_events([Event("bad_signature", f'forged "]\\ #{total + i}', b"\x01",
-                                       total + i, "twinlink/01/t") for i in range(chunk)])
+                                       total + i, "twinlink/01/t") for i in range(chunk)],
+                                aggregate=False)
             total += chunk
             if wait_forwarded:
                 wait_until(lambda want=total: fwd.after_id >= want, 30, what="forwarding")

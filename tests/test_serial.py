@@ -18,8 +18,10 @@ import pytest
 
 from twinlink import backends
 from twinlink.errors import FrameTooLarge, LineError, TransportError
+from twinlink.ingest import SerialReceiver
+from twinlink.testing import VirtualCable
 from twinlink.transport import framing
-from twinlink.transport.serial import SerialLink, SerialReceiver, VirtualCable
+from twinlink.transport.serial import SerialLink
 from twinlink.twin import Reading
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="needs POSIX ptys")
@@ -119,11 +121,9 @@ def test_socket_url_carries_frames():
     assert got == [b"sock %d" % i for i in range(10)]
 
 
-def test_missing_port_fails_fast_with_transport_error(tmp_path):
-    t0 = time.monotonic()
+def test_missing_port_fails_with_transport_error(tmp_path):
     with pytest.raises(TransportError, match="cannot open serial port"):
         SerialLink(str(tmp_path / "ttyNOPE"))
-    assert time.monotonic() - t0 < 2
 
 
 def test_device_path_is_opened_exclusively():
@@ -138,11 +138,9 @@ def test_write_that_cannot_complete_times_out():
     path = os.ttyname(slave)
     try:
         link = SerialLink(path, write_timeout=0.2)
-        t0 = time.monotonic()
         with pytest.raises(TransportError, match="did not complete"):
             for _ in range(10_000):  # nobody reads the master: the pty buffer fills up
                 link.send(bytes(range(1, 250)) * 4)
-        assert time.monotonic() - t0 < 10
         assert link.stats["write_timeouts"] == 1
         link.close()
     finally:
@@ -279,10 +277,13 @@ def test_thousands_of_frames_through_a_noisy_line(rig):
                 for f in frames:
                     tx.send(f)
                     sent.append(f)
-            assert _until(lambda: noise.n == total, 30), f"cable forwarded {noise.n}/{total}"
+            # One more frame, past the noisy stretch: results arrive in wire order, so once it
+            # is in, everything sent before it has been counted, and nothing can come later.
+            tx.send(dev.seal({"i": total, "last": True}))
+            assert _until(lambda: noise.n == total + 1, 30), f"forwarded {noise.n}/{total + 1}"
             expected = len(noise.intact) + noise.line_errors
             assert rx.wait_for(expected, 30), (rx.counts, expected)
-            time.sleep(0.2)  # nothing more may arrive
+            assert isinstance(results[-1], Reading) and results[-1].payload["last"] is True
         finally:
             tx.close()
             rx.close()
@@ -351,7 +352,7 @@ def test_unplug_and_replug_through_a_symlink_loses_no_queued_frame(tmp_path: Pat
         for i in range(25):  # sent while unplugged: queued in order
             link.send(b"during %d" % i)
         assert link.pending == 25
-        time.sleep(0.3)  # a few failed reopen attempts with backoff
+        assert _until(lambda: "cannot open serial port" in link.last_error, 5), link.last_error
         second = PtyPeer()
         tmp = tmp_path / "ttyUSB-sensor.new"
         os.symlink(second.path, tmp)

@@ -11,9 +11,11 @@ import threading
 from conftest import CLI, cli_env
 
 from twinlink.errors import LineError, Replay
+from twinlink.ingest import SerialReceiver
 from twinlink.monitor import Monitor
+from twinlink.testing import VirtualCable
 from twinlink.transport import framing
-from twinlink.transport.serial import SerialLink, SerialReceiver, VirtualCable
+from twinlink.transport.serial import SerialLink
 from twinlink.twin import Reading
 
 

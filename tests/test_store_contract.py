@@ -152,6 +152,20 @@ def _bundle_device(name: str, kid: bytes, tk: keys.TwinKey, dk: keys.DeviceKey, 
     return twinlink.Device(keys.Bundle(name, kid, tk.public, dk, settings), state)
 
 
+def _seal_as(dev: twinlink.Device, seq: int, reading: dict, *, salt: bytes | None = None
+             ) -> bytes:
+    """A frame ``dev`` could have sealed with sequence number ``seq``: under its own security
+    context (the ID Context it is using, named in the header), or the same ID Context with
+    another Master Salt (a sender that keeps its context and restarts its counter)."""
+    b = dev.bundle
+    if salt is not None:
+        b = keys.Bundle(b.name, b.kid, b.twin_public, b.device_key,
+                        {**b.settings, "master_salt": salt.hex()})
+    assert b.device_key is not None
+    return frame.seal(b.device_key.secret64, b.context(dev.id_context), seq,
+                      senml.encode(reading), kid_context=dev.id_context)
+
+
 def _snapshot(store: TwinStore, name: str) -> tuple:
     """Everything the interface shows about one device (to prove nothing changed)."""
     st = store.status(name)
@@ -315,9 +329,7 @@ def test_replay_after_a_forced_reanchor_is_a_replay_never_an_integrity_error(
     frames = dev.seal_many([{"v": i} for i in range(10)])
     twin.open_many(frames)
     store.reanchor("alpha", 3, force=True)  # numbers 3..9 are stored but the window is open
-    ctx = dev.bundle.context()
-    sk = dev.bundle.device_key.secret64  # type: ignore[union-attr]
-    different = frame.seal(sk, ctx, 7, senml.encode({"v": 700}))
+    different = _seal_as(dev, 7, {"v": 700})
     fresh = dev.seal({"v": 10})
     batch = [frames[5], different, fresh, frames[9], frames[5]]
     res = twin.open_many(batch)
@@ -365,12 +377,13 @@ def test_announced_then_completed_rekey(store: TwinStore, twin_key, make_twin, t
     dev = _device(store, twin_key, "alpha", tmp_path / "old")
     twin = make_twin()
     twin.open_many(dev.seal_many([{"v": i} for i in range(3)]))
+    e0, idc = store.device("alpha").epoch, store.device("alpha").id_context
     rec = store.announce_rekey("alpha", b"\xaa\xbb")
-    assert (rec.master_salt, rec.pending_salt, rec.epoch) == (b"", b"\xaa\xbb", 0)
-    assert store.context_status(rec.kid, b"\xaa\xbb", None) == "pending"
+    assert (rec.master_salt, rec.pending_salt, rec.epoch) == (b"", b"\xaa\xbb", e0)
+    assert store.context_status(rec.kid, b"\xaa\xbb", idc) == "pending"
     rec = store.rekey("alpha", b"\xaa\xbb", None)
-    assert (rec.master_salt, rec.pending_salt, rec.epoch) == (b"\xaa\xbb", None, 1)
-    assert store.context_status(rec.kid, b"", None) == "retired"
+    assert (rec.master_salt, rec.pending_salt, rec.epoch) == (b"\xaa\xbb", None, e0 + 1)
+    assert store.context_status(rec.kid, b"", idc) == "retired"
     assert store.context_status(rec.kid, b"\xaa\xbb", None) == "current"
     reasons = [e["reason"] for e in store.events("alpha")]
     assert reasons[-2:] == ["rekey_announced", "rekeyed"]
@@ -382,8 +395,9 @@ def test_announced_then_completed_rekey(store: TwinStore, twin_key, make_twin, t
     assert store.count_readings("alpha") == 4  # history kept across the re-key
 
 
+@pytest.mark.parametrize("restart", ["fresh state", "same ID Context"])
 def test_announced_rekey_then_crash_leaves_a_pending_salt_that_opens(
-        store: TwinStore, twin_key, make_twin, tmp_path, backend_name):
+        store: TwinStore, twin_key, make_twin, tmp_path, backend_name, restart: str):
     """``twin rekey`` killed after the bundle was rewritten but before the store switched:
     the device (new bundle, new counter from 0) must still get through, and its first frame
     completes the re-key; the old context is retired from then on."""
@@ -391,18 +405,22 @@ def test_announced_rekey_then_crash_leaves_a_pending_salt_that_opens(
     twin = make_twin()
     old_frames = old.seal_many([{"v": i} for i in range(70)])  # top 69: seq 0 is too old
     twin.open_many(old_frames)
+    e0 = store.device("alpha").epoch
     store.announce_rekey("alpha", b"\x5a\x17")
     # The device has not restarted yet: its old context still works while the salt is pending.
     assert twin.open(old.seal({"v": 70})).seq == 70
-    new = _bundle_device("alpha", old.kid, twin_key, old.bundle.device_key,  # type: ignore[arg-type]
-                         tmp_path / "new", b"\x5a\x17")
-    frames = new.seal_many([{"n": i} for i in range(3)])
+    if restart == "fresh state":  # the device restarts from its new bundle: a new counter
+        new = _bundle_device("alpha", old.kid, twin_key, old.bundle.device_key,  # type: ignore[arg-type]
+                             tmp_path / "new", b"\x5a\x17")
+        frames = new.seal_many([{"n": i} for i in range(3)])
+    else:  # a sender that keeps its ID Context and restarts its counter at 0 (no renewal)
+        frames = [_seal_as(old, i, {"n": i}, salt=b"\x5a\x17") for i in range(3)]
     assert twin.check(frames[0]).seq == 0  # type: ignore[union-attr]  # the dry run agrees
-    assert store.device("alpha").epoch == 0  # ... and changed nothing
+    assert store.device("alpha").epoch == e0  # ... and changed nothing
     r = twin.open(frames[0])
-    assert (r.seq, r.payload, r.epoch) == (0, {"n": 0}, 1)
+    assert (r.seq, r.payload, r.epoch) == (0, {"n": 0}, e0 + 1)
     rec = store.device("alpha")
-    assert (rec.master_salt, rec.pending_salt, rec.epoch) == (b"\x5a\x17", None, 1)
+    assert (rec.master_salt, rec.pending_salt, rec.epoch) == (b"\x5a\x17", None, e0 + 1)
     assert [x.seq for x in twin.open_many(frames[1:])] == [1, 2]  # type: ignore[union-attr]
     with pytest.raises(Replay):
         twin.open(frames[1])
@@ -411,6 +429,26 @@ def test_announced_rekey_then_crash_leaves_a_pending_salt_that_opens(
     assert store.count_readings("alpha") == 74
     assert store.status("alpha")["state"]["n"]["value"] == 2
     assert "context_renewed" in [e["reason"] for e in store.events("alpha")]
+
+
+def test_completing_an_announced_rekey_keeps_the_context_the_device_chose(
+        store: TwinStore, twin_key, make_twin, tmp_path, backend_name):
+    """The device restarted with its new bundle and renewed under the announced salt (with an
+    ID Context of its own) before the operator's command completed the re-key: completing it
+    must not retire the context the device is using."""
+    old = _device(store, twin_key, "alpha", tmp_path / "old")
+    twin = make_twin()
+    twin.open(old.seal({"v": 0}))
+    store.announce_rekey("alpha", b"\x0b")
+    new = _bundle_device("alpha", old.kid, twin_key, old.bundle.device_key,  # type: ignore[arg-type]
+                         tmp_path / "new", b"\x0b")
+    twin.open(new.seal({"v": 1}))
+    chosen = store.device("alpha")
+    assert (chosen.master_salt, chosen.id_context) == (b"\x0b", new.id_context)
+    assert store.rekey("alpha", b"\x0b", None, announced=True) == chosen
+    assert twin.open(new.seal({"v": 2})).payload == {"v": 2}
+    with pytest.raises(RegistryError):  # without announced it is an ordinary, refused re-key
+        store.rekey("alpha", b"\x0b", new.id_context)
 
 
 # -- commit ----------------------------------------------------------------------------------
@@ -488,8 +526,9 @@ def test_readings_paging_and_time_range(store: TwinStore):
 
 def test_events_filters_audit_and_pages(store: TwinStore):
     a = store.register("alpha", keys.DeviceKey.generate().public)
-    store.record_events([Event("bad_signature", f"forged {i}", a.kid, i) for i in range(5)])
-    store.record_events([Event("malformed", "not a frame")])
+    store.record_events([Event("bad_signature", f"forged {i}", a.kid, i) for i in range(5)],
+                        aggregate=False)
+    store.record_events([Event("malformed", "not a frame")], aggregate=False)
     store.revoke("alpha", "lost")
     everything = store.events()
     assert [e["reason"] for e in everything] == (
@@ -709,7 +748,7 @@ def test_the_0_1_schema_migrates_with_its_data(tmp_path: Path, twin_key, backend
         assert s.status("pump")["state"]["temp"]["value"] == 21.5
         assert [e["reason"] for e in s.events("pump")] == ["replay"]
     with sqlite3.connect(db) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     # The migrated store ingests: seq 0 is stored (a replay), seq 1 is new.
     dev = _bundle_device("pump", b"\x01", twin_key, dk, tmp_path / "st", b"")
     with Twin(str(db), twin_key) as twin:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import importlib
 import logging
 import math
 import os
@@ -59,9 +58,9 @@ from typing import Any, NoReturn
 
 import regex
 
-from . import senml
+from . import senml, transport
 from .device import Device, Link
-from .errors import TransportError, TwinlinkError
+from .errors import TwinlinkError
 from .transport.serial import SerialLink
 
 if sys.version_info >= (3, 11):
@@ -464,23 +463,13 @@ def config_from_dict(data: Mapping[str, Any], base: Path = Path()) -> BridgeConf
 # -- the bridge -------------------------------------------------------------------------------
 
 def open_output(url: str, device: Device, **options: Any) -> Link:
-    """The link a bridge forwards to: a serial path/URL, or MQTT for mqtt:// and mqtts://."""
-    if url.startswith(("mqtt://", "mqtts://")):
-        try:
-            mqtt = importlib.import_module("twinlink.transport.mqtt")
-        except ImportError as exc:
-            raise TransportError(f"output {url} needs the MQTT transport (twinlink.transport."
-                                 f"mqtt), which is not available: {exc}") from None
-        # The gateway seals with its own identity, so its frames get the twin's end-to-end
-        # acknowledgements and a durable outbox next to its sequence state.
-        for_device = getattr(mqtt, "for_device", None)
-        if for_device is None:
-            raise TransportError("twinlink.transport.mqtt has no for_device(device, url, …)")
-        make: Callable[..., Link] = lambda: for_device(device, url, **options)  # noqa: E731
-    else:
-        make = lambda: SerialLink(url, **options)  # noqa: E731
+    """The link a bridge forwards to: a serial path/URL, or MQTT for mqtt:// and mqtts://.
+
+    The gateway seals with its own identity, so over MQTT its frames get the twin's end-to-end
+    acknowledgements and a durable outbox next to its sequence state.
+    """
     try:
-        return make()
+        return transport.open(url, device=device, **options)
     except (TypeError, ValueError) as exc:  # an [output] key or value the transport refuses
         if isinstance(exc, TwinlinkError):
             raise

@@ -1,5 +1,6 @@
 """``twinlink demo``: provision a twin and two devices, stream over a real pty serial line
-(:class:`~twinlink.transport.serial.SerialLink` → virtual cable → :class:`SerialReceiver`),
+(:class:`~twinlink.transport.serial.SerialLink` → virtual cable →
+:class:`~twinlink.ingest.SerialReceiver`),
 then replay, tamper and impersonate, and show the twin refusing each attempt.
 
 Needs no broker and no hardware. Exits 0 only if every reading arrived exactly once and every
@@ -20,8 +21,10 @@ from . import backends as backend
 from . import keys
 from .device import Device
 from .errors import LineError, TwinlinkError
+from .ingest.serial import SerialReceiver
+from .testing import VirtualCable
 from .transport import framing
-from .transport.serial import SerialLink, SerialReceiver, VirtualCable
+from .transport.serial import SerialLink
 from .twin import Reading, Twin
 
 

@@ -2,12 +2,16 @@
 
 ``Device.load("keys/pump-17.device", state_dir="state/")`` opens the bundle, takes the
 sequence-number lock of that identity in ``state_dir`` and derives the pairwise context once.
-``seal`` never reuses a sequence number, across restarts and crashes included.
+``seal`` never reuses a (key, nonce) pair, across restarts, crashes, lost or copied state and
+restored backups included: state that cannot be proven to be this device's own, latest state
+makes the device start a fresh security context (a random ID Context, carried in the signed
+header as the COSE "kid context"), which the twin adopts once the signature verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time as _time
 from collections.abc import Iterable, Mapping
@@ -17,6 +21,8 @@ from typing import Any, Protocol
 from . import frame as _frame
 from . import keys, oscore, senml
 from .replay import DEFAULT_CHUNK, SequenceStore
+
+log = logging.getLogger("twinlink.device")
 
 
 #: Where sequence state lives when no ``state_dir`` is given.
@@ -46,23 +52,50 @@ class Device:
         link: Link | None = None,
         *,
         chunk: int | None = None,
+        renew: str = "auto",
+        bundle_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.bundle = bundle
         self.name, self.kid = bundle.name, bundle.kid
         self.link = link
-        self._ctx = bundle.context()
         self._sk = bundle.device_key.secret64 if bundle.device_key is not None else None
         self._lite = bundle.lite_key is not None
         self.stream = oscore.STREAM_TELEMETRY
-        # The counter belongs to (identity, security context): a re-key starts a fresh one.
+        # The counter belongs to (identity, Master Salt): an operator re-key starts a fresh
+        # one; the ID Context in use lives in the state itself (it changes on renewal).
         ctx_tag = hashlib.sha256(
             bundle.master_salt + b"|" + (bundle.id_context or b"")
         ).hexdigest()[:8]
         sdir = Path(state_dir) if state_dir is not None else default_state_dir()
         self.state_path = sdir / f"{bundle.name}-{bundle.kid.hex()}-{ctx_tag}.seq"
+        lite_fresh = bundle.settings.get("lite_state", "unused") == "unused"
         self.seq = SequenceStore(
-            self.state_path, chunk or int(bundle.settings.get("sequence_chunk", DEFAULT_CHUNK))
+            self.state_path,
+            chunk or int(bundle.settings.get("sequence_chunk", DEFAULT_CHUNK)),
+            renew=renew,
+            renewable=not self._lite,
+            base_context=bundle.id_context,
+            fresh=lite_fresh,
         )
+        try:
+            if self._lite and lite_fresh and bundle_path is not None:
+                # A lite board cannot renew its context: remember (in the bundle, before the
+                # first seal) that this identity has been used, so a lost state later is
+                # refused instead of silently restarting at 0.
+                bundle.settings["lite_state"] = "used"
+                bundle.save(bundle_path, overwrite=True)
+            #: The ID Context of the security context in use (None: the bundle's base one).
+            self.id_context = self.seq.id_context
+            #: Why the context was renewed when the state was opened ("" if resumed).
+            self.renewed = self.seq.renewed
+            if self.renewed and self.renewed != "no sequence state":
+                log.warning("%s: %s; starting a fresh security context", self.name,
+                            self.renewed)
+            self._ctx = bundle.context(self.id_context)
+            self._kid_context = None if self._lite else self.id_context
+        except BaseException:
+            self.seq.close()
+            raise
 
     @classmethod
     def load(
@@ -73,7 +106,7 @@ class Device:
         **kw: Any,
     ) -> Device:
         """Load a device bundle file (mode 0600) and open its sequence state."""
-        return cls(keys.Bundle.load(bundle), state_dir, link, **kw)
+        return cls(keys.Bundle.load(bundle), state_dir, link, bundle_path=bundle, **kw)
 
     def __repr__(self) -> str:
         return f"Device(name={self.name!r}, kid={self.kid.hex()}, profile={self.bundle.profile})"
@@ -82,11 +115,16 @@ class Device:
     def profile(self) -> str:
         return self.bundle.profile
 
+    def ack_context(self, sender_id: bytes = b"") -> oscore.Context:
+        """The twin→device context of the security context in use (checks acknowledgements)."""
+        return self.bundle.ack_context(self.id_context, sender_id)
+
     def _seal(self, seq: int, plaintext: bytes) -> bytes:
         if self._lite:
             return _frame.seal_lite(self._ctx, seq, plaintext, self.stream)
         assert self._sk is not None
-        return _frame.seal(self._sk, self._ctx, seq, plaintext, self.stream)
+        return _frame.seal(self._sk, self._ctx, seq, plaintext, self.stream,
+                           kid_context=self._kid_context)
 
     @staticmethod
     def encode(reading: Mapping[str, Any], time: float | bool | None = True) -> bytes:
@@ -116,7 +154,8 @@ class Device:
         if self._lite:
             return [self._seal(first + i, p) for i, p in enumerate(plaintexts)]
         assert self._sk is not None
-        return _frame.seal_many(self._sk, self._ctx, first, plaintexts, self.stream)
+        return _frame.seal_many(self._sk, self._ctx, first, plaintexts, self.stream,
+                                kid_context=self._kid_context)
 
     def send(self, reading: Mapping[str, Any], **kw: Any) -> bytes:
         """Seal a reading and hand the frame to the attached link; return the frame."""

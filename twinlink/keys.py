@@ -33,6 +33,7 @@ _X25519_PKCS8 = bytes.fromhex("302e020100300506032b656e04220420")
 _X25519_SPKI = bytes.fromhex("302a300506032b656e032100")
 
 BUNDLE_FORMAT = "twinlink-device-bundle/1"
+_BUNDLED: Any = object()  # "the bundle's own ID Context"
 
 
 def fingerprint(public_key: bytes) -> str:
@@ -297,19 +298,24 @@ class Bundle:
         ctx = self.settings.get("id_context")
         return None if ctx is None else bytes.fromhex(ctx)
 
-    def context(self) -> oscore.Context:
-        """The device→twin context (Sender ID = kid)."""
+    def context(self, id_context: Any = _BUNDLED) -> oscore.Context:
+        """The device→twin context (Sender ID = kid), under the bundle's ID Context or the
+        given one (a renewed context, see :class:`~twinlink.replay.SequenceStore`)."""
         if self.lite_key is not None and self.lite_iv is not None:
             return oscore.Context(self.kid, self.lite_key, self.lite_iv)
-        assert self.device_key is not None
-        secret = master_secret_device(self.device_key, self.twin_public)
-        return oscore.derive_context(secret, self.kid, self.master_salt, self.id_context)
+        return self._derive(self.kid, id_context)
 
-    def ack_context(self) -> oscore.Context:
-        """The twin→device context (Sender ID = h''), used to check the twin's acks."""
-        assert self.device_key is not None
+    def ack_context(self, id_context: Any = _BUNDLED, sender_id: bytes = b"") -> oscore.Context:
+        """A twin→device context (Sender ID h'', or the twin's ``sender_id``) used to check the
+        twin's acknowledgements."""
+        return self._derive(sender_id, id_context)
+
+    def _derive(self, sender_id: bytes, id_context: Any) -> oscore.Context:
+        if self.device_key is None:
+            raise KeyFileError(f"bundle of {self.name} holds no device key (lite profile)")
+        idc = self.id_context if id_context is _BUNDLED else id_context
         secret = master_secret_device(self.device_key, self.twin_public)
-        return oscore.derive_context(secret, b"", self.master_salt, self.id_context)
+        return oscore.derive_context(secret, sender_id, self.master_salt, idc)
 
     def to_json(self) -> str:
         doc: dict[str, Any] = {

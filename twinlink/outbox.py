@@ -7,8 +7,10 @@ a resend is the same frame, never a re-seal, so the twin's replay window drops t
 
 Bounded: ``capacity`` frames. When full, :meth:`put` refuses the whole batch with
 :class:`OutboxFull` and stores none of it; a reading is never dropped silently, and nothing
-already queued is ever evicted. (``MqttLink(when_full="block")`` waits for room first.)
-A lock file stops two processes from draining one outbox.
+already queued is ever evicted. (:class:`~twinlink.delivery.Delivery` with
+``when_full="block"`` waits for room first.)
+A lock file stops two processes from draining one outbox. What leaves the outbox, and when, is
+:mod:`twinlink.delivery`'s policy; this module only stores.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from . import _sqlite
 from . import frame as _frame
 from .errors import StateLocked, TransportError, TwinlinkError
 from .replay import ReplayWindow
@@ -70,13 +73,15 @@ class Outbox:
             os.close(self._lockfd)
             raise StateLocked(f"outbox {self.path} is in use by another process") from None
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = _sqlite.connect(str(self.path), timeout=timeout)  # WAL, FULL, 0600
+        except (sqlite3.Error, OSError) as exc:
+            os.close(self._lockfd)
+            raise TwinlinkError(f"cannot open outbox {self.path}: {exc}") from None
+        try:
             self._db.executescript(_SCHEMA)
             self._count = int(self._db.execute("SELECT COUNT(*) FROM frames").fetchone()[0])
         except sqlite3.Error as exc:
+            self._db.close()
             os.close(self._lockfd)
             raise TwinlinkError(f"cannot open outbox {self.path}: {exc}") from None
 
@@ -89,16 +94,18 @@ class Outbox:
     def room(self) -> int:
         return max(0, self.capacity - self._count)
 
-    def put(self, frames: Sequence[bytes]) -> int:
+    def put(self, frames: Sequence[bytes], kid: bytes | None = None) -> int:
         """Durably queue sealed frames (all or none); return how many were new.
 
-        Raises :class:`OutboxFull` if they do not all fit, and :class:`MalformedFrame` for bytes
-        that are not a frame (nothing is queued then either). Re-queuing a frame already queued
-        is a no-op.
+        Raises :class:`OutboxFull` if they do not all fit, :class:`MalformedFrame` for bytes
+        that are not a frame and ValueError (with ``kid``) for a frame of another device; nothing
+        is queued then either. Re-queuing a frame already queued is a no-op.
         """
         rows = []
         for fr in frames:
             p = _frame.parse(bytes(fr))
+            if kid is not None and p.kid != kid:
+                raise ValueError("frame belongs to another device than this link's bundle")
             rows.append((p.kid, p.seq, bytes(fr)))
         if not rows:
             return 0
@@ -108,16 +115,11 @@ class Outbox:
                 raise OutboxFull(
                     f"outbox {self.path.name} is full ({self._count}/{self.capacity} unacknowledged"
                     f" frames); {len(rows)} new frame(s) refused")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                before = self._db.total_changes
-                self._db.executemany("INSERT OR IGNORE INTO frames VALUES (?,?,?,?)",
-                                     [(k, s, f, now) for k, s, f in rows])
-                added = self._db.total_changes - before
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            with _sqlite.transaction(self._db, self._lock) as db:
+                before = db.total_changes
+                db.executemany("INSERT OR IGNORE INTO frames VALUES (?,?,?,?)",
+                               [(k, s, f, now) for k, s, f in rows])
+                added = db.total_changes - before
             self._count += added
             return added
 
@@ -152,24 +154,19 @@ class Outbox:
         """
         rs = list(ranges)
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with _sqlite.transaction(self._db, self._lock) as db:
                 if ack_seq is not None:
-                    row = self._db.execute("SELECT top, bits FROM ack_window WHERE kid=?",
-                                           (kid,)).fetchone()
+                    row = db.execute("SELECT top, bits FROM ack_window WHERE kid=?",
+                                     (kid,)).fetchone()
                     win = (ReplayWindow.from_state(ACK_WINDOW, row[0], row[1]) if row
                            else ReplayWindow(ACK_WINDOW))
                     win.accept(ack_seq)
-                    self._db.execute("INSERT OR REPLACE INTO ack_window VALUES (?,?,?)",
-                                     (kid, win.top, win.to_bytes()))
-                before = self._db.total_changes
-                self._db.executemany("DELETE FROM frames WHERE kid=? AND seq BETWEEN ? AND ?",
-                                     [(kid, lo, hi) for lo, hi in rs])
-                removed = self._db.total_changes - before
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                    db.execute("INSERT OR REPLACE INTO ack_window VALUES (?,?,?)",
+                               (kid, win.top, win.to_bytes()))
+                before = db.total_changes
+                db.executemany("DELETE FROM frames WHERE kid=? AND seq BETWEEN ? AND ?",
+                               [(kid, lo, hi) for lo, hi in rs])
+                removed = db.total_changes - before
             self._count -= removed
             return removed
 

@@ -8,7 +8,9 @@ Sender (RFC 8613 Appendix B.1.1): :class:`SequenceStore`. Before a sequence numb
 K is used, it is stored durably (temp file, fsync, ``os.replace``, fsync of the directory) in one
 of two alternating slots, so a torn write leaves the other slot intact. After a restart the
 sender begins at stored + K + F, stores that start before using it, and never goes past 2**40-1.
-An exclusive ``flock`` keeps a second process from sealing with the same identity.
+An exclusive ``flock`` keeps a second process from sealing with the same identity. State that
+cannot be proven (lost, corrupt, copied, restored) is never resumed: the sender starts a fresh
+security context instead (Appendix B.2 direction), so no nonce is ever used twice.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import fcntl
 import os
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import Replay, SequenceExhausted, StateError, StateLocked, TooOld
+from .fileio import atomic_write, read_regular
 from .oscore import MAX_SEQ
 
 DEFAULT_WINDOW = 64
@@ -77,36 +81,62 @@ class ReplayWindow:
         return f"ReplayWindow(size={self.size}, top={self.top})"
 
 
-_SLOT_MAGIC = "twinlink-seq/1"
+_SLOT_MAGIC = "twinlink-seq/2"
+#: Length of the random ID Context a device picks when it renews its security context.
+RENEWED_CONTEXT_LEN = 8
 
 
-def _slot_text(value: int) -> bytes:
-    body = f"{_SLOT_MAGIC} {value}"
+def _slot_text(gen: int, value: int, id_context: bytes | None, identity: str) -> bytes:
+    """One slot: ``twinlink-seq/2 <gen> <value> <ID Context hex or -> <identity> <crc32>``."""
+    ctx = "-" if id_context is None else id_context.hex()
+    body = f"{_SLOT_MAGIC} {gen} {value} {ctx} {identity}"
     return f"{body} {zlib.crc32(body.encode()):08x}\n".encode()
 
 
-def _slot_value(raw: bytes) -> int | None:
+class _Slot(NamedTuple):
+    gen: int
+    value: int
+    id_context: bytes | None
+    identity: str
+
+
+def _slot_value(raw: bytes) -> _Slot | None:
     try:
-        magic, value, crc = raw.decode().split()
-        body = f"{magic} {value}"
+        magic, gen, value, ctx, identity, crc = raw.decode().split()
+        body = f"{magic} {gen} {value} {ctx} {identity}"
         if magic != _SLOT_MAGIC or int(crc, 16) != zlib.crc32(body.encode()):
             return None
-        return int(value)
-    except ValueError:
+        return _Slot(int(gen), int(value), None if ctx == "-" else bytes.fromhex(ctx), identity)
+    except (ValueError, UnicodeDecodeError):
         return None
 
 
 class SequenceStore:
-    """Durable, lock-protected sender sequence numbers for one identity and security context.
+    """Durable, lock-protected sender sequence numbers for one identity, with its context.
 
-    ``path`` is a prefix: the store uses ``path.lock``, ``path.a`` and ``path.b``.
+    ``path`` is a prefix: the store uses ``path.lock``, ``path.a`` and ``path.b``. Each slot
+    records, besides the reserved value, the ID Context in use and the *identity* of this
+    state: (device, inode, ctime) of the lock file, which a copy or a restore from backup
+    cannot keep. State that cannot be proven to be this very state — missing, unreadable,
+    corrupt, of another identity (copied, restored), or of the older slot format — is never
+    resumed: the store *renews* the context (RFC 8613 Appendix B.2 direction): a fresh random
+    ID Context, sequence numbers from 0, stored before first use. ``renew="always"`` renews on
+    every open (for media that can be rolled back by a snapshot, which no file check can see).
+
+    ``renewable=False`` (a lite device, which holds derived keys for one context only) never
+    renews: missing state is accepted only when ``fresh`` says the identity was never used, and
+    anything else raises :class:`StateError`.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], chunk: int = DEFAULT_CHUNK, margin: int = 1
+        self, path: str | os.PathLike[str], chunk: int = DEFAULT_CHUNK, margin: int = 1, *,
+        renew: str = "auto", renewable: bool = True, base_context: bytes | None = None,
+        fresh: bool = True,
     ) -> None:
         if chunk < 1 or margin < 1:
             raise ValueError("chunk and margin must be positive")
+        if renew not in ("auto", "always"):
+            raise ValueError("renew must be 'auto' or 'always'")
         self.path = Path(path)
         self.chunk, self.margin = chunk, margin
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,13 +149,31 @@ class SequenceStore:
                 f"another process is sealing with this identity (lock {self.path}.lock)"
             ) from None
         self._slot = 0
+        self._gen = 0
+        #: Why the context was renewed at open ("" if the stored state was resumed).
+        self.renewed = ""
         try:
-            stored = self._load()
-            # Fresh identity: start at 0. Otherwise skip the chunk that may have been in use,
-            # and store the new start before any number from it is used.
-            self._next = 0 if stored is None else stored + chunk + margin
-            if self._next > MAX_SEQ + 1:
-                self._next = MAX_SEQ + 1
+            st = os.fstat(self._lock_fd)
+            self.identity = f"{st.st_dev:x}:{st.st_ino:x}:{st.st_ctime_ns:x}"
+            slot, why = self._load()
+            if renew == "always" and not why:
+                why = "renewal on every start requested"
+            if not why:
+                assert slot is not None
+                self.id_context = slot.id_context
+                # Skip the chunk that may have been in use, and store the new start before
+                # any number from it is used.
+                self._next = min(slot.value + chunk + margin, MAX_SEQ + 1)
+            elif not renewable:
+                if slot is None and why == "no sequence state" and fresh:
+                    self.id_context, self._next = base_context, 0
+                else:
+                    raise StateError(
+                        f"sequence state {self.path} cannot be trusted ({why}) and this device "
+                        "cannot renew its security context (lite profile): re-provision it")
+            else:
+                self.renewed = why
+                self.id_context, self._next = os.urandom(RENEWED_CONTEXT_LEN), 0
             self._persisted = -1
             if self._next <= MAX_SEQ:
                 self._persist(self._next)
@@ -136,42 +184,35 @@ class SequenceStore:
     def _slots(self) -> tuple[Path, Path]:
         return Path(f"{self.path}.a"), Path(f"{self.path}.b")
 
-    def _load(self) -> int | None:
-        values: list[int] = []
+    def _load(self) -> tuple[_Slot | None, str]:
+        """The newest valid slot, and why it cannot be resumed ("" if it can)."""
+        best: _Slot | None = None
         present = 0
         for i, slot in enumerate(self._slots()):
             try:
-                raw = slot.read_bytes()
+                raw, _ = read_regular(slot, 4096)
             except FileNotFoundError:
+                continue
+            except OSError:
+                present += 1
                 continue
             present += 1
             v = _slot_value(raw)
-            if v is not None:
-                values.append(v)
-                if v == max(values):
-                    self._slot = 1 - i  # next write goes to the other slot
-        if present and not values:
-            raise StateError(
-                f"sequence state {self.path}.a/.b is corrupt; refusing to guess "
-                "(re-provision or re-key the device)"
-            )
-        return max(values) if values else None
+            if v is not None and (best is None or v.gen > best.gen):
+                best = v
+                self._slot = 1 - i  # next write goes to the other slot
+        if best is None:
+            return None, ("sequence state unreadable or of an older format" if present
+                          else "no sequence state")
+        self._gen = best.gen
+        if best.identity != self.identity:
+            return best, "sequence state was copied or restored from a backup"
+        return best, ""
 
     def _persist(self, value: int) -> None:
-        target = self._slots()[self._slot]
-        tmp = Path(f"{target}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, _slot_text(value))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        dfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        self._gen += 1
+        atomic_write(self._slots()[self._slot],
+                     _slot_text(self._gen, value, self.id_context, self.identity), 0o600)
         self._slot = 1 - self._slot
         self._persisted = value
 

@@ -41,10 +41,10 @@ int hal_posix_init(const char *uart_path, const char *state_dir, const char *cfg
     return state_fd < 0 ? -1 : 0;
 }
 
-int hal_config_read(uint8_t *buf, size_t cap, size_t *len)
+int hal_posix_read_file(const char *path, uint8_t *buf, size_t cap, size_t *len)
 {
     ssize_t n;
-    int fd = open(config_path, O_RDONLY);
+    int fd = open(path, O_RDONLY);
     if (fd < 0) {
         return -1;
     }
@@ -55,6 +55,11 @@ int hal_config_read(uint8_t *buf, size_t cap, size_t *len)
     }
     *len = (size_t)n;
     return 0;
+}
+
+int hal_config_read(uint8_t *buf, size_t cap, size_t *len)
+{
+    return hal_posix_read_file(config_path, buf, cap, len);
 }
 
 int hal_uart_write(const uint8_t *p, size_t n)
@@ -75,30 +80,31 @@ int hal_uart_write(const uint8_t *p, size_t n)
 
 static const char *const slot_names[2] = {"seq.a", "seq.b"};
 
-int hal_slot_read(unsigned slot, uint8_t buf[HAL_SLOT_SIZE])
+int hal_posix_get(const char *name, uint8_t *buf, size_t n)
 {
-    ssize_t n;
-    int fd = openat(state_fd, slot_names[slot & 1u], O_RDONLY);
+    ssize_t got;
+    int fd = openat(state_fd, name, O_RDONLY);
     if (fd < 0) {
         return errno == ENOENT ? 1 : -1;
     }
-    memset(buf, 0, HAL_SLOT_SIZE);
-    n = read(fd, buf, HAL_SLOT_SIZE); /* a short (torn) slot fails its CRC */
+    memset(buf, 0, n);
+    got = read(fd, buf, n); /* a short (torn) record fails its CRC */
     (void)close(fd);
-    return n < 0 ? -1 : 0;
+    return got < 0 ? -1 : 0;
 }
 
-int hal_slot_write(unsigned slot, const uint8_t buf[HAL_SLOT_SIZE])
+int hal_posix_put(const char *name, const uint8_t *buf, size_t n)
 {
-    const char *name = slot_names[slot & 1u];
-    char tmp[16];
+    char tmp[64];
     int fd;
-    (void)snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", name) >= (int)sizeof tmp) {
+        return -1;
+    }
     fd = openat(state_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) {
         return -1;
     }
-    if (write(fd, buf, HAL_SLOT_SIZE) != (ssize_t)HAL_SLOT_SIZE || fsync(fd) != 0) {
+    if (write(fd, buf, n) != (ssize_t)n || fsync(fd) != 0) {
         (void)close(fd);
         return -1;
     }
@@ -106,6 +112,21 @@ int hal_slot_write(unsigned slot, const uint8_t buf[HAL_SLOT_SIZE])
         return -1;
     }
     return fsync(state_fd);
+}
+
+int hal_posix_state_fd(void)
+{
+    return state_fd;
+}
+
+int hal_slot_read(unsigned slot, uint8_t buf[HAL_SLOT_SIZE])
+{
+    return hal_posix_get(slot_names[slot & 1u], buf, HAL_SLOT_SIZE);
+}
+
+int hal_slot_write(unsigned slot, const uint8_t buf[HAL_SLOT_SIZE])
+{
+    return hal_posix_put(slot_names[slot & 1u], buf, HAL_SLOT_SIZE);
 }
 
 uint64_t hal_clock_unix(void)

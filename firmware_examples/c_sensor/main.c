@@ -6,11 +6,11 @@
  *
  * Host build usage:  c_sensor UART CONFIG STATE_DIR [COUNT [INTERVAL_MS]]
  *                    c_sensor --bench CONFIG N      (seal+frame N readings, report frames/s)
+ *                    c_sensor --update ... / --update-bench ...   (update_main.c)
  * COUNT 0 runs until killed. Exit: 0 done, 1 usage, 2 config, 3 storage, 4 crypto, 5 UART.
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +20,14 @@
 #include "hal_posix.h"
 #include "senml.h"
 #include "seq.h"
+#include "stackmeter.h"
 #include "tl_cobs.h"
 #include "tl_crc.h"
 #include "tl_crypto.h"
 #include "tl_error.h"
 #include "tl_frame.h"
 #include "tl_oscore.h"
+#include "update.h"
 
 int tl_crypto_sodium_init(void);
 
@@ -91,11 +93,7 @@ static int load_config(void)
     return derive();
 }
 
-/* Stack measurement: run one seal on a thread whose stack is a static buffer painted with a
- * pattern, then count how much of the pattern was overwritten (stack grows down). This covers
- * the core, libsodium and the C library as they run in this build. */
-#define MEASURE_STACK (256u * 1024u)
-static uint8_t measure_stack[MEASURE_STACK] __attribute__((aligned(64)));
+/* Peak stack of one seal, measured by stack painting (stackmeter.c). */
 static size_t measured_len;
 
 static void *seal_once(void *arg)
@@ -107,20 +105,8 @@ static void *seal_once(void *arg)
 
 static size_t seal_stack_bytes(void)
 {
-    pthread_attr_t attr;
-    pthread_t th;
-    size_t i = 0;
-    memset(measure_stack, 0xA5, sizeof measure_stack);
-    if (pthread_attr_init(&attr) != 0 ||
-        pthread_attr_setstack(&attr, measure_stack, sizeof measure_stack) != 0 ||
-        pthread_create(&th, &attr, seal_once, NULL) != 0 || pthread_join(th, NULL) != 0 ||
-        measured_len == 0u) {
-        return 0;
-    }
-    while (i < sizeof measure_stack && measure_stack[i] == 0xA5) {
-        i++;
-    }
-    return sizeof measure_stack - i;
+    size_t used = stack_peak(seal_once, NULL);
+    return measured_len == 0u ? 0u : used;
 }
 
 static int bench(long n)
@@ -151,6 +137,9 @@ int main(int argc, char **argv)
     unsigned long count = 0, interval = 1000, sent;
     if (tl_crypto_sodium_init() != 0) {
         return 4;
+    }
+    if (argc > 1 && strncmp(argv[1], "--update", 8) == 0) {
+        return update_main(argc, argv);
     }
     if (argc == 4 && strcmp(argv[1], "--bench") == 0) {
         if (hal_posix_init("/dev/null", "/tmp", argv[2]) != 0 || load_config() != 0) {

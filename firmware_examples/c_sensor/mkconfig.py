@@ -12,6 +12,7 @@ import argparse
 import binascii
 import os
 import sys
+from typing import Callable
 
 from twinlink import keys
 
@@ -30,19 +31,21 @@ def blob(bundle: keys.Bundle) -> bytes:
     return body + binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "big")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, make: Callable[[keys.Bundle], bytes] = blob,
+         doc: str = __doc__ or "", prog: str = "mkconfig") -> int:
+    """Write ``make(bundle)`` to OUT with mode 0600 (mkupdatecfg.py reuses this with its blob)."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     ap.add_argument("bundle")
     ap.add_argument("out")
     args = ap.parse_args(argv)
     try:
-        data = blob(keys.Bundle.load(args.bundle))
+        data = make(keys.Bundle.load(args.bundle))
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(args.out, 0o600)
     except (ValueError, OSError, keys.KeyFileError) as exc:
-        print(f"mkconfig: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     return 0
 

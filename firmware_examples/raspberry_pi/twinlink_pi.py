@@ -203,15 +203,13 @@ def delivery(link: object, handed: int) -> str:
 
 
 def _link(args: argparse.Namespace, dev: object) -> object:
+    from twinlink import transport
+
     if args.serial:
-        from twinlink.transport.serial import SerialLink
-
         # Not require_open: a USB adapter plugged in after boot is picked up when it appears.
-        return SerialLink(args.serial, baudrate=args.baudrate, require_open=False)
-    from twinlink.transport import mqtt
-
+        return transport.open(args.serial, baudrate=args.baudrate, require_open=False)
     # The durable outbox goes next to the sequence state (StateDirectory under systemd).
-    return mqtt.for_device(dev, args.mqtt)
+    return transport.open(args.mqtt, device=dev)
 
 
 if __name__ == "__main__":

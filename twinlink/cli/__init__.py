@@ -58,7 +58,8 @@ _HINTS: list[tuple[type[BaseException], int, str]] = [
 _GROUPS = (("commands", "register"), ("twin_cmds", "register"),
            ("commands", "register_services"), ("serial_cmds", "register"),
            ("mqtt_cmds", "register"), ("events_cmds", "register"),
-           ("commands", "register_tools"), ("completion", "register"))
+           ("commands", "register_tools"), ("update_cmds", "register"),
+           ("completion", "register"))
 _REQUIRED = ("commands", "twin_cmds", "completion")
 
 

@@ -12,14 +12,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import transport
 from ..device import Device
+from ..mqtt_link import MqttLink
 from ..outbox import DEFAULT_CAPACITY, OutboxFull
-from ..transport.mqtt import MqttLink, MqttOptions, connect_options
+from ..transport.mqtt import MqttOptions, connect_options
 from . import output
 from .common import (
     EXIT_PENDING,
     EXIT_TRANSPORT,
+    EXIT_USAGE,
     StopControl,
+    fail,
     open_twin_store,
     positive_int,
     say,
@@ -43,13 +47,16 @@ def send_mqtt(args: argparse.Namespace) -> int:
     the JSON-lines policy); ``--timeout`` then bounds the wait for the twin's acknowledgements.
     What is reported as stored is what the twin acknowledged end to end, never more.
     """
+    if args.mqtt.split("://", 1)[0].lower() not in transport.MQTT_SCHEMES:
+        raise fail(f"{args.mqtt} is not a broker URL", EXIT_USAGE, "use mqtt://host:port")
     dev = Device.load(args.device, args.state)
     lines = ReadingLines(utf8_stdin(), check=dev.encode)
     outbox = Path(dev.state_path).with_suffix(".outbox")
-    link = MqttLink(args.mqtt, bundle=dev.bundle, outbox=outbox, client_id=args.client_id,
-                    options=_options(args), timeout=args.timeout, capacity=args.outbox_capacity,
-                    when_full=args.when_full, window=args.window, resend_after=args.resend_after)
-    dev.link = link
+    link = dev.link = transport.open(
+        args.mqtt, device=dev, outbox=outbox, client_id=args.client_id, options=_options(args),
+        timeout=args.timeout, capacity=args.outbox_capacity, when_full=args.when_full,
+        window=args.window, resend_after=args.resend_after)
+    assert isinstance(link, MqttLink)  # the scheme was checked above
     queued = 0
     full: OutboxFull | None = None
     try:
@@ -92,7 +99,7 @@ def send_mqtt(args: argparse.Namespace) -> int:
 def serve_mqtt(args: argparse.Namespace) -> int:
     """``twinlink serve --mqtt URL``: the ingest service until SIGTERM/SIGINT, --count or
     --duration."""
-    from ..serve import DEFAULT_CLIENT_ID, Ingest
+    from ..ingest.mqtt import DEFAULT_CLIENT_ID, MqttIngest
     from ..twin import Twin
 
     if args.ready_timeout_deprecated is not None:
@@ -108,10 +115,10 @@ def serve_mqtt(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
             stop.counted(len(results))
 
-        ing = Ingest(args.mqtt, twin, client_id=args.client_id or DEFAULT_CLIENT_ID,
-                     options=_options(args), share=args.share,
-                     session_expiry=args.session_expiry, batch_wait=args.batch_ms / 1000.0,
-                     on_results=on_results)
+        ing = MqttIngest(args.mqtt, twin, client_id=args.client_id or DEFAULT_CLIENT_ID,
+                         options=_options(args), share=args.share,
+                         session_expiry=args.session_expiry, batch_wait=args.batch_ms / 1000.0,
+                         on_results=on_results)
 
         def _ready() -> None:
             if (ing.subscribed.wait(args.ready_timeout if args.ready_timeout else None)
@@ -126,8 +133,11 @@ def serve_mqtt(args: argparse.Namespace) -> int:
             st = ing.run(stop.event)
         finally:
             twin.close()
+    extra = "".join(f", {n} {what}" for n, what in (
+        (st.retained, "retained dropped"), (st.failed_batches, "failed batch attempts"),
+        (st.poisoned, "set aside")) if n)
     say(f"stopped; {st.received} frames, {st.stored} stored, {st.duplicates} "
-        f"duplicates re-acknowledged, {st.refused} refused")
+        f"duplicates re-acknowledged, {st.refused} refused{extra}")
     return 0
 
 

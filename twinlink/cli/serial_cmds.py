@@ -1,8 +1,8 @@
 """Serial commands: ``send --serial``, ``serve --serial``, ``monitor``, ``bridge``.
 
-A thin layer: the work is in :mod:`twinlink.transport.serial`, :mod:`twinlink.monitor` and
-:mod:`twinlink.bridge`. ``send`` and ``serve`` are declared in :mod:`.commands`; this module adds
-their serial options.
+A thin layer: the work is in :mod:`twinlink.transport.serial`, :mod:`twinlink.ingest.serial`,
+:mod:`twinlink.monitor` and :mod:`twinlink.bridge`. ``send`` and ``serve`` are declared in
+:mod:`.commands`; this module adds their serial options.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import time
 from typing import Any
 
 from .. import bridge as _bridge
+from .. import transport
 from ..device import Device
 from ..errors import LineError, TwinlinkError
+from ..ingest.serial import SerialReceiver
 from ..monitor import Monitor
-from ..transport.serial import SerialLink, SerialReceiver
 from ..twin import Twin
 from . import output
 from .common import (
@@ -49,12 +50,15 @@ def send_serial(args: argparse.Namespace) -> int:
     end); a link failure stops with exit 5, saying how many readings were sent. "Sent" is all
     serial can say: nothing comes back to tell what the twin stored.
     """
+    if args.serial.split("://", 1)[0].lower() in transport.MQTT_SCHEMES:
+        raise fail(f"{args.serial} is a broker URL, not a serial port", EXIT_USAGE,
+                   "use --mqtt URL")
     dev = Device.load(args.device, args.state)
     lines = ReadingLines(utf8_stdin(), check=dev.encode)
     sent = 0
     try:
-        link = dev.link = SerialLink(args.serial, baudrate=args.baudrate,
-                                     write_timeout=args.timeout)
+        link = dev.link = transport.open(args.serial, baudrate=args.baudrate,
+                                         write_timeout=args.timeout)
         for _, reading in lines:
             frame = dev.seal(reading)
             try:

@@ -260,14 +260,9 @@ def cmd_rekey(store: TwinStore, args: argparse.Namespace) -> None:
 
 
 def _switch_context(store: TwinStore, name: str, salt: bytes, id_context: bytes | None) -> None:
-    """The store's re-key, where a device that already completed it (its first frame under the
-    announced salt renews the context by itself) counts as success."""
-    try:
-        store.rekey(name, salt, id_context)
-    except RegistryError:
-        rec = store.device(name)
-        if (rec.master_salt, rec.id_context) != (salt, id_context):
-            raise
+    """Complete an announced re-key; a device that already completed it (its first frame under
+    the announced salt renews the context by itself) keeps the context it chose."""
+    store.rekey(name, salt, id_context, announced=True)
 
 
 # -- parser -----------------------------------------------------------------------------------

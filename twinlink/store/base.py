@@ -31,7 +31,11 @@ PROFILE_SIGNED = "twinlink/1"
 PROFILE_LITE = "lite"
 
 #: Schema version this program reads and writes (SQLite ``PRAGMA user_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: Repeats of one refusal (same device, or same source for frames of no known device, and
+#: same type) within this many seconds are aggregated into one event row with a count.
+AGGREGATION_WINDOW = 10.0
 
 
 class StorageError(TwinlinkError):
@@ -118,7 +122,14 @@ class Accepted:
 
 @dataclass
 class Event:
-    """A security event: a refused frame or an operator action (``reason`` names the kind)."""
+    """A security event: a refused frame, a detection or an operator action.
+
+    ``reason`` is the legacy short name (``replay``) or, for types without one, the dotted
+    catalogue type (:mod:`twinlink.events`); the store fills type, outcome, severity and rule
+    from the catalogue. ``source`` says where the frame came from (``mqtt:<topic>``,
+    ``serial:<port>``, ``stdin``); its prefix is the transport. ``count`` > 1 records repeats
+    already aggregated by the caller.
+    """
 
     reason: str
     detail: str
@@ -126,6 +137,7 @@ class Event:
     seq: int | None = None
     source: str = ""
     at: float = field(default_factory=_time.time)
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -152,16 +164,28 @@ class ReadingRow(TypedDict):
 
 
 class EventRow(TypedDict):
-    """One security event (``events``)."""
+    """One security event (``events``), in the catalogue's record shape (docs/EVENTS.md):
+    ``at`` is kept as the legacy name of ``time`` (= ``last_time``). An aggregated row may
+    still grow until ``final_after`` (epoch seconds, None for rows final from the start)."""
 
     id: int
     at: float
+    time: float
+    first_time: float
+    last_time: float
+    count: int
+    type: str
+    outcome: str
+    severity: int
+    rule: str
+    transport: Optional[str]
     kid: Optional[str]
     device: Optional[str]
     seq: Optional[int]
     reason: str
     detail: str
     source: str
+    final_after: Optional[float]
 
 
 class SeriesState(TypedDict):
@@ -195,7 +219,7 @@ class DeviceStatus(TypedDict):
 #: Reasons of audit events (operator actions and context changes), as opposed to refusals.
 AUDIT_REASONS = frozenset({"registered", "revoked_by_operator", "reanchored",
                            "window_marked_lost", "rekey_announced", "rekeyed",
-                           "context_renewed"})
+                           "context_renewed", "context_started"})
 
 
 def context_key(master_salt: bytes, id_context: bytes | None) -> str:
@@ -273,12 +297,17 @@ class TwinStore(ABC):
         """
 
     @abstractmethod
-    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None, *,
+              announced: bool = False) -> DeviceRecord:
         """Switch the device to a new security context; history stays, the window restarts.
 
         Atomic: the old context is retired, the new one installed with a fresh window, and the
         audit event recorded, together. Raises :class:`RegistryError` when the (salt, ID
         Context) pair was used before (its old frames would be accepted again).
+        ``announced=True`` completes :meth:`announce_rekey`: if the device already switched to
+        ``master_salt`` by itself (its first frame under the announced salt renewed the
+        context, under the ID Context it chose), nothing changes — retiring that context now
+        would strand the device.
         """
 
     @abstractmethod
@@ -324,8 +353,10 @@ class TwinStore(ABC):
         """
 
     @abstractmethod
-    def record_events(self, events: Iterable[Event]) -> None:
-        """Store events on their own (refusals outside a commit); atomic."""
+    def record_events(self, events: Iterable[Event], *, aggregate: bool = True) -> None:
+        """Store events on their own (refusals outside a commit); atomic. ``aggregate=False``
+        stores every event as its own row (an import, a test fixture); the ingest path always
+        aggregates floods of one refusal (see :data:`AGGREGATION_WINDOW`)."""
 
     @abstractmethod
     def stored(self, kid: bytes, epoch: int, seqs: Iterable[int]) -> dict[int, bytes]:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .. import _sqlite
+from .. import events as _events
 from .. import keys as _keys
 from ..errors import (
     Conflict,
@@ -33,6 +34,7 @@ from ..oscore import MAX_KID_LEN, MAX_SEQ
 from ..replay import DEFAULT_WINDOW, ReplayWindow
 from ..values import dumps_json
 from .base import (
+    AGGREGATION_WINDOW,
     AUDIT_REASONS,
     PROFILE_LITE,
     PROFILE_SIGNED,
@@ -89,6 +91,7 @@ CREATE TABLE IF NOT EXISTS readings (
     payload TEXT NOT NULL,
     plaintext BLOB NOT NULL,
     digest BLOB NOT NULL DEFAULT x'',
+    flags TEXT,
     UNIQUE (kid, epoch, seq)
 );
 CREATE TABLE IF NOT EXISTS state (
@@ -109,10 +112,30 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER,
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
-    source TEXT NOT NULL DEFAULT ''
+    source TEXT NOT NULL DEFAULT '',
+    type TEXT NOT NULL DEFAULT '',
+    outcome TEXT NOT NULL DEFAULT '',
+    severity INTEGER NOT NULL DEFAULT 0,
+    rule TEXT NOT NULL DEFAULT '',
+    transport TEXT,
+    count INTEGER NOT NULL DEFAULT 1,
+    first_time REAL,
+    final_after REAL
 );
 CREATE INDEX IF NOT EXISTS events_kid ON events (kid, at);
 CREATE INDEX IF NOT EXISTS readings_received ON readings (received_at);
+CREATE TABLE IF NOT EXISTS qc_config (
+    device TEXT NOT NULL DEFAULT '',
+    series TEXT NOT NULL DEFAULT '',
+    config TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (device, series)
+);
+CREATE TABLE IF NOT EXISTS detect_state (
+    device TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS retired_contexts (
     kid BLOB NOT NULL,
     context TEXT NOT NULL,
@@ -129,6 +152,20 @@ ALTER TABLE readings ADD COLUMN digest BLOB NOT NULL DEFAULT x'';
 ALTER TABLE state ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS readings_received ON readings (received_at);
 """
+
+_MIGRATE_2_TO_3 = """
+ALTER TABLE events ADD COLUMN type TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN outcome TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN severity INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN rule TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN transport TEXT;
+ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE events ADD COLUMN first_time REAL;
+ALTER TABLE events ADD COLUMN final_after REAL;
+ALTER TABLE readings ADD COLUMN flags TEXT;
+"""
+
+_SAME: Any = object()  # "the event's own kid"
 
 _DEVICE_COLS = (
     "name, kid, public_key, profile, status, master_salt, id_context, epoch, "
@@ -156,8 +193,11 @@ class SQLiteStore(TwinStore):
     """The embedded :class:`TwinStore` (see the module docstring).
 
     ``max_events`` bounds the event table (a flood of garbage frames must not fill the disk:
-    only the newest are kept; per-device counters keep the totals). ``readonly`` opens an
-    existing database for queries (a dashboard, a test watching another process's ingest).
+    only the newest are kept; per-device counters keep the totals; reaching the cap is recorded
+    once as ``ingest.storage_full``). Floods of one refusal are aggregated
+    (:data:`~twinlink.store.base.AGGREGATION_WINDOW`; ``aggregate=False`` turns that off).
+    ``readonly`` opens an existing database for queries (a dashboard, a test watching another
+    process's ingest).
     """
 
     def __init__(
@@ -168,10 +208,15 @@ class SQLiteStore(TwinStore):
         max_events: int = 1_000_000,
         *,
         readonly: bool = False,
+        aggregate: bool = True,
     ) -> None:
         self.path = str(path)
+        #: Aggregate floods of one refusal on the ingest path (off: one row per refusal).
+        self.aggregate = aggregate
         self.max_events = max_events
         self.readonly = readonly
+        self._agg: dict[tuple[Any, ...], list[Any]] = {}  # key -> [window end, aggregate row]
+        self._capped = False
         self._lock = threading.RLock()
         self._closed = False
         try:
@@ -209,9 +254,13 @@ class SQLiteStore(TwinStore):
             has_devices = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='devices'").fetchone()
             if version == 0 and has_devices:  # twinlink 0.1's schema (version 1)
-                for stmt in _MIGRATE_1_TO_2.strip().split(";"):
+                version = 1
+            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+            while version in steps:
+                for stmt in steps[version].strip().split(";"):
                     if stmt.strip():
                         db.execute(stmt)
+                version += 1
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
@@ -402,10 +451,13 @@ class SQLiteStore(TwinStore):
                                            f"{dev.epoch})", dev.kid)])
             return self._device_row(db, dev.kid)
 
-    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None, *,
+              announced: bool = False) -> DeviceRecord:
         _check_context(master_salt, id_context)
         with self._tx() as db:
             dev = self._device_row(db, name)
+            if announced and dev.master_salt == master_salt and dev.pending_salt is None:
+                return dev  # the device's first frame under the announced salt completed it
             new = context_key(master_salt, id_context)
             if new == context_key(dev.master_salt, dev.id_context) or db.execute(
                     "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?",
@@ -496,16 +548,26 @@ class SQLiteStore(TwinStore):
                             raise ContextRetired(
                                 f"frame of {dev.name} was sealed under a security context the "
                                 "twin has retired")
+                        used = win.top >= 0 or db.execute(
+                            "SELECT 1 FROM readings WHERE kid=? AND epoch=? LIMIT 1",
+                            (a.kid, dev.epoch)).fetchone() is not None
                         self._switch_context(db, dev, ctx[0], ctx[1])
-                        why = ("its first frame under the Master Salt an operator re-key "
-                               "announced" if ctx[0] == dev.pending_salt and
-                               ctx[1] == dev.id_context else
-                               "its sequence state was lost, restored or copied")
-                        extra.append(Event(
-                            "context_renewed",
-                            f"{dev.name} started a new security context (epoch {dev.epoch + 1},"
-                            f" kid context {'-' if ctx[1] is None else ctx[1].hex()}): {why}",
-                            a.kid, a.seq, a.source))
+                        shown = "-" if ctx[1] is None else ctx[1].hex()
+                        if ctx[0] == dev.pending_salt and ctx[1] == dev.id_context:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its first frame "
+                                "under the Master Salt an operator re-key announced", a.kid,
+                                a.seq, a.source))
+                        else:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence "
+                                "state was lost, restored or copied", a.kid, a.seq, a.source)
+                                if used else Event(
+                                "context_started", f"{dev.name} started its first security "
+                                f"context in use (epoch {dev.epoch + 1}, kid context {shown})",
+                                a.kid, a.seq, a.source))
                         dev = self._device_row(db, a.kid)
                         win, lost = ReplayWindow(dev.window_size), False
                         entry[:] = [dev, win, lost]
@@ -567,32 +629,97 @@ class SQLiteStore(TwinStore):
                 db.execute(
                     "UPDATE devices SET accepted=accepted+?, last_seen=?, last_seq=? WHERE kid=?",
                     (acc, seen, seq, kid))
-            self._insert_events(db, extra)
+            self._insert_events(db, extra, aggregate=self.aggregate)
         return results
 
-    def _insert_events(self, db: sqlite3.Connection, events: Iterable[Event]) -> None:
-        evs = list(events)
-        if not evs:
-            return
-        db.executemany(
-            "INSERT INTO events (at, kid, seq, reason, detail, source) VALUES (?,?,?,?,?,?)",
-            [(e.at, e.kid, e.seq, e.reason, e.detail, e.source) for e in evs],
-        )
+    def _insert_events(self, db: sqlite3.Connection, events: Iterable[Event],
+                       aggregate: bool = True) -> None:
+        """Insert events with their catalogue type, aggregating floods of one refusal.
+
+        A refusal (outcome ``blocked``) repeated with the same key — the device's kid and the
+        type, or, for frames that name no known device, the transport and the type — within
+        :data:`AGGREGATION_WINDOW` seconds becomes: the first occurrence as its own event
+        (final at once, so an alert is not delayed), then one aggregate row per window whose
+        ``count`` grows and which is final (``final_after``) when the window ends. Counts add up
+        to the number of refusals exactly. The window state is this process's; several ingest
+        processes each aggregate their own share.
+        """
+        rows: list[tuple[Any, ...]] = []
+        groups: dict[tuple[Any, ...], list[Event]] = {}
         refused: dict[bytes, int] = {}
-        for e in evs:
-            if e.kid is not None and e.reason not in AUDIT_REASONS:
-                refused[e.kid] = refused.get(e.kid, 0) + 1
+        for e in events:
+            et = _event_type(e.reason)
+            if e.kid is not None and not et.audit:
+                refused[e.kid] = refused.get(e.kid, 0) + e.count
+            if aggregate and et.outcome == "blocked" and not et.audit:
+                anonymous = e.kid is None or et.name in ("frame.unknown_device",
+                                                         "frame.malformed")
+                key = ((_transport(e.source), et.name) if anonymous
+                       else (bytes(e.kid), et.name))  # type: ignore[arg-type]
+                groups.setdefault(key, []).append(e)
+            else:
+                rows.append(self._event_row(e, et, e.count, e.at, None))
+        if rows:
+            db.executemany(_INSERT_EVENT, rows)
+        for key, evs in groups.items():
+            self._aggregate(db, key, evs)
         db.executemany("UPDATE devices SET refused=refused+? WHERE kid=?",
                        [(n, k) for k, n in refused.items()])
-        db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
-                   (self.max_events,))
+        over = db.execute("SELECT EXISTS (SELECT 1 FROM events WHERE id <= "
+                          "(SELECT MAX(id) FROM events) - ?)", (self.max_events,)).fetchone()[0]
+        if over and not self._capped:
+            # Warn once (per database) that the cap is reached and old events now go.
+            self._capped = db.execute(
+                "SELECT 1 FROM meta WHERE key='events_capped'").fetchone() is not None
+            if not self._capped:
+                self._capped = True
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('events_capped', ?)",
+                           (repr(_time.time()),))
+                e = Event("ingest.storage_full",
+                          f"the event table reached its cap of {self.max_events} events; the "
+                          "oldest are dropped from now on (device counters keep the totals)")
+                db.execute(_INSERT_EVENT, self._event_row(e, _event_type(e.reason), 1, e.at,
+                                                          None))
+        if over:
+            db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
+                       (self.max_events,))
 
-    def record_events(self, events: Iterable[Event]) -> None:
+    def _aggregate(self, db: sqlite3.Connection, key: tuple[Any, ...], evs: list[Event]) -> None:
+        window = self._agg.get(key)
+        first = evs[0]
+        if window is None or first.at >= window[0]:
+            # A new window: the first occurrence stands alone, final at once.
+            et = _event_type(first.reason)
+            db.execute(_INSERT_EVENT, self._event_row(first, et, first.count, first.at, None))
+            window = self._agg[key] = [first.at + AGGREGATION_WINDOW, None]
+            evs = evs[1:]
+            if not evs:
+                return
+        last, n = evs[-1], sum(e.count for e in evs)
+        if window[1] is not None:
+            cur = db.execute(
+                "UPDATE events SET count=count+?, at=?, seq=?, detail=? WHERE id=?",
+                (n, last.at, last.seq, last.detail, window[1]))
+            if cur.rowcount == 1:
+                return
+        et = _event_type(last.reason)
+        kid = None if isinstance(key[0], str) else last.kid
+        row = self._event_row(last, et, n, evs[0].at, window[0], kid=kid)
+        window[1] = db.execute(_INSERT_EVENT, row).lastrowid
+
+    @staticmethod
+    def _event_row(e: Event, et: Any, count: int, first_time: float,
+                   final_after: float | None, kid: Any = _SAME) -> tuple[Any, ...]:
+        return (e.at, e.kid if kid is _SAME else kid, e.seq, et.reason, e.detail, e.source,
+                et.name, et.outcome, et.severity, et.rule, _transport(e.source), count,
+                first_time, final_after)
+
+    def record_events(self, events: Iterable[Event], *, aggregate: bool = True) -> None:
         evs = list(events)
         if not evs:
             return
         with self._tx() as db:
-            self._insert_events(db, evs)
+            self._insert_events(db, evs, aggregate=aggregate)
 
     def take_ack_seq(self, kid: bytes) -> int:
         """Reserve the next twin→device sequence number (acknowledgements)."""
@@ -698,15 +825,26 @@ class SQLiteStore(TwinStore):
             extra = f" AND e.reason NOT IN ({','.join('?' * len(AUDIT_REASONS))})"
             params = tuple(sorted(AUDIT_REASONS))
         rows = self._page(
-            "SELECT e.id, e.at, e.kid, d.name, e.seq, e.reason, e.detail, e.source FROM events e"
-            " LEFT JOIN devices d ON d.kid = e.kid",
+            "SELECT e.id, e.at, e.kid, d.name, e.seq, e.reason, e.detail, e.source, e.type,"
+            " e.outcome, e.severity, e.rule, e.transport, e.count, e.first_time, e.final_after"
+            " FROM events e LEFT JOIN devices d ON d.kid = e.kid",
             "e", name, limit, after_id, extra, params,
         )
-        return [
-            {"id": i, "at": at, "kid": None if k is None else bytes(k).hex(), "device": n,
-             "seq": s, "reason": r, "detail": d, "source": src}
-            for i, at, k, n, s, r, d, src in rows
-        ]
+        out: list[EventRow] = []
+        for (i, at, k, n, sq, r, d, src, typ, outc, sev, rule, tr, cnt, first,
+             final) in rows:
+            if not typ:  # a row from before the catalogue (schema 2): derive its type
+                et = _event_type(r)
+                typ, outc, sev, rule, tr = (et.name, et.outcome, et.severity, et.rule,
+                                            _transport(src))
+            out.append({
+                "id": i, "at": at, "time": at, "first_time": at if first is None else first,
+                "last_time": at, "count": cnt, "type": typ, "outcome": outc, "severity": sev,
+                "rule": rule, "transport": tr, "kid": None if k is None else bytes(k).hex(),
+                "device": n, "seq": sq, "reason": r, "detail": d, "source": src,
+                "final_after": final,
+            })
+        return out
 
     def count_readings(self, name: str | None = None) -> int:
         return int(self._guard(lambda: self._db.execute(
@@ -730,6 +868,27 @@ class SQLiteStore(TwinStore):
 
 class _Collision(Exception):
     """Internal: the fast insert found a stored (kid, epoch, seq); redo the commit carefully."""
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (at, kid, seq, reason, detail, source, type, outcome, severity, rule,"
+    " transport, count, first_time, final_after) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def _event_type(reason: str) -> Any:
+    """The catalogue type of an event's reason (a legacy short name or a dotted type)."""
+    if "." in reason:
+        try:
+            return _events.get(reason)
+        except KeyError:
+            pass
+    return _events.type_for_reason(reason)
+
+
+def _transport(source: str) -> str | None:
+    """The transport a source names: the part before its first ':' (``mqtt:<topic>``)."""
+    head = source.split(":", 1)[0]
+    return head if head in ("mqtt", "serial", "stdin", "api") else None
 
 
 def _check_context(master_salt: bytes, id_context: bytes | None) -> None:

@@ -1,56 +1,63 @@
-"""MQTT transport (paho-mqtt 2.x, callback API version 2, MQTT v5): the device's durable link.
+"""The MQTT transport (paho-mqtt 2.x, callback API version 2, MQTT v5): bytes on topics, and state.
 
-``MqttLink(url, bundle=..., outbox=...)`` is a :class:`twinlink.device.Link`: ``send(frame)``
-durably queues the sealed frame in an :class:`~twinlink.outbox.Outbox` and returns; one
-background thread (``twinlink-mqtt``) owns the paho client and publishes queued frames at QoS 1
-on ``twinlink/<kid hex>/t``. A frame leaves the outbox only when the twin's authenticated
-end-to-end ack (``twinlink/<kid hex>/a``, :mod:`twinlink.ack`) says it is *stored*; without a
-device key (a forwarding gateway, a lite bundle) it leaves on the broker's PUBACK instead.
+:class:`MqttTransport` owns one paho client and adds no delivery policy: it publishes, subscribes,
+acknowledges (manual acks), hands received messages to a callback and reports the connection
+going up and down. Policy sits above it: :mod:`twinlink.delivery` on the device side (outbox,
+end-to-end acks, resends, flow control; composed with this transport in
+:class:`twinlink.mqtt_link.MqttLink`) and :mod:`twinlink.ingest.mqtt` on the twin side.
 
-Threads: every paho callback (``on_connect``, ``on_disconnect``, ``on_message``, ``on_publish``,
-``on_subscribe``) runs in the link's own ``twinlink-mqtt`` thread, the only thread that touches
-the paho client; callers' threads only write to the outbox (SQLite) and wait on a condition.
-So ``send`` never waits for the network: with the broker down it returns as soon as the frame is
-on disk, or raises :class:`~twinlink.outbox.OutboxFull` (``when_full="block"``: after at most
-``timeout`` seconds).
+Connection management is paho's own: :meth:`MqttTransport.start` calls ``connect_async`` and
+``loop_start``, so paho's network thread connects, keeps the connection alive, reconnects after
+its exponential delay (``reconnect_delay_set``: ``backoff_min`` doubling up to ``backoff_max``,
+both scaled by a random factor in [0.5, 1] drawn once per client, so a fleet that lost its broker
+does not reconnect in lockstep) and re-sends the QoS 1 messages that were awaiting a PUBACK when
+the connection dropped.
 
-Flow control: per device, only frames with ``seq < lowest unacked seq + window`` are in flight,
-so no unacked frame can fall below the twin's replay window (``window`` must not exceed the
-window the device is registered with; the default 64 is the twin's default). Reconnects use
-exponential backoff with jitter. On every new connection, frames the broker had acknowledged
-(PUBACK) but the twin has not are published again (the broker may have lost them); paho itself
-re-sends frames still awaiting a PUBACK. Frames unacknowledged for ``resend_after`` seconds are
-published again. Resending is always the same bytes; the twin's window drops duplicates and
-acknowledges them again.
+Threads: every callback given to :class:`MqttTransport` (``on_message``, ``on_up``, ``on_down``,
+``on_published``, ``on_subscribed``) runs on paho's network thread
+(``paho-mqtt-client-<client id>``), one at a time, while paho holds its internal locks: a callback
+must return quickly and must not wait for another thread that may itself be calling into paho
+(queue the work instead). A callback that raises is logged (``twinlink.mqtt``) and the network
+thread carries on. :meth:`~MqttTransport.publish`, :meth:`~MqttTransport.subscribe`,
+:meth:`~MqttTransport.ack` and :meth:`~MqttTransport.stop` may be called from any thread.
+
+Configuration is parsed here and only here: broker URLs (:func:`parse_url`), connection options
+(:class:`MqttOptions`, :func:`connect_options`) and the flat keys of a configuration file such as
+the bridge's ``[output]`` table (:func:`take_options`).
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import random
 import ssl
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .. import ack as _ack
-from ..errors import TransportError, TwinlinkError
-from ..keys import Bundle
-from ..outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
+from ..errors import TransportError
+from ..frame import MAX_FRAME
 
-__all__ = ["BrokerUrl", "MqttLink", "MqttOptions", "OutboxFull", "Session", "open_url",
-           "parse_url", "topic", "topic_kid"]
+__all__ = ["MAX_PACKET", "TOPIC_ROOT", "BrokerUrl", "Message", "MqttOptions", "MqttTransport",
+           "connect_options", "parse_url", "take_options", "topic", "topic_kid"]
+
+log = logging.getLogger("twinlink.mqtt")
 
 TOPIC_ROOT = "twinlink"
+#: The largest MQTT packet twinlink accepts from a broker (MQTT v5 CONNECT property Maximum Packet
+#: Size, sent by the ingest and by the device link): the largest frame plus room for the fixed
+#: header, the topic name, the packet id and properties. The broker never forwards a larger
+#: PUBLISH to us; it drops it (MQTT v5 §3.1.2.11.4).
+MAX_PACKET = MAX_FRAME + 1024
 
 
 def topic(kid: bytes, stream: str) -> str:
@@ -72,6 +79,8 @@ def topic_kid(name: str, stream: str = "t") -> bytes | None:
         return None
 
 
+# -- configuration ------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class BrokerUrl:
     host: str
@@ -82,7 +91,7 @@ class BrokerUrl:
 
 
 def parse_url(url: str) -> BrokerUrl:
-    """``mqtt://[user[:pass]@]host[:1883]`` or ``mqtts://…[:8883]`` (TLS)."""
+    """``mqtt://[user[:pass]@]host[:1883]`` or ``mqtts://…[:8883]`` (TLS); raise ValueError."""
     u = urlsplit(url)
     if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not u.hostname:
         raise ValueError(f"not an MQTT broker URL: {url!r} (use mqtt://host:port or mqtts://…)")
@@ -104,467 +113,54 @@ class MqttOptions:
     key: str | None = None  # its private key
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    keepalive: int = 30
-    connect_timeout: float = 5.0
-    backoff_min: float = 0.25
-    backoff_max: float = 30.0
+    keepalive: int = 30  # also bounds the wait for a CONNACK (paho drops a silent connection)
+    connect_timeout: float = 5.0  # TCP connect and TLS handshake
+    backoff_min: float = 0.25  # first reconnect delay; doubles per failed attempt
+    backoff_max: float = 30.0  # longest reconnect delay
 
 
-class Backoff:
-    """Exponential backoff with "equal jitter": delay in [d/2, d], d = min(max, min * 2**n)."""
+def connect_options(ca: str | None = None, cert: str | None = None, key: str | None = None,
+                    username: str | None = None, password_file: str | None = None,
+                    **kw: Any) -> MqttOptions:
+    """Build :class:`MqttOptions`, reading the password from a file (never from argv).
 
-    def __init__(self, lo: float, hi: float) -> None:
-        self.lo, self.hi, self.n = lo, hi, 0
-
-    def next(self) -> float:
-        d = min(self.hi, self.lo * (2 ** min(self.n, 30)))
-        self.n += 1
-        return d / 2 + random.uniform(0, d / 2)
-
-    def reset(self) -> None:
-        self.n = 0
-
-
-def _ok(rc: Any) -> bool:
-    return not getattr(rc, "is_failure", bool(rc))
-
-
-class Session:
-    """A paho client driven by one thread that connects, reconnects (backoff + jitter) and loops.
-
-    Subclass hooks ``on_up``, ``on_down``, ``on_tick`` and the paho callbacks all run in that
-    thread. ``gen`` counts successful connections (packet ids are only valid within one).
+    Raises :class:`TransportError` if the password file is not a readable regular file.
     """
-
-    poll = 0.01
-
-    def __init__(self, url: str, client_id: str, opts: MqttOptions, *, clean_start: bool,
-                 session_expiry: int = 0, manual_ack: bool = False, receive_maximum: int = 0,
-                 will: tuple[str, bytes] | None = None, name: str = "twinlink-mqtt") -> None:
-        self.url = parse_url(url)
-        self.opts = opts
-        self.client_id = client_id
-        self.clean_start = clean_start
-        self.session_expiry = session_expiry
-        self.receive_maximum = receive_maximum
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                        protocol=mqtt.MQTTv5, manual_ack=manual_ack)
-        c.connect_timeout = opts.connect_timeout
-        user = opts.username or self.url.username
-        if user:
-            c.username_pw_set(user, opts.password if opts.password is not None
-                              else self.url.password)
-        if self.url.tls or opts.ca or opts.cert:
-            c.tls_set(ca_certs=opts.ca, certfile=opts.cert, keyfile=opts.key,
-                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if will is not None:
-            c.will_set(will[0], will[1], qos=1, retain=True)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self.on_message
-        c.on_publish = self.on_publish
-        c.on_subscribe = self.on_subscribe
-        self.client = c
-        self.connected = False
-        self.gen = 0
-        self.last_error = ""
-        self._backoff = Backoff(opts.backoff_min, opts.backoff_max)
-        self._next_attempt = 0.0
-        self._connecting_since: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.up = threading.Event()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    # -- hooks (run in the session thread) ------------------------------------------------------
-
-    def on_up(self) -> None: ...
-
-    def on_down(self) -> None: ...
-
-    def on_tick(self) -> None: ...
-
-    def on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None: ...
-
-    def on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any,
-                   props: Any) -> None: ...
-
-    def on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any,
-                     props: Any) -> None: ...
-
-    # -- connection management -----------------------------------------------------------------
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
-                    props: Any) -> None:
-        self._connecting_since = None
-        if not _ok(rc):
-            self.last_error = f"broker refused the connection: {rc}"
-            self._drop()
-            return
-        self.connected = True
-        self.gen += 1
-        self._backoff.reset()
-        self.up.set()
-        self.on_up()
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
-                       props: Any) -> None:
-        was = self.connected
-        self.connected = False
-        self.up.clear()
-        self._connecting_since = None
-        if not self._stop.is_set():
-            self._next_attempt = time.monotonic() + self._backoff.next()
-        if was:
-            self.on_down()
-
-    def _drop(self) -> None:
-        self.connected = False
-        self.up.clear()
+    pw = None
+    if password_file:
+        path = Path(password_file)
         try:
-            self.client.disconnect()
-        except Exception:  # noqa: S110 - the socket may already be gone
-            pass
-        self._sock_close()
-        self._next_attempt = time.monotonic() + self._backoff.next()
-
-    def _sock_close(self) -> None:
-        # paho has no public "abort": close its socket so the next attempt starts clean.
-        sock = self.client.socket()
-        if sock is not None:
-            try:
-                sock.close()
-            except OSError:
-                pass
-            self.client._sock = None
-
-    def _attempt(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        if self.session_expiry:
-            props.SessionExpiryInterval = self.session_expiry
-        if self.receive_maximum:
-            props.ReceiveMaximum = self.receive_maximum
-        try:
-            self.client.connect(self.url.host, self.url.port, self.opts.keepalive,
-                                clean_start=self.clean_start, properties=props)
-            self._connecting_since = time.monotonic()
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            self.last_error = f"cannot reach broker {self.url.host}:{self.url.port}: {exc}"
-            self._sock_close()
-            self._next_attempt = time.monotonic() + self._backoff.next()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if self.client.socket() is None:
-                if now >= self._next_attempt:
-                    self._attempt()
-                else:
-                    self._stop.wait(min(0.05, self._next_attempt - now))
-            else:
-                rc = self.client.loop(self.poll)
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and self.client.socket() is None \
-                        and self.connected:
-                    self._on_disconnect(self.client, None, None, rc, None)
-                elif (self._connecting_since is not None
-                      and now - self._connecting_since > self.opts.connect_timeout):
-                    self.last_error = "no CONNACK from the broker in time"
-                    self._drop()
-            try:
-                self.on_tick()
-            except Exception as exc:  # keep the link alive; surface the error to callers
-                self.last_error = f"{type(exc).__name__}: {exc}"
-        if self.connected:
-            self.on_stopping()
-            try:
-                self.client.disconnect()
-                for _ in range(20):
-                    if self.client.socket() is None:
-                        break
-                    self.client.loop(0.01)
-            except Exception:  # noqa: S110
-                pass
-        self._sock_close()
-
-    def on_stopping(self) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect cleanly and stop the thread (waits at most ``timeout`` seconds)."""
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+            if not path.is_file():  # a FIFO or a device would block the read forever
+                raise OSError("not a regular file")
+            pw = path.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise TransportError(f"cannot read the broker password file {path}: "
+                                 f"{exc.strerror or exc}") from None
+    return MqttOptions(ca=ca, cert=cert, key=key, username=username, password=pw, **kw)
 
 
-@dataclass
-class LinkStats:
-    published: int = 0  # PUBLISH packets handed to the broker connection (resends included)
-    resent: int = 0
-    pubacks: int = 0
-    acks: int = 0  # end-to-end acks accepted
-    released: int = 0
-    forged_acks: int = 0  # acks that failed to parse or authenticate
-    replayed_acks: int = 0  # authentic acks whose PIV was seen before
+#: Connection settings a configuration file may give flat, next to a link's other settings.
+FLAT_KEYS = ("ca", "cert", "key", "username", "password", "password_file", "keepalive",
+             "connect_timeout", "reconnect_max")
 
 
-class MqttLink(Session):
-    """A durable device→twin link over MQTT; ``send(frame)`` queues, a thread publishes.
+def take_options(kw: dict[str, Any]) -> dict[str, Any]:
+    """Move flat connection settings (``ca=``, ``username=``, ``password_file=``,
+    ``reconnect_max=``, …) out of ``kw`` into ``kw["options"]`` (an :class:`MqttOptions`).
 
-    ``bundle``: the device's bundle; its twin→device context authenticates end-to-end acks and
-    only its frames may be sent. Without it (a gateway forwarding other devices' frames, or a
-    lite bundle) frames are released on the broker's PUBACK: durable at the broker, not proven
-    stored. ``when_full``: ``"refuse"`` raises :class:`OutboxFull` at once, ``"block"`` waits up
-    to ``timeout`` seconds for room then raises it. Nothing queued is ever dropped.
+    Raises ValueError if both flat settings and ``options=`` are given, TypeError (naming the
+    key) for a value of the wrong type.
     """
-
-    def __init__(self, url: str, *, bundle: Bundle | None = None,
-                 outbox: str | os.PathLike[str] | Outbox | None = None,
-                 client_id: str | None = None, options: MqttOptions | None = None,
-                 timeout: float = 10.0, capacity: int = DEFAULT_CAPACITY,
-                 when_full: str = "refuse", window: int = 64, resend_after: float = 10.0,
-                 start: bool = True) -> None:
-        if when_full not in ("refuse", "block"):
-            raise ValueError("when_full must be 'refuse' or 'block'")
-        if window < 1:
-            raise ValueError("window must be at least 1")
-        self.bundle = bundle
-        self.kid = bundle.kid if bundle is not None else None
-        self._ack_ctx = (bundle.ack_context() if bundle is not None
-                         and bundle.device_key is not None else None)
-        self.e2e = self._ack_ctx is not None
-        if isinstance(outbox, Outbox):
-            self.outbox = outbox
-        else:
-            path = Path(outbox) if outbox is not None else _default_outbox(url, bundle)
-            self.outbox = Outbox(path, capacity)
-        self.timeout = timeout
-        self.when_full = when_full
-        self.window = window
-        self.resend_after = resend_after
-        self.stats = LinkStats()
-        cid = client_id or (f"twinlink-{self.kid.hex()}-{os.urandom(3).hex()}" if self.kid
-                            else f"twinlink-gw-{os.urandom(4).hex()}")
-        self.status_topic = (topic(self.kid, "status") if self.kid is not None
-                             else f"{TOPIC_ROOT}/gw/{cid}/status")
-        super().__init__(url, cid, options or MqttOptions(), clean_start=True,
-                         will=(self.status_topic, b"offline"), name="twinlink-mqtt")
-        self.client.max_inflight_messages_set(max(20, window))
-        self.client.max_queued_messages_set(0)
-        self._cond = threading.Condition()
-        # (kid, seq) -> [connection gen, monotonic time sent, mid awaiting PUBACK or None]
-        self._sent: dict[tuple[bytes, int], list[Any]] = {}
-        self._mids: dict[int, tuple[bytes, int]] = {}
-        self._pubacked: list[tuple[bytes, int]] = []
-        self._dirty = True
-        self._next_due = float("inf")
-        self._closed = False
-        #: Set once the broker confirmed the subscription to this device's ack topic.
-        self.ack_subscribed = threading.Event()
-        if start:
-            self.start()
-
-    def __repr__(self) -> str:
-        kid = self.kid.hex() if self.kid else None
-        return (f"MqttLink({self.url.host}:{self.url.port}, kid={kid},"
-                f" pending={len(self.outbox)}, connected={self.connected})")
-
-    # -- caller side (any thread) --------------------------------------------------------------
-
-    def send(self, frame: bytes) -> None:
-        """Durably queue one sealed frame; it is published in the background."""
-        self.send_many([frame])
-
-    def send_many(self, frames: Sequence[bytes]) -> None:
-        """Durably queue sealed frames (all or none); see the class doc for a full outbox."""
-        if self._closed:
-            raise TransportError("the MQTT link is closed")
-        frames = [bytes(f) for f in frames]
-        if self.kid is not None:
-            from .. import frame
-            for f in frames:
-                if frame.parse(f).kid != self.kid:
-                    raise ValueError("frame belongs to another device than this link's bundle")
-        if len(frames) > self.outbox.capacity:
-            raise OutboxFull(f"{len(frames)} frames exceed the outbox capacity "
-                             f"{self.outbox.capacity}")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                self.outbox.put(frames)
-                break
-            except OutboxFull:
-                left = deadline - time.monotonic()
-                if self.when_full == "refuse" or left <= 0:
-                    raise
-                with self._cond:
-                    self._cond.wait_for(lambda: self.outbox.room() >= len(frames),
-                                        min(left, 0.5))
-        self._dirty = True
-
-    def pending(self) -> int:
-        """Frames queued and not yet acknowledged."""
-        return len(self.outbox)
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Wait until every queued frame is acknowledged or ``timeout`` passes (default: the
-        link's timeout); return how many are still pending (0 = all acknowledged)."""
-        t = self.timeout if timeout is None else timeout
-        with self._cond:
-            self._cond.wait_for(lambda: len(self.outbox) == 0, t)
-        return len(self.outbox)
-
-    def wait_connected(self, timeout: float | None = None) -> bool:
-        return self.up.wait(self.timeout if timeout is None else timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Stop publishing and close the outbox; queued frames stay for the next run."""
-        if self._closed:
-            return
-        self._closed = True
-        self.stop(self.timeout if timeout is None else timeout)
-        self.outbox.close()
-
-    def __enter__(self) -> MqttLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- session thread ------------------------------------------------------------------------
-
-    def on_down(self) -> None:
-        self.ack_subscribed.clear()
-
-    def on_up(self) -> None:
-        c = self.client
-        c.publish(self.status_topic, b"online", qos=1, retain=True)
-        if self.kid is not None and self.e2e:
-            c.subscribe(topic(self.kid, "a"), qos=1)
-        # Frames paho still holds (no PUBACK yet) are re-sent by paho itself; everything the
-        # broker had acknowledged may be lost with it, so it becomes due again now.
-        for rec in self._sent.values():
-            if rec[2] is not None:
-                rec[0] = self.gen
-        self._dirty = True
-
-    def on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any,
-                     props: Any) -> None:
-        self.ack_subscribed.set()
-
-    def on_stopping(self) -> None:
-        info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
-        try:
-            info.wait_for_publish(1.0)
-        except (RuntimeError, ValueError):
-            pass
-
-    def on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any,
-                   props: Any) -> None:
-        key = self._mids.pop(mid, None)
-        if key is None:
-            return
-        self.stats.pubacks += 1
-        rec = self._sent.get(key)
-        if rec is not None:
-            rec[2] = None
-        if not self.e2e:
-            self._pubacked.append(key)
-
-    def on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        kid = topic_kid(msg.topic, "a")
-        if kid is None or kid != self.kid or self._ack_ctx is None:
-            return
-        try:
-            a = _ack.open_ack(self._ack_ctx, kid, bytes(msg.payload))
-        except TwinlinkError:
-            self.stats.forged_acks += 1
-            return
-        try:
-            n = self.outbox.release(kid, a.ranges, a.seq)
-        except TwinlinkError:  # Replay / TooOld: an ack PIV seen before
-            self.stats.replayed_acks += 1
-            return
-        self.stats.acks += 1
-        self.stats.released += n
-        for lo, hi in a.ranges:
-            if hi - lo < 4096:
-                for s in range(lo, hi + 1):
-                    self._forget((kid, s))
-            else:
-                for key in [k for k in self._sent if k[0] == kid and lo <= k[1] <= hi]:
-                    self._forget(key)
-        self._dirty = True
-        with self._cond:
-            self._cond.notify_all()
-
-    def _forget(self, key: tuple[bytes, int]) -> None:
-        rec = self._sent.pop(key, None)
-        if rec is not None and rec[2] is not None:
-            self._mids.pop(rec[2], None)
-
-    def on_tick(self) -> None:
-        if self._pubacked:
-            done, self._pubacked = self._pubacked, []
-            by_kid: dict[bytes, list[int]] = {}
-            for kid, seq in done:
-                by_kid.setdefault(kid, []).append(seq)
-            for kid, seqs in by_kid.items():
-                self.stats.released += self.outbox.release(kid, _ack.to_ranges(seqs))
-                for s in seqs:
-                    self._sent.pop((kid, s), None)
-            self._dirty = True
-            with self._cond:
-                self._cond.notify_all()
-        if not self.connected:
-            return
-        now = time.monotonic()
-        if not self._dirty and now < self._next_due:
-            return
-        self._dirty = False
-        self._pump(now)
-
-    def _pump(self, now: float) -> None:
-        kids = [self.kid] if self.kid is not None else self.outbox.kids()
-        next_due = float("inf")
-        for kid in kids:
-            for seq, frame in self.outbox.head(kid, self.window):
-                key = (kid, seq)
-                rec = self._sent.get(key)
-                if rec is not None and rec[0] == self.gen:
-                    if rec[2] is not None or now - rec[1] < self.resend_after:
-                        next_due = min(next_due, rec[1] + self.resend_after)
-                        continue
-                info = self.client.publish(topic(kid, "t"), frame, qos=1)
-                if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._dirty = True
-                    return
-                if rec is not None:
-                    self.stats.resent += 1
-                    if rec[2] is not None:
-                        self._mids.pop(rec[2], None)
-                self.stats.published += 1
-                self._sent[key] = [self.gen, now, info.mid]
-                self._mids[info.mid] = key
-                next_due = min(next_due, now + self.resend_after)
-        self._next_due = next_due
-
-
-def _default_outbox(url: str, bundle: Bundle | None) -> Path:
-    from ..device import default_state_dir
-
-    b = parse_url(url)
-    stem = f"{bundle.name}-{bundle.kid.hex()}" if bundle is not None else "gateway"
-    return default_state_dir() / f"{stem}-{b.host}-{b.port}.outbox"
-
-
-_CONN_KEYS = ("ca", "cert", "key", "username", "password", "password_file", "keepalive",
-              "connect_timeout", "reconnect_max")
-
-
-def _split_options(kw: dict[str, Any]) -> dict[str, Any]:
-    """Accept flat connection settings (as a config file gives them) next to ``options=``."""
-    flat = {k: kw.pop(k) for k in _CONN_KEYS if k in kw}
+    flat = {k: kw.pop(k) for k in FLAT_KEYS if k in kw}
+    for k, v in flat.items():
+        numeric = k in ("keepalive", "connect_timeout", "reconnect_max")
+        ok = (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 if numeric
+              else isinstance(v, str))
+        if not ok:
+            raise TypeError(f"{k} must be {'a number >= 0' if numeric else 'a string'}, "
+                            f"not {type(v).__name__}")
+    if "keepalive" in flat:
+        flat["keepalive"] = int(flat["keepalive"])
     if flat:
         if "options" in kw:
             raise ValueError("give either options=MqttOptions(...) or flat connection settings")
@@ -578,24 +174,234 @@ def _split_options(kw: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def for_device(device: Any, url: str, **kw: Any) -> MqttLink:
-    """An :class:`MqttLink` for a :class:`~twinlink.device.Device`, its outbox next to the
-    device's sequence state; attach it with ``device.link = link``. Connection settings may be
-    given flat (``ca=``, ``cert=``, ``key=``, ``username=``, ``password_file=``, …)."""
-    kw.setdefault("outbox", Path(device.state_path).with_suffix(".outbox"))
-    return MqttLink(url, bundle=device.bundle, **_split_options(kw))
+# -- the transport ------------------------------------------------------------------------------
+
+class Message(NamedTuple):
+    """A received PUBLISH."""
+
+    topic: str  # "" if the broker sent a topic that is not UTF-8 (it matches nothing)
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    gen: int  # the connection it arrived on; see MqttTransport.ack
 
 
-def open_url(url: str, **kw: Any) -> MqttLink:
-    """The link for an ``mqtt://``/``mqtts://`` URL without a device key (gateway mode)."""
-    return MqttLink(url, **_split_options(kw))
+class _Client(mqtt.Client):
+    """paho's client, also telling us why a connection attempt failed (paho's loop only logs
+    "Connection failed, retrying" and keeps the exception to itself)."""
+
+    twinlink_on_connect_error: Callable[[BaseException], None] | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # ssl.SSLError included
+            if self.twinlink_on_connect_error is not None:
+                self.twinlink_on_connect_error(exc)
+            raise
 
 
-def connect_options(ca: str | None = None, cert: str | None = None, key: str | None = None,
-                    username: str | None = None, password_file: str | None = None,
-                    **kw: Any) -> MqttOptions:
-    """Build :class:`MqttOptions`, reading the password from a file (never from argv)."""
-    pw = None
-    if password_file:
-        pw = Path(password_file).read_text().rstrip("\r\n")
-    return MqttOptions(ca=ca, cert=cert, key=key, username=username, password=pw, **kw)
+class MqttTransport:
+    """One MQTT v5 client connection run by paho's network thread; see the module docstring.
+
+    ``clean_start=False`` with ``session_expiry`` keeps the broker-side session (subscriptions,
+    queued QoS 1 messages) across reconnects. ``manual_ack=True`` leaves each received QoS 1
+    message unacknowledged until :meth:`ack`. ``receive_maximum`` bounds the unacknowledged
+    messages the broker sends us, ``max_packet_size`` the size of any packet it sends us.
+    ``will`` = (topic, payload) is published retained by the broker if we vanish.
+    """
+
+    def __init__(self, url: str, client_id: str, options: MqttOptions | None = None, *,
+                 clean_start: bool = True, session_expiry: int = 0, receive_maximum: int = 0,
+                 max_packet_size: int = 0, manual_ack: bool = False, max_inflight: int = 20,
+                 will: tuple[str, bytes] | None = None,
+                 on_message: Callable[[Message], None] | None = None,
+                 on_up: Callable[[bool], None] | None = None,
+                 on_down: Callable[[], None] | None = None,
+                 on_published: Callable[[int], None] | None = None,
+                 on_subscribed: Callable[[int, bool], None] | None = None) -> None:
+        self.url = parse_url(url)
+        self.opts = opts = options or MqttOptions()
+        self.client_id = client_id
+        self.clean_start = clean_start
+        self._cb_message, self._cb_up, self._cb_down = on_message, on_up, on_down
+        self._cb_published, self._cb_subscribed = on_published, on_subscribed
+        c = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                    manual_ack=manual_ack)
+        c.suppress_exceptions = True  # our callbacks guard themselves; this is the backstop
+        c.connect_timeout = opts.connect_timeout
+        user = opts.username or self.url.username
+        if user:
+            c.username_pw_set(user, opts.password if opts.password is not None
+                              else self.url.password)
+        if self.url.tls or opts.ca or opts.cert:
+            c.tls_set(ca_certs=opts.ca, certfile=opts.cert, keyfile=opts.key,
+                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if will is not None:
+            c.will_set(will[0], will[1], qos=1, retain=True)
+        c.max_inflight_messages_set(max_inflight)
+        c.max_queued_messages_set(0)  # unbounded: callers bound what they publish
+        spread = random.uniform(0.5, 1.0)
+        # paho annotates the delays as int but computes with float seconds.
+        c.reconnect_delay_set(cast(int, opts.backoff_min * spread),
+                              cast(int, max(opts.backoff_min, opts.backoff_max) * spread))
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        c.twinlink_on_connect_error = self._on_connect_error
+        self.client = c
+        props = Properties(PacketTypes.CONNECT)
+        if session_expiry:
+            props.SessionExpiryInterval = session_expiry
+        if receive_maximum:
+            props.ReceiveMaximum = receive_maximum
+        if max_packet_size:
+            props.MaximumPacketSize = max_packet_size
+        self._props = props
+        self._lock = threading.Lock()  # orders ack() against a connection change
+        self._connected = False
+        self._started = self._stopped = False
+        #: Successful connections so far; a packet id is only meaningful on its own connection.
+        self.gen = 0
+        #: Set while connected (CONNACK received, no disconnect since).
+        self.up = threading.Event()
+        #: The last connection problem, for humans ("" if none yet).
+        self.last_error = ""
+
+    def __repr__(self) -> str:
+        return (f"MqttTransport({self.url.host}:{self.url.port}, client_id={self.client_id!r}, "
+                f"{'connected' if self.connected else 'disconnected'})")
+
+    @property
+    def connected(self) -> bool:
+        return self.up.is_set()
+
+    # -- any thread ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start connecting in paho's network thread; returns at once."""
+        if self._started:
+            return
+        self._started = True
+        self.client.connect_async(self.url.host, self.url.port, self.opts.keepalive,
+                                  clean_start=self.clean_start, properties=self._props)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.up.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1,
+                retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Hand one message to paho; raise :class:`TransportError` if paho refuses it.
+
+        While disconnected a QoS 1 message waits in paho and goes out after the reconnect; its
+        PUBACK is reported to ``on_published(info.mid)``.
+        """
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise TransportError(f"MQTT publish on {topic} refused: {mqtt.error_string(info.rc)}")
+        return info
+
+    def subscribe(self, topic: str, qos: int = 1, *, retained: bool = False) -> int:
+        """Subscribe; return the SUBSCRIBE's packet id (reported to ``on_subscribed``).
+
+        Unless ``retained``, the broker is told never to send retained messages for it (MQTT v5
+        Retain Handling 2), not even on a re-subscription after a reconnect.
+        """
+        handling = (SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE if retained
+                    else SubscribeOptions.RETAIN_DO_NOT_SEND)
+        _, mid = self.client.subscribe(topic, options=SubscribeOptions(
+            qos=qos, retainHandling=handling))
+        return int(mid or 0)
+
+    def ack(self, msg: Message) -> bool:
+        """Acknowledge a received QoS 1 message (``manual_ack=True``); True if sent.
+
+        A message from an earlier connection is not acknowledged (its packet id may name another
+        message now); with a kept session the broker sends it again and it is acknowledged then.
+        """
+        if not msg.qos:
+            return True
+        with self._lock:
+            if msg.gen != self.gen or not self._connected:
+                return False
+            self.client.ack(msg.mid, msg.qos)
+        return True
+
+    def stop(self, timeout: float = 5.0, before: Callable[[], None] | None = None) -> None:
+        """Disconnect cleanly and stop paho's thread, waiting at most ``timeout`` seconds.
+
+        ``before`` runs first if the connection is up (e.g. to publish a last status message).
+        If paho's thread is still busy after ``timeout`` (a TCP connect in progress), it ends on
+        its own once that attempt returns.
+        """
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        if before is not None and self.connected:
+            try:
+                before()
+            except Exception:
+                log.exception("MQTT %s: last words before disconnecting failed", self.client_id)
+        self.client.disconnect()
+        # loop_stop() joins paho's thread without a timeout; bound the wait here instead.
+        t = threading.Thread(target=self.client.loop_stop, name="twinlink-mqtt-stop",
+                             daemon=True)
+        t.start()
+        t.join(timeout)
+
+    # -- paho's network thread -------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., None] | None, *args: Any) -> None:
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception:  # a callback bug must not kill the network thread
+            log.exception("MQTT %s: callback %r failed", self.client_id, fn)
+
+    def _on_connect_error(self, exc: BaseException) -> None:
+        self.last_error = f"cannot reach broker {self.url.host}:{self.url.port}: {exc}"
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    props: Any) -> None:
+        if getattr(reason, "is_failure", bool(reason)):
+            self.last_error = f"broker refused the connection: {reason}"
+            return
+        with self._lock:
+            self.gen += 1
+            self._connected = True
+        self.up.set()
+        self._call(self._cb_up, bool(getattr(flags, "session_present", False)))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       props: Any) -> None:
+        with self._lock:
+            was, self._connected = self._connected, False
+        self.up.clear()
+        if was:
+            if getattr(reason, "is_failure", False) and not self._stopped:
+                self.last_error = f"connection lost: {reason}"
+            self._call(self._cb_down)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            name = msg.topic
+        except UnicodeDecodeError:  # brokers should refuse these; never trust that
+            name = ""
+        self._call(self._cb_message, Message(name, bytes(msg.payload), msg.qos, bool(msg.retain),
+                                             msg.mid, self.gen))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    props: Any) -> None:
+        self._call(self._cb_published, mid)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      props: Any) -> None:
+        granted = all(not getattr(r, "is_failure", False) for r in reasons)
+        if not granted:
+            self.last_error = f"broker refused a subscription: {[str(r) for r in reasons]}"
+        self._call(self._cb_subscribed, mid, granted)

@@ -3,15 +3,15 @@
 ``SerialLink("/dev/ttyUSB0")`` (or ``loop://``, ``socket://host:port``, ``rfc2217://host:port``)
 carries frames as COBS records with a CRC-16 (see :mod:`twinlink.transport.framing` and
 docs/SERIAL.md). ``Device(..., link=SerialLink(url)).send({...})`` sends over it;
-:class:`SerialReceiver` feeds what arrives to a :class:`~twinlink.Twin`.
+:class:`twinlink.ingest.SerialReceiver` feeds what arrives to a :class:`~twinlink.Twin`.
 
 Thread model
 ------------
 Each link has **one I/O thread** (``twinlink-serial <url>``) that owns the port: it opens it,
 reads it, reopens it with exponential backoff when it vanishes, drains the reconnect queue and
-closes it. Every callback (``on_frame``, ``on_line_error``, ``on_state``, and the receiver's
-``on_result``) runs on that thread, in wire order; a slow callback delays reading (the OS buffers
-a few KiB, then the sender's writes time out), so hand heavy work to your own queue.
+closes it. Every callback (``on_frame``, ``on_line_error``, ``on_batch``, ``on_state``, and the
+receiver's ``on_result``) runs on that thread, in wire order; a slow callback delays reading (the
+OS buffers a few KiB, then the sender's writes time out), so hand heavy work to your own queue.
 
 ``send`` may be called from any thread. While the port is up and nothing is queued it writes on
 the caller's thread under the link's write lock, bounded by ``write_timeout``: a write that cannot
@@ -36,19 +36,16 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 import serial
 
-from ..errors import FrameTooLarge, LineError, TransportError, TwinlinkError
+from ..backoff import Backoff
+from ..errors import FrameTooLarge, LineError, TransportError
 from . import framing
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..twin import Reading, Twin
 
 log = logging.getLogger("twinlink.serial")
 
@@ -86,7 +83,11 @@ def open_port(url: str, *, baudrate: int = 115200, read_timeout: float = 0.1,
 class SerialLink:
     """A framed, self-healing serial link; see the module docstring for threads and queueing.
 
-    Raises :class:`TransportError` from the constructor if the port cannot be opened (unless
+    Callbacks: ``on_frame(bytes)`` per intact frame, ``on_line_error(LineError)`` per damaged
+    record, ``on_state(str)`` on (dis)connection, and ``on_batch(items)`` once per read with all
+    of that read's frames and line errors in wire order (an ingest opens them as one batch; if it
+    raises, the error is logged and those frames count as not delivered). Raises
+    :class:`TransportError` from the constructor if the port cannot be opened (unless
     ``require_open=False``: then it starts disconnected and keeps trying with backoff).
     """
 
@@ -96,6 +97,7 @@ class SerialLink:
                  on_frame: Callable[[bytes], None] | None = None,
                  on_line_error: Callable[[LineError], None] | None = None,
                  on_state: Callable[[str], None] | None = None,
+                 on_batch: Callable[[Sequence[Item]], None] | None = None,
                  reconnect: bool = True, backoff: float = 0.05, max_backoff: float = 2.0,
                  exclusive: bool = True, flush_prefix: bool = True,
                  require_open: bool = True) -> None:
@@ -107,6 +109,7 @@ class SerialLink:
         self.baudrate, self.write_timeout, self.read_timeout = baudrate, write_timeout, read_timeout
         self.max_frame, self.queue_size, self.overflow = max_frame, queue_size, overflow
         self.on_frame, self.on_line_error, self.on_state = on_frame, on_line_error, on_state
+        self.on_batch = on_batch
         self.reconnect, self.backoff, self.max_backoff = reconnect, backoff, max_backoff
         self.exclusive, self.flush_prefix = exclusive, flush_prefix
         self.decoder = framing.Decoder(max_frame)
@@ -167,22 +170,15 @@ class SerialLink:
             if port is None or self._queue:
                 self._enqueue(record)
                 return
-        with self._write_lock:
-            try:
-                self._write(port, record)
-            except serial.SerialTimeoutException:
-                with self._lock:
-                    self.stats["write_timeouts"] += 1
-                raise TransportError(
-                    f"write to {self.url} did not complete within {self.write_timeout} s "
-                    "(is the other side reading?)") from None
-            except PORT_ERRORS as exc:
-                self._lost(port, exc)
-                with self._lock:
-                    self._enqueue(record, front=True)
-                return
-        with self._lock:
-            self.stats["sent"] += 1
+        err = self._write(port, record)
+        if isinstance(err, serial.SerialTimeoutException):
+            raise TransportError(
+                f"write to {self.url} did not complete within {self.write_timeout} s "
+                "(is the other side reading?)")
+        if err is not None:
+            self._lost(port, err)
+            with self._lock:
+                self._enqueue(record, front=True)
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until the port is open (and the queue written); False on timeout."""
@@ -228,10 +224,24 @@ class SerialLink:
         return open_port(self.url, baudrate=self.baudrate, read_timeout=self.read_timeout,
                          write_timeout=self.write_timeout, exclusive=self.exclusive)
 
-    def _write(self, port: serial.SerialBase, record: bytes) -> None:
-        n = port.write(record)
-        if n is not None and n != len(record):
-            raise serial.SerialTimeoutException("short write")
+    def _write(self, port: serial.SerialBase, record: bytes) -> BaseException | None:
+        """Write one record under the write lock, counting it; return None once written, the
+        :class:`serial.SerialTimeoutException` if the peer did not take it within
+        ``write_timeout``, or the error of a port that failed."""
+        with self._write_lock:
+            try:
+                n = port.write(record)
+                if n is not None and n != len(record):
+                    raise serial.SerialTimeoutException("short write")
+            except serial.SerialTimeoutException as exc:
+                with self._lock:
+                    self.stats["write_timeouts"] += 1
+                return exc
+            except PORT_ERRORS as exc:
+                return exc
+        with self._lock:
+            self.stats["sent"] += 1
+        return None
 
     def _enqueue(self, record: bytes, front: bool = False) -> None:
         # Caller holds self._lock.
@@ -284,22 +294,18 @@ class SerialLink:
                 record = self._queue[0]
             if self._closing.is_set():
                 return False
-            with self._write_lock:
-                try:
-                    self._write(port, record)
-                except serial.SerialTimeoutException:
-                    with self._lock:
-                        self.stats["write_timeouts"] += 1
-                    return True  # peer not reading: keep the queue, keep reading, retry
-                except PORT_ERRORS as exc:
-                    self._last_error = str(exc)
-                    return False
+            err = self._write(port, record)
+            if isinstance(err, serial.SerialTimeoutException):
+                return True  # peer not reading: keep the queue, keep reading, retry
+            if err is not None:
+                self._last_error = str(err)
+                return False
             with self._lock:
                 self._queue.popleft()
-                self.stats["sent"] += 1
 
     def _run(self, port: serial.SerialBase | None) -> None:
-        delay = self.backoff
+        # The port usually comes back after a USB re-enumeration: no jitter, one process waits.
+        backoff = Backoff(self.backoff, max(self.backoff, self.max_backoff), jitter=False)
         ever = port is not None
         while not self._closing.is_set():
             if port is None:
@@ -307,10 +313,9 @@ class SerialLink:
                     port = self._open()
                 except TransportError as exc:
                     self._last_error = str(exc)
-                    self._closing.wait(delay)
-                    delay = min(delay * 2, self.max_backoff)
+                    self._closing.wait(backoff.next())
                     continue
-                delay = self.backoff
+                backoff.reset()
                 if ever:
                     with self._lock:
                         self.stats["reconnects"] += 1
@@ -332,7 +337,7 @@ class SerialLink:
                 port = None
                 if not self.reconnect:
                     break
-                self._closing.wait(delay)
+                self._closing.wait(backoff.next())
                 continue
             if data:
                 try:
@@ -366,65 +371,8 @@ class SerialLink:
                     self.stats["received"] += 1
                 if self.on_frame is not None:
                     self._call(self.on_frame, item)
-
-
-Result = Union["Reading", TwinlinkError, LineError]
-
-
-class SerialReceiver:
-    """The twin's serial ingest: frames from a port, opened by :meth:`Twin.open_many`.
-
-    ``on_result`` gets, on the link's I/O thread and in wire order, a :class:`Reading` for each
-    stored frame, the :class:`TwinlinkError` that refused a frame (a security rejection), and a
-    :class:`LineError` for each damaged record (line noise, never shown to the twin). The frames
-    of one read are opened as one batch: one database transaction per read, not per frame.
-    """
-
-    def __init__(self, url: str, twin: Twin, *, on_result: Callable[[Result], None] | None = None,
-                 source: str | None = None, **link_kw: Any) -> None:
-        self.twin = twin
-        self.on_result = on_result
-        self.source = source if source is not None else f"serial:{url}"
-        self.counts: collections.Counter[str] = collections.Counter()
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self.link = _IngestLink(self, url, **link_kw)
-
-    def _deliver(self, items: Sequence[Item]) -> None:
-        frames = [it for it in items if isinstance(it, bytes)]
-        opened = iter(self.twin.open_many(frames, source=self.source) if frames else [])
-        for it in items:
-            res: Result = it if isinstance(it, LineError) else next(opened)
-            with self._cond:
-                self.counts[_reason(res)] += 1
-                self._cond.notify_all()
-            if self.on_result is not None:
-                _safe_call(self.on_result, res, self.link.url if hasattr(self, "link") else "")
-
-    @property
-    def total(self) -> int:
-        with self._lock:
-            return sum(self.counts.values())
-
-    def wait_for(self, n: int, timeout: float) -> bool:
-        """Block until ``n`` results (of any kind) have been delivered; False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while sum(self.counts.values()) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def close(self) -> None:
-        self.link.close()
-
-    def __enter__(self) -> SerialReceiver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if self.on_batch is not None:
+            self.on_batch(items)  # errors reach _run's guard: the read's frames were not handled
 
 
 def _safe_call(fn: Callable[[Any], None], arg: Any, url: str) -> None:
@@ -434,110 +382,4 @@ def _safe_call(fn: Callable[[Any], None], arg: Any, url: str) -> None:
         log.exception("serial link %s: callback %r failed", url, fn)
 
 
-def _reason(res: Result) -> str:
-    """``"ok"`` for a stored reading, else the refusal reason (``"line"`` for line damage)."""
-    return res.reason if isinstance(res, TwinlinkError) else "ok"
-
-
-class _IngestLink(SerialLink):
-    def __init__(self, receiver: SerialReceiver, url: str, **kw: Any) -> None:
-        self._receiver = receiver
-        super().__init__(url, **kw)
-
-    def _handle_items(self, items: Sequence[Item]) -> None:
-        super()._handle_items(items)
-        self._receiver._deliver(items)
-
-
-class VirtualCable:
-    """Two pty pairs joined by a forwarding thread: a null-modem cable with two port paths.
-
-    For demos, tests and benchmarks on POSIX (no hardware): open ``a`` and ``b`` (device paths)
-    with any serial program; bytes written on one side come out of the other. ``tamper(data,
-    direction)`` may rewrite each forwarded chunk a→b (direction ``"ab"``) or b→a; ``inject``
-    writes raw bytes into one side as if they came down the wire.
-    """
-
-    def __init__(self, tamper: Callable[[bytes, str], bytes] | None = None) -> None:
-        if os.name != "posix":  # pragma: no cover
-            raise OSError("VirtualCable needs POSIX ptys")
-        import tty
-
-        self.tamper = tamper
-        self._fds: list[int] = []
-        names = []
-        for _ in range(2):
-            master, slave = os.openpty()
-            tty.setraw(master)
-            tty.setraw(slave)
-            os.set_blocking(master, False)
-            names.append(os.ttyname(slave))
-            self._fds += [master, slave]  # keep the slave open: no hangup between opens
-        self.a, self.b = names
-        self._ma, self._mb = self._fds[0], self._fds[2]
-        self._stop = threading.Event()
-        self._wlock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="twinlink-cable", daemon=True)
-        self._thread.start()
-
-    def inject(self, data: bytes, side: str = "b") -> None:
-        """Write raw bytes so they come out of port ``side`` (``"a"`` or ``"b"``)."""
-        _write_all(self._mb if side == "b" else self._ma, data, self._wlock)
-
-    def _run(self) -> None:
-        import select
-
-        peers = {self._ma: (self._mb, "ab"), self._mb: (self._ma, "ba")}
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select(list(peers), [], [], 0.05)
-                for fd in ready:
-                    data = os.read(fd, 65536)
-                    dst, direction = peers[fd]
-                    if self.tamper is not None:
-                        data = self.tamper(data, direction)
-                    if data:
-                        _write_all(dst, data, self._wlock)
-            except OSError:
-                if self._stop.is_set():
-                    return
-                time.sleep(0.01)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def __enter__(self) -> VirtualCable:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _write_all(fd: int, data: bytes, lock: threading.Lock, timeout: float = 5.0) -> None:
-    import select
-
-    deadline = time.monotonic() + timeout
-    view = memoryview(data)
-    with lock:
-        while view:
-            if time.monotonic() > deadline:
-                raise TransportError("virtual cable: peer is not reading")
-            try:
-                n = os.write(fd, view)
-            except BlockingIOError:
-                n = 0
-            view = view[n:]
-            if view:
-                select.select([], [fd], [], 0.05)
-
-
-__all__ = ["PORT_ERRORS", "SerialLink", "SerialReceiver", "VirtualCable", "is_url", "open_port"]
-
-if sys.platform == "win32":  # pragma: no cover
-    __all__.remove("VirtualCable")
+__all__ = ["PORT_ERRORS", "Item", "SerialLink", "is_url", "open_port"]

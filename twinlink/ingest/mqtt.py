@@ -1,0 +1,384 @@
+"""The twin's MQTT ingest service: exactly-once storage from an at-least-once broker.
+
+``MqttIngest(url, twin).run(stop)`` subscribes with a persistent session (fixed client id,
+``clean_start=False``, session expiry) to ``twinlink/+/t`` (or ``$share/<group>/twinlink/+/t`` so
+several ingest processes split the load), collects frames for a few milliseconds, opens the batch
+with :meth:`Twin.open_many` (topic kid vs frame kid checked; one transaction), and only then
+(1) publishes an authenticated end-to-end ack per device on ``twinlink/<kid hex>/a`` and
+(2) acknowledges each PUBLISH to the broker (manual acks). A crash before the commit leaves the
+PUBLISH unacknowledged, so the broker redelivers it; a crash after the commit makes the
+redelivery a duplicate that the replay window refuses, and that duplicate is acknowledged end to
+end again (the device must still release it). Exactly-once storage, no loss.
+
+Never crash-looping on a message:
+
+- A frame the twin refuses (any reason, recorded by the twin as a security event) is
+  acknowledged to the broker like a stored one: it is processed for good. Nothing between
+  ``open_many`` and the broker acks can raise for one message (end-to-end acks are contained;
+  ``on_results``, e.g. the CLI's JSON output, runs after the acks and is contained too).
+- If ``open_many`` itself raises (the database is unavailable, …) the batch is *not* acknowledged:
+  the failure is logged once with its traceback and counted (``stats.failed_batches``), and the
+  batch is retried after a backoff (``retry_min`` doubling to ``retry_max``), one message at a
+  time; if the ingest stops meanwhile, the broker redelivers the batch to the next session.
+  :class:`~twinlink.store.StorageError` (the store cannot store anything) is only ever waited
+  out. Any other exception is a bug the twin failed to contain to one frame: a message that
+  keeps failing alone right after other messages went in (``POISON_STRIKES`` times) is its
+  cause, recorded as an ``internal_error`` security event, acknowledged and set aside
+  (``stats.poisoned``), and the rest flows on.
+- Retained messages are never ingested: the subscription asks the broker not to send them (MQTT v5
+  Retain Handling 2, also on every re-subscription), and any PUBLISH still flagged retained is
+  acknowledged and dropped (``stats.retained``). A retained frame stays on the broker and is never
+  processed on a reconnect or restart.
+- The broker never forwards a PUBLISH larger than :data:`~twinlink.transport.mqtt.MAX_PACKET`
+  (CONNECT Maximum Packet Size), and sends at most ``receive_maximum`` unacknowledged messages.
+
+Threads: paho's network thread runs the transport callbacks; ``on_message`` only queues the
+message. The caller's thread (:meth:`MqttIngest.run`) opens batches, publishes the acks and
+acknowledges to the broker (paho's publish and ack are thread-safe; an ack is only sent on the
+connection the message arrived on, see :meth:`MqttTransport.ack`).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from .. import frame as _frame
+from ..ack import MAX_RANGES, seal_ack, to_ranges
+from ..backoff import Backoff
+from ..store import Event, StorageError
+from ..transport.mqtt import MAX_PACKET, Message, MqttOptions, MqttTransport, topic, topic_kid
+from ..twin import FrameInfo, Reading, Result, Twin
+
+__all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "serve"]
+
+log = logging.getLogger("twinlink.ingest")
+
+DEFAULT_CLIENT_ID = "twinlink-ingest"
+#: Times a message must fail alone, each right after another message went in, to be set aside.
+POISON_STRIKES = 2
+
+
+@dataclass
+class IngestStats:
+    received: int = 0  # messages processed (stored, duplicate or refused)
+    stored: int = 0
+    duplicates: int = 0  # byte-identical copies of stored frames: re-acknowledged
+    refused: int = 0  # every other refusal (security events)
+    batches: int = 0  # batches fully handled (stored, acks published, broker acked)
+    acks: int = 0  # end-to-end acks published
+    commit_seconds: float = 0.0
+    retained: int = 0  # retained messages dropped unprocessed
+    failed_batches: int = 0  # open_many raised: nothing acknowledged, retried
+    poisoned: int = 0  # messages that failed alone: recorded, acknowledged, set aside
+
+
+class _Suspect:
+    """A message that failed alone; maybe the cause, maybe a store that failed just then."""
+
+    __slots__ = ("exc", "msg", "strikes")
+
+    def __init__(self, msg: Message, exc: BaseException) -> None:
+        self.msg, self.exc, self.strikes = msg, exc, 0
+
+
+class MqttIngest:
+    """One ingest process. ``run(stop)`` blocks until ``stop`` is set, then drains and returns."""
+
+    def __init__(self, url: str, twin: Twin, *, client_id: str = DEFAULT_CLIENT_ID,
+                 options: MqttOptions | None = None, share: str | None = None,
+                 session_expiry: int = 3600, receive_maximum: int = 2048,
+                 max_packet_size: int = MAX_PACKET, batch_max: int = 1024,
+                 batch_wait: float = 0.005, retry_min: float = 0.5, retry_max: float = 30.0,
+                 on_results: Callable[[list[Result]], None] | None = None) -> None:
+        self.twin = twin
+        self.sub_topic = f"$share/{share}/twinlink/+/t" if share else "twinlink/+/t"
+        self.batch_max, self.batch_wait = batch_max, batch_wait
+        #: Called in the ``run`` thread with each committed batch's results, in order, after
+        #: the batch was acknowledged; an exception from it is logged, never stops the ingest.
+        self.on_results = on_results
+        self.stats = IngestStats()
+        #: Set while the broker has confirmed our subscription on the current connection.
+        self.subscribed = threading.Event()
+        self.transport = MqttTransport(
+            url, client_id, options, clean_start=False, session_expiry=session_expiry,
+            receive_maximum=receive_maximum, max_packet_size=max_packet_size, manual_ack=True,
+            on_message=self._on_message, on_up=self._on_up, on_down=self.subscribed.clear,
+            on_subscribed=self._on_subscribed)
+        self._in: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._retry = Backoff(retry_min, retry_max)
+        self._held: list[Message] = []  # a failed batch, retried one message at a time
+        self._suspect: _Suspect | None = None  # failed alone; kept out of _held
+        self._cleared = False  # the last attempt stored another message
+        self._streak = 0  # consecutive failed attempts
+        self._last_exc: BaseException = RuntimeError("no failure yet")
+        self._unconfirmed: deque[mqtt.MQTTMessageInfo] = deque()  # acks not yet PUBACKed
+
+    def __repr__(self) -> str:
+        return f"MqttIngest({self.transport!r}, {self.sub_topic!r})"
+
+    @property
+    def last_error(self) -> str:
+        return self.transport.last_error
+
+    # -- paho's network thread -------------------------------------------------------------------
+
+    def _on_up(self, session_present: bool) -> None:
+        # Subscribing again on every connection is harmless with a kept session and required
+        # after a broker that lost its state (no persistence) comes back.
+        self.transport.subscribe(self.sub_topic, qos=1)
+
+    def _on_subscribed(self, mid: int, granted: bool) -> None:
+        if granted:
+            self.subscribed.set()
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.retain:
+            # Retained telemetry would come back on every subscription: drop it, once.
+            self.stats.retained += 1
+            self.transport.ack(msg)
+            return
+        self._in.put(msg)
+
+    # -- the caller's thread ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> IngestStats:
+        """Serve until ``stop`` is set; then finish the messages in hand (one attempt each, no
+        retries), let the last acks go out, disconnect. Never raises for a message or a
+        failing database."""
+        self.transport.start()
+        try:
+            while not stop.is_set():
+                try:
+                    self._step(stop)
+                except Exception as exc:  # a bug of ours: log it, never die on it
+                    log.exception("ingest: unexpected error; carrying on")
+                    self._last_exc = exc
+                    stop.wait(self._retry.next())
+            self._drain()
+        finally:
+            self._confirm_acks(2.0)
+            self.transport.stop(5.0)
+        return self.stats
+
+    def _step(self, stop: threading.Event) -> None:
+        if not self._held and self._suspect is None:
+            batch = self._collect(0.1)
+            if batch and not self.process(batch):
+                self._held = batch  # not acknowledged: retry it, one message at a time
+                self._wait(stop)
+            return
+        if not self._held:  # only the suspect left: wait a little for one to compare with
+            self._held = self._collect(0.1, 1)
+        if self._suspect is not None and (self._cleared or not self._held):
+            self._try_suspect(stop)
+            return
+        m = self._held[0]
+        if self.process([m]):
+            self._held.pop(0)
+            self._cleared = True  # the store took a message just now
+            self._succeeded()
+            return
+        self._cleared = False
+        if self._suspect is not None:
+            # A second message failed too: the store is failing, not one message.
+            self._held.insert(0, self._suspect.msg)
+            self._suspect = None
+        elif not isinstance(self._last_exc, StorageError):
+            # A bug, not the store's "cannot store": before blaming this message, see whether
+            # the next one alone goes in.
+            self._suspect = _Suspect(self._held.pop(0), self._last_exc)
+            return
+        self._wait(stop)
+
+    def _try_suspect(self, stop: threading.Event) -> None:
+        """Retry the suspect alone. Failing right after another message went in counts as a
+        strike; at ``POISON_STRIKES`` it is set aside (a store that fails and recovers in step
+        with these attempts that often is not a plausible alternative)."""
+        sus = self._suspect
+        assert sus is not None
+        cleared, self._cleared = self._cleared, False
+        if self.process([sus.msg]):
+            self._suspect = None
+            self._succeeded()
+            return
+        sus.exc = self._last_exc
+        if not cleared or isinstance(sus.exc, StorageError):
+            self._wait(stop)  # nothing to compare with yet, or the store itself failing
+            return
+        sus.strikes += 1
+        if sus.strikes >= POISON_STRIKES:
+            self._suspect = None
+            if not self._set_aside(sus.msg, sus.exc):
+                self._held.insert(0, sus.msg)
+                self._wait(stop)
+
+    def _succeeded(self) -> None:
+        if self._streak:
+            log.warning("ingest: the twin accepts messages again after %d failed attempt(s)",
+                        self._streak)
+        self._streak = 0
+        self._retry.reset()
+
+    def _wait(self, stop: threading.Event) -> None:
+        delay = self._retry.next()
+        if self._streak > 1:
+            log.warning("ingest: still failing (%s: %s); %d message(s) held, not acknowledged; "
+                        "retrying in %.1f s", type(self._last_exc).__name__, self._last_exc,
+                        len(self._held), delay)
+        stop.wait(delay)
+
+    def _drain(self) -> None:
+        batch = ([self._suspect.msg] if self._suspect else []) + self._held + self._collect(0.0)
+        self._held, self._suspect = [], None
+        while batch:
+            chunk, batch = batch[:self.batch_max], batch[self.batch_max:]
+            if not self.process(chunk):
+                return  # not acknowledged: the broker keeps them for the next session
+            batch += self._collect(0.0, self.batch_max)
+
+    def _collect(self, wait: float, most: int | None = None) -> list[Message]:
+        most = self.batch_max if most is None else most
+        try:
+            first = self._in.get(timeout=wait) if wait > 0 else self._in.get_nowait()
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.batch_wait
+        while len(batch) < most:
+            left = deadline - time.monotonic()
+            try:
+                batch.append(self._in.get(timeout=left) if left > 0 else self._in.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def process(self, batch: Sequence[Message]) -> bool:
+        """Open and commit one batch, then publish its end-to-end acks and acknowledge it to the
+        broker; True if done. False if :meth:`Twin.open_many` raised: then nothing of the batch
+        is acknowledged (logged with a traceback on the first failure of a streak, counted)."""
+        kids = [topic_kid(m.topic, "t") or b"" for m in batch]  # b"" never matches: refused
+        t0 = time.perf_counter()
+        try:
+            results = self.twin.open_many([m.payload for m in batch], expect_kids=kids,
+                                          source="mqtt")
+            if len(results) != len(batch):
+                raise RuntimeError(f"open_many returned {len(results)} results for "
+                                   f"{len(batch)} frames")
+        except Exception as exc:
+            self._failed(exc, len(batch))
+            return False
+        self.stats.commit_seconds += time.perf_counter() - t0
+        self._settle(batch, results)
+        return True
+
+    def _failed(self, exc: BaseException, n: int) -> None:
+        self.stats.failed_batches += 1
+        self._last_exc = exc
+        self._streak += 1
+        if self._streak == 1:
+            log.error("ingest: opening a batch of %d message(s) failed; not acknowledged to the "
+                      "broker, retrying one by one with backoff", n, exc_info=exc)
+
+    def _settle(self, batch: Sequence[Message], results: Sequence[Result]) -> None:
+        """Everything after the commit; contained so that no single message can make it raise."""
+        self.stats.received += len(batch)
+        stored: dict[bytes, set[int]] = {}
+        for r in results:
+            if isinstance(r, Reading):
+                stored.setdefault(r.kid, set()).add(r.seq)
+                self.stats.stored += 1
+                continue
+            info = getattr(r, "frame", None)
+            if isinstance(info, FrameInfo) and info.duplicate and info.kid is not None \
+                    and info.seq is not None:
+                # A byte-identical copy of a stored frame (the twin compared digests): its
+                # ack was lost, acknowledge it again. Never a conflict (other content).
+                stored.setdefault(info.kid, set()).add(info.seq)
+                self.stats.duplicates += 1
+            else:
+                self.stats.refused += 1
+        for kid, seqs in stored.items():
+            self._publish_acks(kid, seqs)
+        for m in batch:
+            self.transport.ack(m)
+        self.stats.batches += 1  # last: a batch counted here is fully handled
+        if self.on_results is not None:
+            try:
+                self.on_results(list(results))
+            except Exception:
+                log.exception("ingest: the on_results callback failed; carrying on")
+
+    def _publish_acks(self, kid: bytes, seqs: Iterable[int]) -> None:
+        # A failure costs only this device's acks: its frames are stored, it resends them and
+        # the duplicates are acknowledged then.
+        try:
+            ranges = to_ranges(seqs)
+            ctx = self.twin.ack_context(kid)
+            for i in range(0, len(ranges), MAX_RANGES):
+                data = seal_ack(ctx, kid, self.twin.store.take_ack_seq(kid),
+                                ranges[i:i + MAX_RANGES])
+                self._unconfirmed.append(self.transport.publish(topic(kid, "a"), data, qos=1))
+                self.stats.acks += 1
+        except Exception:
+            log.exception("ingest: acknowledging device %s end to end failed", kid.hex())
+        while self._unconfirmed and _settled(self._unconfirmed[0]):
+            self._unconfirmed.popleft()
+
+    def _confirm_acks(self, timeout: float) -> None:
+        """Give the last end-to-end acks up to ``timeout`` seconds to reach the broker."""
+        deadline = time.monotonic() + timeout
+        for info in self._unconfirmed:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.transport.connected:
+                return
+            if not _settled(info):
+                info.wait_for_publish(left)
+
+    def _set_aside(self, m: Message, exc: BaseException) -> bool:
+        """Record a message that makes ``open_many`` raise as a security event, then acknowledge
+        it to the broker; False (nothing acknowledged) if even the record fails."""
+        ks = _kid_seq(m.payload)
+        detail = (f"processing this message raised {type(exc).__name__} while other messages "
+                  "went in; acknowledged and set aside")
+        try:
+            self.twin.store.record_events([Event("internal_error", detail, ks[0] if ks else None,
+                                                 ks[1] if ks else None, "mqtt")])
+        except Exception:
+            log.exception("ingest: recording a poisonous message failed; it stays held")
+            return False
+        log.error("ingest: message on %r (%d bytes) fails alone; recorded as internal_error, "
+                  "acknowledged and set aside", m.topic, len(m.payload), exc_info=exc)
+        self.transport.ack(m)
+        self.stats.poisoned += 1
+        return True
+
+
+def _settled(info: mqtt.MQTTMessageInfo) -> bool:
+    """True once the broker has the message, or if paho cannot tell any more (it was queued
+    while disconnected: paho sends it after the reconnect but its info keeps the error)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return True
+
+
+def _kid_seq(payload: bytes) -> tuple[bytes, int] | None:
+    try:
+        p = _frame.parse(payload)
+        return p.kid, p.seq
+    except Exception:
+        return None
+
+
+def serve(url: str, twin: Twin, stop: threading.Event, **kw: Any) -> IngestStats:
+    """Run an :class:`MqttIngest` until ``stop`` is set (the ``twinlink serve`` body)."""
+    return MqttIngest(url, twin, **kw).run(stop)
