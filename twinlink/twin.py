@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
 import time as _time
@@ -33,8 +34,10 @@ from .errors import (
     BadSignature,
     Conflict,
     ContextRetired,
+    DecryptionFailed,
     InternalError,
     MalformedFrame,
+    MalformedPayload,
     ReplayError,
     RevokedDevice,
     TopicMismatch,
@@ -448,7 +451,7 @@ class Twin:
         self._sweeper = threading.Thread(target=run, name="twinlink-sweep", daemon=True)
         self._sweeper.start()
 
-    def _internal(self, exc: BaseException, job: _Job | None) -> InternalError:
+    def _internal(self, exc: BaseException, job: _Job | None, where: str = "") -> InternalError:
         where = ""
         if job is not None and job.parsed is not None:
             where = f" (kid {job.parsed.kid.hex()}, seq {job.parsed.seq})"
@@ -541,10 +544,19 @@ class Twin:
                     signed = job.parsed.kind != KIND_LITE
                     if signed:
                         _frame.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
-                    if job.renew or (job.verify_only and signed):
-                        continue  # decrypted (if at all) once its context is settled
+                    if job.renew:
+                        continue  # decrypted once its context is settled
+                    if job.verify_only and signed:
+                        # A stale or conflicting number in the current context, or the first
+                        # frames of an announced re-key (a new counter starts at 0).
+                        self._try_pending(job)
+                        continue
                     ctx = job.ctx if job.ctx is not None else self._context(job.dev)  # type: ignore[arg-type]
-                    job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
+                    try:
+                        job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
+                    except DecryptionFailed:
+                        if not self._try_pending(job):
+                            raise
                 except TwinlinkError as exc:
                     job.error = exc
                 except Exception as exc:  # never lose the thread's other frames
@@ -560,6 +572,24 @@ class Twin:
         futures = [self._pool.submit(run, jobs[k : k + step]) for k in range(0, len(jobs), step)]
         for f in futures:
             f.result()
+
+    def _try_pending(self, job: _Job) -> bool:
+        """Whether a verified frame that the current context cannot open decrypts under the
+        device's announced re-key salt; if so it is taken as the first frame of that context
+        (the operator's ``twin rekey`` gave the device its new bundle but was interrupted
+        before the store switched): its earlier verdict is dropped and it renews the context
+        when committed, like a frame under a new ID Context."""
+        dev = job.dev
+        if dev is None or dev.pending_salt is None or job.parsed.kind == KIND_LITE:
+            return False
+        ctx = self._context(dev, master_salt=dev.pending_salt, id_context=_kid_context(job.parsed))
+        try:
+            job.plaintext = _frame.decrypt(job.parsed, ctx, oscore.STREAM_TELEMETRY)
+        except TwinlinkError:
+            return False
+        job.salt, job.ctx, job.renew = dev.pending_salt, ctx, True
+        job.held, job.verify_only = None, False
+        return True
 
     def _settle_context(self, job: _Job) -> None:
         """A verified frame under a context that is not the device's current one: refuse a
@@ -602,7 +632,7 @@ class Twin:
             # stale or replayed number not stored).
             _info(job.held).authenticated = True
             raise job.held
-        if job.renew:
+        if job.renew and job.ctx is None:  # not yet decrypted under a settled context
             self._settle_context(job)
         kid_context = dev.id_context if parsed.kind == KIND_LITE else _kid_context(parsed)
         key = (dev.kid, job.salt, kid_context)
@@ -661,7 +691,12 @@ class Twin:
         except Exception:
             raise first from None
         if len(pending) == 1:
-            return [self._internal(first, None)]
+            # This reading alone breaks the commit: refuse it like any other internal error
+            # (logged with its traceback, counted, and recorded as a security event).
+            acc = pending[0][1]
+            err = self._internal(first, None, f" (kid {acc.kid.hex()}, seq {acc.seq})")
+            self.store.record_events([Event(err.reason, str(err), acc.kid, acc.seq, acc.source)])
+            return [err]
         half = len(pending) // 2
         return (self._commit_isolating(pending[:half], [])
                 + self._commit_isolating(pending[half:], []))
@@ -731,16 +766,36 @@ def _reading(dev: DeviceRecord, acc: Accepted) -> Reading:
 def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
     """(payload, SenML records, time) of an opened plaintext; raise :class:`MalformedPayload`.
 
-    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded.
+    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded. The
+    plaintext must first pass :func:`twinlink.frame.check_payload` (no tags or shared
+    references, integers within 64 bits, finite floats, bounded nesting): a compromised device
+    must not reach the general CBOR decoder, JSON or the store with anything else.
     """
+    _frame.check_payload(plaintext)
     obj = senml.loads(plaintext)
     if not senml.is_pack(obj):
         return obj, (), None
     records = tuple(senml.resolve(obj))
     payload: dict[str, Any] = {}
     for r in records:
+        # Resolving adds base values and times: two numbers the validator let through may sum
+        # to one the store and JSON cannot hold (beyond int64, or a float overflowing to inf).
+        if not (_storable(r.value) and _storable(r.time) and _storable(r.sum)):
+            raise MalformedPayload("a SenML record's value, sum or time overflows once its base "
+                                   "is added")
         payload[r.name] = r.value if r.value is not None else r.sum
     return payload, records, records[0].time
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _storable(v: Any) -> bool:
+    if type(v) is float:
+        return math.isfinite(v)
+    if type(v) is int:
+        return _INT64_MIN <= v <= _INT64_MAX
+    return True
 
 
 #: Longest line ``twinlink open`` reads (a hex frame of MAX_FRAME bytes is 131 070 characters).

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import keys
-from ..store import PROFILE_LITE, PROFILE_SIGNED, ReadingRow, TwinStore
+from ..oscore import MAX_SEQ
+from ..store import PROFILE_LITE, PROFILE_SIGNED, ReadingRow, RegistryError, TwinStore
 from ..values import to_json
 from . import output
 from .common import (
@@ -255,7 +256,15 @@ def cmd_revoke(store: TwinStore, args: argparse.Namespace) -> None:
 
 
 def cmd_reanchor(store: TwinStore, args: argparse.Namespace) -> None:
-    store.reanchor(args.name, args.floor, force=args.force)
+    """Re-anchor; with --force, a floor that re-opens numbers already used goes through with
+    a warning that says which (the store's refusal names the highest one used)."""
+    try:
+        store.reanchor(args.name, args.floor)
+    except RegistryError as exc:
+        if not args.force or not 0 <= args.floor <= MAX_SEQ:
+            raise
+        say(f"warning: {exc}; forced")
+        store.reanchor(args.name, args.floor, force=True)
     _report_device(store, args, f"re-anchored {args.name}: accepting seq >= {args.floor}")
 
 
@@ -274,24 +283,35 @@ def cmd_rekey(store: TwinStore, args: argparse.Namespace) -> None:
         raise fail("--salt must be hex", EXIT_USAGE) from None
     bundle = keys.Bundle.load(bundle_path) if bundle_path else None
     dev = store.device(name)
+    if dev.profile == PROFILE_LITE or (bundle is not None and bundle.device_key is None):
+        # Its bundle holds keys derived from the current context: a new salt strands it.
+        raise fail("a lite bundle holds derived keys only", EXIT_USAGE,
+                   "re-provision the lite device instead of re-keying it")
     if bundle is not None:
         if (bundle.name, bundle.kid) != (dev.name, dev.kid):
             raise fail(f"{bundle_path} is not {name}'s bundle", EXIT_USAGE)
-        if bundle.device_key is None:
-            raise fail("a lite bundle holds derived keys only", EXIT_USAGE,
-                       "re-provision the lite device instead of re-keying it")
+        if bundle.master_salt != dev.master_salt and bundle.master_salt == dev.pending_salt:
+            # An earlier re-key was cut after it rewrote the bundle: finish that one first, or
+            # announcing a new salt would replace the one the device already uses.
+            _switch_context(store, name, bundle.master_salt, bundle.id_context)
     store.announce_rekey(name, salt)
     if bundle is not None and bundle_path is not None:
         bundle.settings["master_salt"] = salt.hex()
         bundle.settings["id_context"] = None
         bundle.save(bundle_path, overwrite=True)
-    store.rekey(name, salt, None)
+    _switch_context(store, name, salt, None)
     if bundle is not None:
         msg = f"re-keyed {name} (master salt {salt.hex()}); updated {bundle_path}"
     else:
         msg = (f're-keyed {name}: set "master_salt": "{salt.hex()}" in its bundle\'s settings '
                "before it sends again")
     _report_device(store, args, msg)
+
+
+def _switch_context(store: TwinStore, name: str, salt: bytes, id_context: bytes | None) -> None:
+    """Complete an announced re-key; a device that already completed it (its first frame under
+    the announced salt renews the context by itself) keeps the context it chose."""
+    store.rekey(name, salt, id_context, announced=True)
 
 
 # -- parser -----------------------------------------------------------------------------------

@@ -303,12 +303,17 @@ class TwinStore(ABC):
         """
 
     @abstractmethod
-    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None, *,
+              announced: bool = False) -> DeviceRecord:
         """Switch the device to a new security context; history stays, the window restarts.
 
         Atomic: the old context is retired, the new one installed with a fresh window, and the
         audit event recorded, together. Raises :class:`RegistryError` when the (salt, ID
         Context) pair was used before (its old frames would be accepted again).
+        ``announced=True`` completes :meth:`announce_rekey`: if the device already switched to
+        ``master_salt`` by itself (its first frame under the announced salt renewed the
+        context, under the ID Context it chose), nothing changes — retiring that context now
+        would strand the device.
         """
 
     @abstractmethod
@@ -348,8 +353,9 @@ class TwinStore(ABC):
         raced in from another ingest, a revocation or re-key that landed meanwhile); refusals
         are recorded as events in the same transaction. A reading whose (kid, epoch, seq) is
         already stored is refused as :class:`~twinlink.errors.Replay`, never an integrity
-        error. Raises :class:`StorageError` if the transaction cannot commit: then nothing of
-        it was stored.
+        error. Each stored item's ``epoch`` is set to the epoch it was stored under (one more
+        than before when it renewed the context). Raises :class:`StorageError` if the
+        transaction cannot commit: then nothing of it was stored.
         """
 
     @abstractmethod

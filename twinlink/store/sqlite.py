@@ -451,10 +451,13 @@ class SQLiteStore(TwinStore):
                                            f"{dev.epoch})", dev.kid)])
             return self._device_row(db, dev.kid)
 
-    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None, *,
+              announced: bool = False) -> DeviceRecord:
         _check_context(master_salt, id_context)
         with self._tx() as db:
             dev = self._device_row(db, name)
+            if announced and dev.master_salt == master_salt and dev.pending_salt is None:
+                return dev  # the device's first frame under the announced salt completed it
             new = context_key(master_salt, id_context)
             if new == context_key(dev.master_salt, dev.id_context) or db.execute(
                     "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?",
@@ -550,14 +553,21 @@ class SQLiteStore(TwinStore):
                             (a.kid, dev.epoch)).fetchone() is not None
                         self._switch_context(db, dev, ctx[0], ctx[1])
                         shown = "-" if ctx[1] is None else ctx[1].hex()
-                        extra.append(Event(
-                            "context_renewed", f"{dev.name} renewed its security context "
-                            f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence state "
-                            "was lost, restored or copied", a.kid, a.seq, a.source)
-                            if used else Event(
-                            "context_started", f"{dev.name} started its first security context "
-                            f"in use (epoch {dev.epoch + 1}, kid context {shown})", a.kid,
-                            a.seq, a.source))
+                        if ctx[0] == dev.pending_salt and ctx[1] == dev.id_context:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its first frame "
+                                "under the Master Salt an operator re-key announced", a.kid,
+                                a.seq, a.source))
+                        else:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence "
+                                "state was lost, restored or copied", a.kid, a.seq, a.source)
+                                if used else Event(
+                                "context_started", f"{dev.name} started its first security "
+                                f"context in use (epoch {dev.epoch + 1}, kid context {shown})",
+                                a.kid, a.seq, a.source))
                         dev = self._device_row(db, a.kid)
                         win, lost = ReplayWindow(dev.window_size), False
                         entry[:] = [dev, win, lost]
@@ -580,7 +590,7 @@ class SQLiteStore(TwinStore):
                 results.append(err)
                 if err is not None:
                     continue
-                epoch = entry[0].epoch
+                epoch = a.epoch = entry[0].epoch  # a renewal moved it on: report the truth
                 c = counts.setdefault(a.kid, [0, None, None])
                 c[0] += 1
                 c[1], c[2] = a.received_at, a.seq
