@@ -197,6 +197,7 @@ class Twin:
         workers: int | None = None,
         detect: bool | Detector = True,
         bind_key: bool = True,
+        clock: Callable[[], float] = _time.time,
     ) -> None:
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self.store: TwinStore = db if isinstance(db, TwinStore) else open_store(db)
@@ -221,6 +222,9 @@ class Twin:
         self._pool: ThreadPoolExecutor | None = None
         #: Refusals by reason and internal errors since start (for monitoring).
         self.counts: Counter[str] = Counter()
+        #: The twin's clock (arrival times, detection): the wall clock unless a replay of
+        #: recorded traffic or a benchmark gives its own.
+        self.clock = clock
         #: The detectors of authentic lies (value QC, stream, liveness); None if disabled.
         self.detector: Detector | None = None
         self._batch_events: list[tuple[int, Event]] = []
@@ -408,7 +412,7 @@ class Twin:
         if self.detector is None:
             return []
         with self._lock:
-            found = self.detector.sweep(now)
+            found = self.detector.sweep(self.clock() if now is None else now)
             self._touched.update(ev.device for ev in found)
             out = [_detection_event(ev, self._kid_of(ev.device), "") for ev in found]
             if out:
@@ -659,7 +663,8 @@ class Twin:
         lite = parsed.kind == KIND_LITE
         pending.append((job.index, Accepted(
             dev.kid, parsed.seq, dev.epoch, job.plaintext, payload, records, t,
-            "aead-only" if lite else "signed", source=source, digest=job.digest,
+            "aead-only" if lite else "signed", received_at=self.clock(), source=source,
+            digest=job.digest,
             payload_json=payload_json, master_salt=job.salt, id_context=kid_context,
             renew=job.renew), dev))
 
