@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 from . import frame as _frame
-from . import keys, oscore, senml
+from . import keys, metrics, oscore, senml
 from .detect import DetectConfig, DetectionEvent, Detector
 from .errors import (
     BadSignature,
@@ -314,6 +314,7 @@ class Twin:
         (MQTT topic); a mismatch is refused as ``topic_mismatch``. Raises
         :class:`~twinlink.store.StorageError` only when the database cannot store the batch.
         """
+        started = _time.perf_counter()
         results: list[Result | None] = [None] * len(frames)
         events: list[tuple[int, Event]] = []
         jobs = [_Job(i, f) for i, f in enumerate(frames)]
@@ -363,8 +364,31 @@ class Twin:
                 for i, acc, dev in pending:
                     self._guard_detect(i, acc, dev, len(frames[i]), events)
             events.sort(key=lambda e: e[0])
-            self._commit(pending, [e for _, e in events], results)
+            stored_events = [e for _, e in events]
+            self._commit(pending, stored_events, results)
+        if metrics.enabled() is not None:
+            self._count(results, stored_events, started)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _count(results: list[Result], events: list[Event], started: float) -> None:
+        """Prometheus counters for one batch (only when metrics are enabled)."""
+        from .events import type_for_reason
+
+        stored = 0
+        for r in results:
+            if isinstance(r, Reading):
+                stored += 1
+                metrics.device_seen(r.device, _time.time())
+            else:
+                metrics.frame(r.reason)
+        if stored:
+            metrics.frame("stored", stored)
+            metrics.readings_stored(stored)
+        for e in events:
+            name = e.reason if "." in e.reason else type_for_reason(e.reason).name
+            metrics.event(name, e.count)
+        metrics.ingest_latency(_time.perf_counter() - started)
 
     def _guard(self, job: _Job, refuse: Callable[[_Job, TwinlinkError], None],
                step: Callable[..., None], *args: Any) -> None:
@@ -425,6 +449,10 @@ class Twin:
                     self.detector.configure(config)
             if self._touched and clock - self._saved_at >= 5.0:
                 self.flush_detections(learned=clock - self._saved_at >= 300.0)
+            if metrics.enabled() is not None:
+                metrics.devices(metrics.device_counts(self.store))
+                for e in out:
+                    metrics.event(e.reason, e.count)
             return out
 
     def flush_detections(self, learned: bool = True) -> None:

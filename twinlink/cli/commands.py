@@ -24,6 +24,7 @@ from .common import (
     add_command,
     add_db,
     add_json,
+    add_metrics,
     add_run_limits,
     fail,
     kid_arg,
@@ -31,6 +32,7 @@ from .common import (
     positive_int,
     say,
     seconds,
+    start_metrics,
 )
 from .jsonl import ReadingLines, bounded_lines, utf8_stdin
 
@@ -187,13 +189,19 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if _transport(args, "serve") == "serial":
-        from . import serial_cmds
+    transport = _transport(args, "serve")
+    server = start_metrics(args)
+    try:
+        if transport == "serial":
+            from . import serial_cmds
 
-        return serial_cmds.serve_serial(args)
-    from . import mqtt_cmds
+            return serial_cmds.serve_serial(args)
+        from . import mqtt_cmds
 
-    return mqtt_cmds.serve_mqtt(args)
+        return mqtt_cmds.serve_mqtt(args)
+    finally:
+        if server is not None:
+            server.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -325,6 +333,7 @@ def register_services(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--twin-key", required=True, metavar="FILE", help=TWIN_KEY_HELP)
     add_json(p, "print one JSON object per frame on stdout (as 'twinlink open')")
     add_run_limits(p, "frames (stored or refused; a batch in progress completes)")
+    add_metrics(p)
     p.set_defaults(func=cmd_serve)
 
 
