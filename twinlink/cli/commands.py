@@ -64,8 +64,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
+    update_keys = [keys.load_public(f, "ed25519") for f in args.update_key or []]
+    if update_keys and not (args.vendor and args.device_class):
+        raise fail("--update-key needs --vendor and --class", EXIT_USAGE)
     b = provision(
-        args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force
+        args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force,
+        update_keys=update_keys or None, vendor=args.vendor, device_class=args.device_class,
     )
     out = Path(args.out)
     bundle = out / (b.name + ".device")
@@ -243,6 +247,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--force", action="store_true",
                    help="replace existing files (only after the new registration succeeded)")
     add_json(p, "also print what was created as one JSON object on stdout")
+    g = p.add_argument_group("firmware updates (docs/UPDATES.md)")
+    g.add_argument("--update-key", action="append", metavar="PUB",
+                   help="an offline update-signing public key the device trusts (repeat for "
+                        "rotation; default: none, no updates accepted)")
+    g.add_argument("--vendor", help="the device's vendor name for update manifests "
+                   "(default: none)")
+    g.add_argument("--class", dest="device_class", metavar="CLASS",
+                   help="the device's class name for update manifests (default: none)")
     p.set_defaults(func=cmd_provision)
 
     p = add_command(
