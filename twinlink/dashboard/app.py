@@ -761,11 +761,14 @@ def _safe_next(nxt: Optional[str]) -> str:
     return nxt
 
 
+DASHBOARD = web.AppKey("dashboard", Dashboard)
+
+
 def create_app(settings: Settings) -> web.Application:
     """The aiohttp application for ``settings`` (store threads start on app startup)."""
     dash = Dashboard(settings)
     app = web.Application(middlewares=[make_guard(dash)], client_max_size=64 * 1024)
-    app["dashboard"] = dash
+    app[DASHBOARD] = dash
     app.add_routes(routes(dash))
     app.on_startup.append(dash.startup)
     app.on_shutdown.append(dash.shutdown)
