@@ -159,9 +159,11 @@ def _ago(t: Any, now: float) -> str:
 
 
 def _value_text(v: Any) -> str:
+    """A value as the page shows it: strings as they are, anything else as compact JSON (the
+    same text the page's script writes for live rows, JSON.stringify)."""
     if isinstance(v, str):
         return v
-    return json.dumps(v, ensure_ascii=False)
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 
 
 # -- the application ------------------------------------------------------------------------------

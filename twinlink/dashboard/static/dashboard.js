@@ -233,6 +233,8 @@
         setText(card, "source", r.source || "—");
         setSeen(card, r.received_at);
         setText(card, "last_seq", r.seq);
+        const top = field(card, "window_top");
+        if (top && !(Number(top.textContent) >= r.seq)) top.textContent = String(r.seq);
         bump(card, "accepted", 1);
         const p = r.payload;
         if (p && typeof p === "object" && !Array.isArray(p)) {
