@@ -429,17 +429,15 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
             raise ApiError(400, f"period must be one of {', '.join(plot.PERIODS)}")
 
         def data(s: TwinStore) -> tuple[dict[str, Any], list[dict[str, Any]],
-                                        list[dict[str, Any]], list[str]]:
+                                        list[dict[str, Any]]]:
             detail = model.device_detail(s, name, settings.silent_after)
             readings = [model.reading(x) for x in s.readings(name, 50)]
             events = model.newest_events(s, model.EventFilter(name), 50)[0]
-            since = time.time() - plot.PERIODS[period]
-            recent = s.readings(name, 2000, since=since)
-            return detail, readings, events, plot.numeric_series(recent)
-        before, (detail, readings, events, series), after = await snapshot(data)
-        numeric = [s for s in detail["series"] if s["name"] in series] + [
-            {"name": n, "unit": None} for n in series
-            if n not in {s["name"] for s in detail["series"]}]
+            return detail, readings, events
+        before, (detail, readings, events), after = await snapshot(data)
+        # a plot for every series whose latest value is a number (the script adds plots for
+        # series that turn up later)
+        numeric = [x for x in detail["series"] if plot.is_number(x["value"])]
         q = urlencode({"after": str(before), "device": name})
         return dash.render(request, "device.html", d=detail, readings=list(reversed(readings)),
                            events=list(reversed(events)), before=before, after=after,

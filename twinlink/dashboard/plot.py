@@ -42,6 +42,12 @@ def text(value: Any) -> str:
     return _xml_escape(s, {'"': "&quot;", "'": "&#39;"})
 
 
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool): something a plot can draw."""
+    return (not isinstance(v, bool) and isinstance(v, (int, float))
+            and math.isfinite(float(v)))
+
+
 def points(readings: Iterable[Mapping[str, Any]], series: str) -> list[Point]:
     """The numeric values of ``series`` in stored readings, by arrival time, with their flag."""
     out = []
@@ -50,11 +56,9 @@ def points(readings: Iterable[Mapping[str, Any]], series: str) -> list[Point]:
         if not isinstance(payload, Mapping) or series not in payload:
             continue
         v = payload[series]
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if not is_number(v):
             continue
         fv = float(v)
-        if not math.isfinite(fv):
-            continue
         flags = r.get("flags")
         flag = qc_flag(flags.get(series)) if isinstance(flags, Mapping) else None
         out.append(Point(float(r["received_at"]), fv, flag))
@@ -67,10 +71,7 @@ def numeric_series(readings: Iterable[Mapping[str, Any]]) -> list[str]:
     for r in readings:
         payload = r.get("payload")
         if isinstance(payload, Mapping):
-            for k, v in payload.items():
-                if (isinstance(k, str) and not isinstance(v, bool) and isinstance(v, (int, float))
-                        and math.isfinite(float(v))):
-                    names.add(k)
+            names.update(k for k, v in payload.items() if isinstance(k, str) and is_number(v))
     return sorted(names)
 
 
