@@ -83,8 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         examples=["twinlink dashboard --db twin.db",
                   "twinlink dashboard --db twin.db --listen 0.0.0.0:8443 --token-file "
                   "tokens.txt",
-                  "echo \"alice admin $(python3 -c 'import secrets; "
-                  "print(secrets.token_urlsafe(32))')\" > tokens.txt && chmod 600 tokens.txt"])
+                  "(umask 077; echo \"alice admin $(python3 -c 'import secrets; "
+                  "print(secrets.token_urlsafe(32))')\" >> tokens.txt)"])
     add_db(p)
     p.add_argument("--listen", type=listen_arg, default=DEFAULT_LISTEN, metavar="HOST:PORT",
                    help="address to serve on (port 0: any free one); off loopback it needs "

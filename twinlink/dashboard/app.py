@@ -430,8 +430,9 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
 
         def data(s: TwinStore) -> tuple[dict[str, Any], list[dict[str, Any]],
                                         list[dict[str, Any]]]:
-            detail = model.device_detail(s, name, settings.silent_after)
-            readings = [model.reading(x) for x in s.readings(name, 50)]
+            rows = s.readings(name, 50)
+            detail = model.device_detail(s, name, settings.silent_after, recent=rows)
+            readings = [model.reading(x) for x in rows]
             events = model.newest_events(s, model.EventFilter(name), 50)[0]
             return detail, readings, events
         before, (detail, readings, events), after = await snapshot(data)

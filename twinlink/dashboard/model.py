@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 from .. import events as _events
-from ..store import TwinStore
+from ..store import ReadingRow, TwinStore
 
 #: QARTOD flags (IOOS): what the dashboard calls them.
 QC_LABELS = {1: "pass", 2: "not evaluated", 3: "suspect", 4: "fail", 9: "missing"}
@@ -148,16 +148,18 @@ def event(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def device_detail(store: TwinStore, name: str, silent_after: float,
-                  now: Optional[float] = None) -> dict[str, Any]:
+                  now: Optional[float] = None,
+                  recent: Optional[list[ReadingRow]] = None) -> dict[str, Any]:
     """One device: registry entry, counters, window, health, QC, latest value per series (with
-    unit and QC flag) and the provenance of its newest reading. Raises UnknownDevice."""
+    unit and QC flag) and the provenance of its newest reading (the last of ``recent`` when
+    the caller has read the device's newest readings already). Raises UnknownDevice."""
     t = time.time() if now is None else now
     st = store.status(name)
     out: dict[str, Any] = dict(st)
     out["health"] = health(st, t, silent_after)
     out["qc"] = qc_summary(st.get("qc"))
     flags = series_flags(st)
-    latest = store.readings(name, 1)
+    latest = store.readings(name, 1) if recent is None else recent
     newest = latest[-1] if latest else None
     reading_flags = newest.get("flags") if newest is not None else None
     series = []
