@@ -25,7 +25,7 @@ pytest.importorskip("aiohttp")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest import CLI, cli_env  # noqa: E402
-from dashboard_kit import Dash, Ingest  # noqa: E402
+from dashboard_kit import ADMIN_TOKEN, READ_TOKEN, Dash, Ingest, write_tokens  # noqa: E402
 
 from twinlink import senml  # noqa: E402
 
@@ -284,5 +284,42 @@ def test_sigkill_and_restart_resume_the_page_with_no_duplicate_and_no_gap(tab, f
         others = [e for e in tab.errors if "ERR_CONNECTION_REFUSED" not in e
                   and "net::ERR" not in e]
         assert others == []
+    finally:
+        d.stop()
+
+
+def test_admin_forms_only_for_admin_tokens_and_audited_with_the_token_name(tab, fed, tmp_path):
+    rig, _ = fed
+    tokens = write_tokens(tmp_path / "tokens.txt",
+                          [("alice", "admin", ADMIN_TOKEN), ("grafana", "read", READ_TOKEN)])
+    d = Dash(rig.db, "--token-file", str(tokens)).start()
+    try:
+        page = tab.page
+        page.goto(d.url + "devices/valve-3")
+        assert page.url.startswith(d.url + "login")  # no token: off to the login page
+        page.fill("input[name=token]", READ_TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url(d.url + "devices/valve-3")
+        tab.live()
+        assert page.locator("form#revoke, form#reanchor").count() == 0
+        page.click("header form button")  # log out
+        page.wait_for_url(d.url + "login")
+        page.goto(d.url + "login?next=/devices/valve-3")
+        page.fill("input[name=token]", ADMIN_TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url(d.url + "devices/valve-3")
+        tab.live()
+        page.fill("form#revoke input[name=reason]", "<i>stolen</i>")
+        page.click("form#revoke button")
+        page.wait_for_url(d.url + "devices/valve-3?done=revoked")
+        assert page.text_content("#device [data-field=health]") == "revoked"
+        detail = page.text_content("#events tbody tr:first-child .detail")
+        assert detail == "by dashboard token alice: <i>stolen</i>"
+        page.fill("form#reanchor input[name=floor]", "100")
+        page.click("form#reanchor button")
+        page.wait_for_url(d.url + "devices/valve-3?done=reanchored")
+        assert "by dashboard token alice" in page.text_content(
+            "#events tbody tr:first-child .detail")
+        assert tab.errors == []
     finally:
         d.stop()

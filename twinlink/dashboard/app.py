@@ -356,7 +356,9 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     svg = response.content_type == "image/svg+xml"
     h.setdefault("Content-Security-Policy", SVG_CSP if svg else CSP)
     h["X-Content-Type-Options"] = "nosniff"
-    h["Referrer-Policy"] = "no-referrer"
+    # not no-referrer: with it a browser sends "Origin: null" on form posts, which the
+    # same-origin check must refuse
+    h["Referrer-Policy"] = "same-origin"
     h["X-Frame-Options"] = "DENY"
     h["Cross-Origin-Opener-Policy"] = "same-origin"
     h["Cross-Origin-Resource-Policy"] = "same-origin"
