@@ -386,7 +386,7 @@ class SQLiteStore(TwinStore):
                        (_time.time(), dev.kid))
             self._insert_events(db, [Event("revoked_by_operator", why or "revoked", dev.kid)])
 
-    def reanchor(self, name: str, floor: int, force: bool = False) -> int:
+    def reanchor(self, name: str, floor: int, force: bool = False, why: str = "") -> int:
         if type(floor) is not int or not 0 <= floor <= MAX_SEQ:
             raise RegistryError(f"floor must be an integer from 0 to {MAX_SEQ}")
         with self._tx() as db:
@@ -407,6 +407,8 @@ class SQLiteStore(TwinStore):
             detail = f"window re-anchored at {floor} (highest used {highest})"
             if floor <= highest:
                 detail += "; forced below numbers already used"
+            if why:
+                detail += f"; {why}"
             self._insert_events(db, [Event("reanchored", detail, dev.kid)])
             return int(row[0])
 
