@@ -209,9 +209,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
     from ..demo import run_demo
 
-    return run_demo(count=args.count, keep=args.keep, out=sys.stdout)
+    keep = args.keep or (tempfile.mkdtemp(prefix="twinlink-demo-") if args.dashboard else None)
+    rc = run_demo(count=args.count, keep=keep, out=sys.stdout)
+    if not args.dashboard:
+        return rc
+    from .dashboard_cmds import cmd_dashboard
+
+    dash = argparse.Namespace(
+        db=str(Path(str(keep)) / "twin.db"), listen=("127.0.0.1", args.port), token_file=None,
+        poll=0.5, silent_after=300.0, keepalive=15.0, verbose=getattr(args, "verbose", 0))
+    say("the dashboard runs until Ctrl-C")
+    cmd_dashboard(dash)
+    return rc
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -366,5 +379,10 @@ def register_tools(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--count", type=positive_int, default=10, help="readings per device")
     p.add_argument("--keep", metavar="DIR",
                    help="keep the demo's keys and database in DIR (default: a temporary "
-                        "directory, removed)")
+                        "directory)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="afterwards, show the twin in a browser: serve the dashboard on "
+                        "127.0.0.1:--port until Ctrl-C (needs the 'twin' extra)")
+    p.add_argument("--port", type=positive_int, default=8080,
+                   help="--dashboard: the loopback port")
     p.set_defaults(func=cmd_demo)

@@ -123,6 +123,8 @@ CREATE TABLE IF NOT EXISTS events (
     final_after REAL
 );
 CREATE INDEX IF NOT EXISTS events_kid ON events (kid, at);
+CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id);
+CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 CREATE INDEX IF NOT EXISTS readings_received ON readings (received_at);
 CREATE TABLE IF NOT EXISTS qc_config (
     device TEXT NOT NULL DEFAULT '',
@@ -827,9 +829,16 @@ class SQLiteStore(TwinStore):
     def _page(self, select: str, alias: str, name: str | None, limit: int,
               after_id: int | None, extra: str = "", params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of ``select`` (its table as ``alias``, devices as ``d``), oldest first: the newest
-        ``limit`` matching, or the first ``limit`` after ``after_id``."""
-        where = f"(? IS NULL OR d.name = ?){extra}"
-        args: tuple[Any, ...] = (name, name, *params)
+        ``limit`` matching, or the first ``limit`` after ``after_id``. One device's rows are
+        found through the (kid, id) index, not by scanning the table for its name."""
+        if name is None:
+            where, args = f"1{extra}", tuple(params)
+        else:
+            row = self._guard(lambda: self._db.execute(
+                "SELECT kid FROM devices WHERE name=?", (name,)).fetchone())
+            if row is None:
+                return []
+            where, args = f"{alias}.kid = ?{extra}", (row[0], *params)
         if after_id is not None:
             q = f"{select} WHERE {where} AND {alias}.id > ? ORDER BY {alias}.id LIMIT ?"
             return self._guard(lambda: self._db.execute(q, (*args, after_id, limit)).fetchall())
@@ -892,14 +901,22 @@ class SQLiteStore(TwinStore):
         return out
 
     def count_readings(self, name: str | None = None) -> int:
-        return int(self._guard(lambda: self._db.execute(
-            "SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid = r.kid"
-            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+        return self._count("readings", name)
 
     def count_events(self, name: str | None = None) -> int:
-        return int(self._guard(lambda: self._db.execute(
-            "SELECT COUNT(*) FROM events e LEFT JOIN devices d ON d.kid = e.kid"
-            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+        return self._count("events", name)
+
+    def _count(self, table: str, name: str | None) -> int:
+        def q() -> int:
+            if name is None:
+                return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            row = self._db.execute("SELECT kid FROM devices WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return 0
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table} WHERE kid=?",
+                                        (row[0],)).fetchone()[0])
+
+        return self._guard(q)
 
     def close(self) -> None:
         with self._lock:
