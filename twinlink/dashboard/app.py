@@ -96,7 +96,7 @@ def _int_param(q: Mapping[str, str], name: str, default: Optional[int], lo: int 
 
 
 def _time_param(q: Mapping[str, str], name: str) -> Optional[float]:
-    from ..cli.output import parse_time  # the CLI's one time grammar (ISO 8601 or seconds)
+    from ..timefmt import parse_time  # the CLI's one time grammar (ISO 8601 or seconds)
 
     text = q.get(name)
     if text is None or text.strip() == "":
