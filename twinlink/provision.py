@@ -39,6 +39,9 @@ def provision(
     chunk: int | None = None,
     force: bool = False,
     settings: dict[str, Any] | None = None,
+    update_keys: list[bytes] | None = None,
+    vendor: str | None = None,
+    device_class: str | None = None,
     topic_root: str | None = None,
 ) -> keys.Bundle:
     """Create a device key pair and bundle in ``out``; register it in ``db`` if given.
@@ -49,7 +52,8 @@ def provision(
     (name or kid taken, or ``topic_root`` differs from the one ``db`` records),
     :class:`~twinlink.store.TwinKeyMismatch` (``db`` belongs to another twin key), ValueError
     for an invalid ``topic_root``. On any failure nothing is registered and no existing file is
-    changed.
+    changed. ``update_keys`` (raw Ed25519 public keys of the offline update-signing key(s)),
+    ``vendor`` and ``device_class`` put firmware-update trust into the bundle (docs/UPDATES.md).
 
     The bundle's ``topic_root`` setting (the MQTT topic root, docs/MQTT.md) is ``topic_root``,
     else the one ``db`` records, else ``twinlink``; a database that records none records it
@@ -85,6 +89,12 @@ def provision(
         if chunk:
             bundle_settings["sequence_chunk"] = chunk
         bundle_settings.update(settings or {})
+        if update_keys:
+            from .update import add_update_trust
+
+            if not vendor or not device_class:
+                raise ValueError("update keys need a vendor and a device class")
+            add_update_trust(bundle_settings, update_keys, vendor, device_class)
         bundle = keys.Bundle(name, kid, twin_public, dk, bundle_settings)
         if lite:
             ctx = bundle.context()

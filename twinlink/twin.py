@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
+import time as _time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 from . import frame as _frame
-from . import keys, oscore, senml
+from . import keys, metrics, oscore, senml
+from .detect import DetectConfig, DetectionEvent, Detector
 from .errors import (
     BadSignature,
     Conflict,
     ContextRetired,
+    DecryptionFailed,
     InternalError,
     MalformedFrame,
+    MalformedPayload,
     ReplayError,
     RevokedDevice,
     TopicMismatch,
@@ -78,6 +83,9 @@ class Reading:
     epoch: int = 0
     id_context: bytes | None = None
     digest: bytes = b""
+    #: QARTOD flag per series (1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing), when
+    #: the twin's detectors checked the reading.
+    flags: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the reading (``time`` as epoch seconds).
@@ -187,11 +195,18 @@ class Twin:
         *,
         cache_size: int = 4096,
         workers: int | None = None,
+        detect: bool | Detector = True,
+        bind_key: bool = True,
+        clock: Callable[[], float] = _time.time,
     ) -> None:
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self.store: TwinStore = db if isinstance(db, TwinStore) else open_store(db)
         try:
-            self.store.bind_twin_key(keys.fingerprint(self.key.public))
+            fp = keys.fingerprint(self.key.public)
+            if bind_key:
+                self.store.bind_twin_key(fp)
+            elif self.store.twin_fingerprint() not in (None, fp):
+                self.store.bind_twin_key(fp)  # raises TwinKeyMismatch
         except BaseException:
             if not isinstance(db, TwinStore):
                 self.store.close()
@@ -207,6 +222,27 @@ class Twin:
         self._pool: ThreadPoolExecutor | None = None
         #: Refusals by reason and internal errors since start (for monitoring).
         self.counts: Counter[str] = Counter()
+        #: The twin's clock (arrival times, detection): the wall clock unless a replay of
+        #: recorded traffic or a benchmark gives its own.
+        self.clock = clock
+        #: The detectors of authentic lies (value QC, stream, liveness); None if disabled.
+        self.detector: Detector | None = None
+        self._batch_events: list[tuple[int, Event]] = []
+        self._touched: set[str] = set()
+        self._saved_at = self._configured_at = 0.0
+        self._sweeper: threading.Thread | None = None
+        self._stop_sweeping = threading.Event()
+        if detect is not False:
+            try:
+                self.detector = detect if isinstance(detect, Detector) else Detector(
+                    DetectConfig.from_json(self.store.qc_config()))
+                learned = self.store.detect_state()
+                if learned:
+                    self.detector.import_state(learned)
+            except BaseException:
+                if not isinstance(db, TwinStore):
+                    self.store.close()
+                raise
 
     def __repr__(self) -> str:
         return f"Twin(store={self.store!r}, key={self.key!r})"
@@ -282,6 +318,7 @@ class Twin:
         (MQTT topic); a mismatch is refused as ``topic_mismatch``. Raises
         :class:`~twinlink.store.StorageError` only when the database cannot store the batch.
         """
+        started = _time.perf_counter()
         results: list[Result | None] = [None] * len(frames)
         events: list[tuple[int, Event]] = []
         jobs = [_Job(i, f) for i, f in enumerate(frames)]
@@ -327,9 +364,35 @@ class Twin:
                 for i, acc, dev in pending:
                     results[i] = _reading(dev, acc)
                 return results  # type: ignore[return-value]
+            if self.detector is not None:
+                for i, acc, dev in pending:
+                    self._guard_detect(i, acc, dev, len(frames[i]), events)
             events.sort(key=lambda e: e[0])
-            self._commit(pending, [e for _, e in events], results)
+            stored_events = [e for _, e in events]
+            self._commit(pending, stored_events, results)
+        if metrics.enabled() is not None:
+            self._count(results, stored_events, started)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _count(results: list[Result], events: list[Event], started: float) -> None:
+        """Prometheus counters for one batch (only when metrics are enabled)."""
+        from .events import type_for_reason
+
+        stored = 0
+        for r in results:
+            if isinstance(r, Reading):
+                stored += 1
+                metrics.device_seen(r.device, _time.time())
+            else:
+                metrics.frame(r.reason)
+        if stored:
+            metrics.frame("stored", stored)
+            metrics.readings_stored(stored)
+        for e in events:
+            name = e.reason if "." in e.reason else type_for_reason(e.reason).name
+            metrics.event(name, e.count)
+        metrics.ingest_latency(_time.perf_counter() - started)
 
     def _guard(self, job: _Job, refuse: Callable[[_Job, TwinlinkError], None],
                step: Callable[..., None], *args: Any) -> None:
@@ -340,7 +403,96 @@ class Twin:
         except Exception as exc:  # a bug or resource failure: this frame only
             refuse(job, self._internal(exc, job))
 
-    def _internal(self, exc: BaseException, job: _Job | None) -> InternalError:
+    def _guard_detect(self, index: int, acc: Accepted, dev: DeviceRecord, size: int,
+                      events: list[tuple[int, Event]]) -> None:
+        """Run the detectors on one accepted frame (in frame order): flags go with the reading,
+        detection events into the same transaction. A detector failure costs the flags of that
+        one reading (logged), never the reading."""
+        assert self.detector is not None
+        try:
+            verdict = self.detector.observe(dev.name, acc.seq, acc.records, acc.received_at,
+                                            size, dev.epoch + 1 if acc.renew else dev.epoch)
+        except Exception as exc:
+            log.error("detection failed for %s seq %d", dev.name, acc.seq, exc_info=exc)
+            self.counts["detect_error"] += 1
+            return
+        self._touched.add(dev.name)
+        if acc.records:
+            flags: dict[str, int] = {}
+            tests: dict[str, list[str]] = {}
+            for rec, flag, tripped in zip(acc.records, verdict.flags, verdict.tests):
+                name = rec[0]
+                if _FLAG_RANK.get(flag, 0) >= _FLAG_RANK.get(flags.get(name, 0), -1):
+                    flags[name] = flag
+                if tripped:
+                    tests.setdefault(name, []).extend(t for t in tripped
+                                                      if t not in tests.get(name, ()))
+            acc.flags, acc.qc_tests = flags, tests or None
+        for ev in verdict.events:
+            events.append((index, _detection_event(ev, acc.kid, acc.source)))
+
+    def sweep(self, now: float | None = None) -> list[Event]:
+        """Liveness and held-back stream checks (``device.silent``, folded gaps): run the
+        detectors' sweep, store its events, and now and then persist what they learned and the
+        per-device QC views ``status`` shows (and pick up a changed QC configuration). The
+        running ingests call it about once a second (:meth:`start_sweeper`); library users may
+        call it themselves. Returns the events stored."""
+        if self.detector is None:
+            return []
+        with self._lock:
+            found = self.detector.sweep(self.clock() if now is None else now)
+            self._touched.update(ev.device for ev in found)
+            out = [_detection_event(ev, self._kid_of(ev.device), "") for ev in found]
+            if out:
+                self.store.record_events(out)
+            clock = _time.monotonic()
+            if clock - self._configured_at >= 5.0:
+                self._configured_at = clock
+                config = DetectConfig.from_json(self.store.qc_config())
+                if config != self.detector.config:
+                    self.detector.configure(config)
+            if self._touched and clock - self._saved_at >= 5.0:
+                self.flush_detections(learned=clock - self._saved_at >= 300.0)
+            if metrics.enabled() is not None:
+                metrics.devices(metrics.device_counts(self.store))
+                for e in out:
+                    metrics.event(e.reason, e.count)
+            return out
+
+    def flush_detections(self, learned: bool = True) -> None:
+        """Persist the per-device QC views (and, with ``learned``, the baselines)."""
+        if self.detector is None:
+            return
+        with self._lock:
+            det = self.detector
+            views = {name: det.state(name) for name in self._touched}
+            self.store.save_detect_state(det.export_state() if learned else None, views)
+            self._touched.clear()
+            self._saved_at = _time.monotonic()
+
+    def _kid_of(self, name: str) -> bytes | None:
+        try:
+            return self.store.device(name).kid
+        except TwinlinkError:
+            return None
+
+    def start_sweeper(self, interval: float = 1.0) -> None:
+        """Sweep every ``interval`` seconds on a thread (``twinlink-sweep``) until :meth:`close`.
+        A failing sweep is logged and retried at the next tick."""
+        if self.detector is None or self._sweeper is not None:
+            return
+
+        def run() -> None:
+            while not self._stop_sweeping.wait(interval):
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("detection sweep failed; retrying in %.1f s", interval)
+
+        self._sweeper = threading.Thread(target=run, name="twinlink-sweep", daemon=True)
+        self._sweeper.start()
+
+    def _internal(self, exc: BaseException, job: _Job | None, where: str = "") -> InternalError:
         where = ""
         if job is not None and job.parsed is not None:
             where = f" (kid {job.parsed.kid.hex()}, seq {job.parsed.seq})"
@@ -433,10 +585,19 @@ class Twin:
                     signed = job.parsed.kind != KIND_LITE
                     if signed:
                         _frame.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
-                    if job.renew or (job.verify_only and signed):
-                        continue  # decrypted (if at all) once its context is settled
+                    if job.renew:
+                        continue  # decrypted once its context is settled
+                    if job.verify_only and signed:
+                        # A stale or conflicting number in the current context, or the first
+                        # frames of an announced re-key (a new counter starts at 0).
+                        self._try_pending(job)
+                        continue
                     ctx = job.ctx if job.ctx is not None else self._context(job.dev)  # type: ignore[arg-type]
-                    job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
+                    try:
+                        job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
+                    except DecryptionFailed:
+                        if not self._try_pending(job):
+                            raise
                 except TwinlinkError as exc:
                     job.error = exc
                 except Exception as exc:  # never lose the thread's other frames
@@ -452,6 +613,24 @@ class Twin:
         futures = [self._pool.submit(run, jobs[k : k + step]) for k in range(0, len(jobs), step)]
         for f in futures:
             f.result()
+
+    def _try_pending(self, job: _Job) -> bool:
+        """Whether a verified frame that the current context cannot open decrypts under the
+        device's announced re-key salt; if so it is taken as the first frame of that context
+        (the operator's ``twin rekey`` gave the device its new bundle but was interrupted
+        before the store switched): its earlier verdict is dropped and it renews the context
+        when committed, like a frame under a new ID Context."""
+        dev = job.dev
+        if dev is None or dev.pending_salt is None or job.parsed.kind == KIND_LITE:
+            return False
+        ctx = self._context(dev, master_salt=dev.pending_salt, id_context=_kid_context(job.parsed))
+        try:
+            job.plaintext = _frame.decrypt(job.parsed, ctx, oscore.STREAM_TELEMETRY)
+        except TwinlinkError:
+            return False
+        job.salt, job.ctx, job.renew = dev.pending_salt, ctx, True
+        job.held, job.verify_only = None, False
+        return True
 
     def _settle_context(self, job: _Job) -> None:
         """A verified frame under a context that is not the device's current one: refuse a
@@ -494,7 +673,7 @@ class Twin:
             # stale or replayed number not stored).
             _info(job.held).authenticated = True
             raise job.held
-        if job.renew:
+        if job.renew and job.ctx is None:  # not yet decrypted under a settled context
             self._settle_context(job)
         kid_context = dev.id_context if parsed.kind == KIND_LITE else _kid_context(parsed)
         key = (dev.kid, job.salt, kid_context)
@@ -516,7 +695,8 @@ class Twin:
         lite = parsed.kind == KIND_LITE
         pending.append((job.index, Accepted(
             dev.kid, parsed.seq, dev.epoch, job.plaintext, payload, records, t,
-            "aead-only" if lite else "signed", source=source, digest=job.digest,
+            "aead-only" if lite else "signed", received_at=self.clock(), source=source,
+            digest=job.digest,
             payload_json=payload_json, master_salt=job.salt, id_context=kid_context,
             renew=job.renew), dev))
 
@@ -553,7 +733,12 @@ class Twin:
         except Exception:
             raise first from None
         if len(pending) == 1:
-            return [self._internal(first, None)]
+            # This reading alone breaks the commit: refuse it like any other internal error
+            # (logged with its traceback, counted, and recorded as a security event).
+            acc = pending[0][1]
+            err = self._internal(first, None, f" (kid {acc.kid.hex()}, seq {acc.seq})")
+            self.store.record_events([Event(err.reason, str(err), acc.kid, acc.seq, acc.source)])
+            return [err]
         half = len(pending) // 2
         return (self._commit_isolating(pending[:half], [])
                 + self._commit_isolating(pending[half:], []))
@@ -572,6 +757,15 @@ class Twin:
         self.store.revoke(name, why)
 
     def close(self) -> None:
+        self._stop_sweeping.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+            self._sweeper = None
+        if self.detector is not None and (self._touched or self._saved_at):
+            try:
+                self.flush_detections()
+            except TwinlinkError:
+                log.exception("could not persist the detectors' state on close")
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -584,24 +778,66 @@ class Twin:
         self.close()
 
 
+_PLAINTEXT_KEYS = frozenset({"value", "values", "last", "previous", "median"})
+
+#: Which of two QARTOD flags a series keeps when a pack names it twice: the worst.
+_FLAG_RANK = {4: 5, 3: 4, 9: 3, 2: 2, 1: 1}
+
+
+def _detection_event(ev: DetectionEvent, kid: bytes | None, source: str) -> Event:
+    """A detector's event as a stored event (its catalogue type is the reason)."""
+    from .events import DETECTION_NAMES
+
+    parts = [] if ev.series is None else [f"series {ev.series}"]
+    # Event details leave the twin (SIEM, syslog): no plaintext values in them, only the
+    # finding's parameters (bounds, factors, counts).
+    detail = {k: v for k, v in ev.detail.items() if k not in _PLAINTEXT_KEYS}
+    if detail:
+        parts.append(dumps_json(detail))
+    return Event(DETECTION_NAMES.get(ev.type, ev.type), "; ".join(parts) or ev.type, kid, ev.seq,
+                 source, at=ev.time if ev.time is not None else _time.time(),
+                 count=max(1, ev.count))
+
+
 def _reading(dev: DeviceRecord, acc: Accepted) -> Reading:
     return Reading(dev.name, acc.kid, acc.seq, acc.payload, acc.records, acc.time,
-                   acc.provenance, acc.plaintext, acc.epoch, acc.id_context, acc.digest)
+                   acc.provenance, acc.plaintext, acc.epoch, acc.id_context, acc.digest,
+                   acc.flags)
 
 
 def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
     """(payload, SenML records, time) of an opened plaintext; raise :class:`MalformedPayload`.
 
-    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded.
+    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded. The
+    plaintext must first pass :func:`twinlink.frame.check_payload` (no tags or shared
+    references, integers within 64 bits, finite floats, bounded nesting): a compromised device
+    must not reach the general CBOR decoder, JSON or the store with anything else.
     """
+    _frame.check_payload(plaintext)
     obj = senml.loads(plaintext)
     if not senml.is_pack(obj):
         return obj, (), None
     records = tuple(senml.resolve(obj))
     payload: dict[str, Any] = {}
     for r in records:
+        # Resolving adds base values and times: two numbers the validator let through may sum
+        # to one the store and JSON cannot hold (beyond int64, or a float overflowing to inf).
+        if not (_storable(r.value) and _storable(r.time) and _storable(r.sum)):
+            raise MalformedPayload("a SenML record's value, sum or time overflows once its base "
+                                   "is added")
         payload[r.name] = r.value if r.value is not None else r.sum
     return payload, records, records[0].time
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _storable(v: Any) -> bool:
+    if type(v) is float:
+        return math.isfinite(v)
+    if type(v) is int:
+        return _INT64_MIN <= v <= _INT64_MAX
+    return True
 
 
 #: Longest line ``twinlink open`` reads (a hex frame of MAX_FRAME bytes is 131 070 characters).

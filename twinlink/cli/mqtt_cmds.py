@@ -144,6 +144,7 @@ def serve_mqtt(args: argparse.Namespace) -> int:
         if recorded is not None and root != recorded:
             say(f"serving topic root {root!r}, not {recorded!r} which {args.db} records: "
                 "devices provisioned from it publish under the recorded one")
+        twin.start_sweeper()  # liveness (device.silent) and stream checks, once a second
 
         def on_results(results: Sequence[Any]) -> None:
             if args.json:

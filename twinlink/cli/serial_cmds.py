@@ -29,12 +29,14 @@ from .common import (
     add_command,
     add_db,
     add_json,
+    add_metrics,
     add_run_limits,
     fail,
     open_twin_store,
     positive_int,
     positive_seconds,
     say,
+    start_metrics,
 )
 from .jsonl import ReadingLines, utf8_stdin
 
@@ -103,6 +105,7 @@ def serve_serial(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     with StopControl(args.count, args.duration) as stop, \
             Twin(open_twin_store(args.db), args.twin_key) as twin:
+        twin.start_sweeper()  # liveness (device.silent) and stream checks, once a second
 
         def on_result(res: Any) -> None:
             with lock:
@@ -133,6 +136,15 @@ def serve_serial(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    server = start_metrics(args)
+    try:
+        return _monitor(args)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _monitor(args: argparse.Namespace) -> int:
     monitor = Monitor()
     done = threading.Event()
     emitted = [0]
@@ -153,6 +165,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     interval = args.interval if args.interval else (1.0 if live else 10.0)
     deadline = time.monotonic() + args.duration if args.duration else None
     with Twin(open_twin_store(args.db), args.twin_key) as twin:
+        twin.start_sweeper()  # liveness (device.silent) and stream checks, once a second
         rx = SerialReceiver(args.port, twin, on_result=on_result, baudrate=args.baudrate,
                             require_open=not args.wait)
         print(f"monitor: listening on {output.text(args.port)} (Ctrl-C to stop)",
@@ -197,6 +210,15 @@ def _table(monitor: Monitor, port: str, width: int = 100) -> str:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
+    server = start_metrics(args) if not args.parse else None
+    try:
+        return _bridge_run(args)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _bridge_run(args: argparse.Namespace) -> int:
     cfg = _bridge.load_config(args.config)
     if args.parse:
         names = [s.name for s in cfg.sensors]
@@ -275,6 +297,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--baudrate", type=positive_int, default=115200, help="serial line speed")
     p.add_argument("--wait", action="store_true",
                    help="wait for the port to appear instead of failing at once")
+    add_metrics(p)
     p.set_defaults(func=cmd_monitor)
 
     p = add_command(
@@ -293,4 +316,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "(default: run the bridge)")
     p.add_argument("--sensor",
                    help="--parse: which sensor's format to use (default: the first)")
+    add_metrics(p)
     p.set_defaults(func=cmd_bridge)

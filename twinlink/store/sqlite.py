@@ -124,6 +124,8 @@ CREATE TABLE IF NOT EXISTS events (
     final_after REAL
 );
 CREATE INDEX IF NOT EXISTS events_kid ON events (kid, at);
+CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id);
+CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 CREATE INDEX IF NOT EXISTS readings_received ON readings (received_at);
 CREATE TABLE IF NOT EXISTS qc_config (
     device TEXT NOT NULL DEFAULT '',
@@ -401,7 +403,7 @@ class SQLiteStore(TwinStore):
                        (_time.time(), dev.kid))
             self._insert_events(db, [Event("revoked_by_operator", why or "revoked", dev.kid)])
 
-    def reanchor(self, name: str, floor: int, force: bool = False) -> int:
+    def reanchor(self, name: str, floor: int, force: bool = False, why: str = "") -> int:
         if type(floor) is not int or not 0 <= floor <= MAX_SEQ:
             raise RegistryError(f"floor must be an integer from 0 to {MAX_SEQ}")
         with self._tx() as db:
@@ -422,6 +424,8 @@ class SQLiteStore(TwinStore):
             detail = f"window re-anchored at {floor} (highest used {highest})"
             if floor <= highest:
                 detail += "; forced below numbers already used"
+            if why:
+                detail += f"; {why}"
             self._insert_events(db, [Event("reanchored", detail, dev.kid)])
             return int(row[0])
 
@@ -466,10 +470,13 @@ class SQLiteStore(TwinStore):
                                            f"{dev.epoch})", dev.kid)])
             return self._device_row(db, dev.kid)
 
-    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None, *,
+              announced: bool = False) -> DeviceRecord:
         _check_context(master_salt, id_context)
         with self._tx() as db:
             dev = self._device_row(db, name)
+            if announced and dev.master_salt == master_salt and dev.pending_salt is None:
+                return dev  # the device's first frame under the announced salt completed it
             new = context_key(master_salt, id_context)
             if new == context_key(dev.master_salt, dev.id_context) or db.execute(
                     "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?",
@@ -565,14 +572,21 @@ class SQLiteStore(TwinStore):
                             (a.kid, dev.epoch)).fetchone() is not None
                         self._switch_context(db, dev, ctx[0], ctx[1])
                         shown = "-" if ctx[1] is None else ctx[1].hex()
-                        extra.append(Event(
-                            "context_renewed", f"{dev.name} renewed its security context "
-                            f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence state "
-                            "was lost, restored or copied", a.kid, a.seq, a.source)
-                            if used else Event(
-                            "context_started", f"{dev.name} started its first security context "
-                            f"in use (epoch {dev.epoch + 1}, kid context {shown})", a.kid,
-                            a.seq, a.source))
+                        if ctx[0] == dev.pending_salt and ctx[1] == dev.id_context:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its first frame "
+                                "under the Master Salt an operator re-key announced", a.kid,
+                                a.seq, a.source))
+                        else:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence "
+                                "state was lost, restored or copied", a.kid, a.seq, a.source)
+                                if used else Event(
+                                "context_started", f"{dev.name} started its first security "
+                                f"context in use (epoch {dev.epoch + 1}, kid context {shown})",
+                                a.kid, a.seq, a.source))
                         dev = self._device_row(db, a.kid)
                         win, lost = ReplayWindow(dev.window_size), False
                         entry[:] = [dev, win, lost]
@@ -595,12 +609,16 @@ class SQLiteStore(TwinStore):
                 results.append(err)
                 if err is not None:
                     continue
-                epoch = entry[0].epoch
+                epoch = a.epoch = entry[0].epoch  # a renewal moved it on: report the truth
                 c = counts.setdefault(a.kid, [0, None, None])
                 c[0] += 1
                 c[1], c[2] = a.received_at, a.seq
+                qc = None
+                if a.flags is not None:
+                    qc = dumps_json({"f": a.flags, "t": a.qc_tests} if a.qc_tests
+                                    else {"f": a.flags})
                 rows.append((a.kid, epoch, a.seq, a.received_at, a.time, a.provenance, a.source,
-                             a.payload_json or dumps_json(a.payload), a.plaintext, a.digest))
+                             a.payload_json or dumps_json(a.payload), a.plaintext, a.digest, qc))
                 for rec in a.records:
                     name, value, unit, t = rec[0], rec[1], rec[2], rec[3]
                     # Newest (epoch, seq) per (device, name) within the batch: one upsert each.
@@ -611,7 +629,7 @@ class SQLiteStore(TwinStore):
             before = db.total_changes
             db.executemany(
                 "INSERT INTO readings (kid, epoch, seq, received_at, time, provenance, source,"
-                " payload, plaintext, digest) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " payload, plaintext, digest, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (kid, epoch, seq) DO NOTHING",
                 rows,
             )
@@ -654,7 +672,7 @@ class SQLiteStore(TwinStore):
         refused: dict[bytes, int] = {}
         for e in events:
             et = _event_type(e.reason)
-            if e.kid is not None and not et.audit:
+            if e.kid is not None and et.outcome == "blocked" and not et.audit:
                 refused[e.kid] = refused.get(e.kid, 0) + e.count
             if aggregate and et.outcome == "blocked" and not et.audit:
                 anonymous = e.kid is None or et.name in ("frame.unknown_device",
@@ -745,6 +763,40 @@ class SQLiteStore(TwinStore):
 
         return self._guard(q) if want else {}
 
+    # -- detection ----------------------------------------------------------------------------
+
+    def qc_config(self) -> dict[str, Any]:
+        row = self._guard(lambda: self._db.execute(
+            "SELECT config FROM qc_config WHERE device='' AND series=''").fetchone())
+        return {} if row is None else dict(json.loads(row[0]))
+
+    def set_qc_config(self, config: dict[str, Any], why: str = "") -> None:
+        text = json.dumps(config, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        with self._tx() as db:
+            db.execute("INSERT INTO qc_config VALUES ('', '', ?, ?) ON CONFLICT (device, series)"
+                       " DO UPDATE SET config=excluded.config, updated_at=excluded.updated_at",
+                       (text, _time.time()))
+            self._insert_events(db, [Event("qc_configured", why or "detection configuration "
+                                           f"replaced ({len(text)} bytes)")])
+
+    def save_detect_state(self, learned: dict[str, Any] | None,
+                          views: dict[str, dict[str, Any]]) -> None:
+        now = _time.time()
+        rows = [(name, dumps_json(view), now) for name, view in views.items() if name]
+        if learned is not None:
+            rows.append(("", dumps_json(learned), now))
+        if not rows:
+            return
+        with self._tx() as db:
+            db.executemany("INSERT INTO detect_state VALUES (?,?,?) ON CONFLICT (device) DO"
+                           " UPDATE SET state=excluded.state, updated_at=excluded.updated_at",
+                           rows)
+
+    def detect_state(self) -> dict[str, Any] | None:
+        row = self._guard(lambda: self._db.execute(
+            "SELECT state FROM detect_state WHERE device=''").fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
     # -- queries ------------------------------------------------------------------------------
 
     def status(self, name: str) -> DeviceStatus:
@@ -756,6 +808,8 @@ class SQLiteStore(TwinStore):
             st = self._db.execute(
                 "SELECT name, value, unit, time, seq, epoch FROM state WHERE kid=? ORDER BY name",
                 (dev.kid,)).fetchall()
+            qc = self._db.execute("SELECT state FROM detect_state WHERE device=?",
+                                  (dev.name,)).fetchone()
             return {
                 "name": dev.name,
                 "kid": dev.kid.hex(),
@@ -773,6 +827,7 @@ class SQLiteStore(TwinStore):
                 "id_context": None if dev.id_context is None else dev.id_context.hex(),
                 "state": {n: {"value": json.loads(v), "unit": u, "time": t, "seq": s, "epoch": e}
                           for n, v, u, t, s, e in st},
+                "qc": json.loads(qc[0]) if qc else {},
             }
 
         return self._guard(q)
@@ -780,9 +835,16 @@ class SQLiteStore(TwinStore):
     def _page(self, select: str, alias: str, name: str | None, limit: int,
               after_id: int | None, extra: str = "", params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of ``select`` (its table as ``alias``, devices as ``d``), oldest first: the newest
-        ``limit`` matching, or the first ``limit`` after ``after_id``."""
-        where = f"(? IS NULL OR d.name = ?){extra}"
-        args: tuple[Any, ...] = (name, name, *params)
+        ``limit`` matching, or the first ``limit`` after ``after_id``. One device's rows are
+        found through the (kid, id) index, not by scanning the table for its name."""
+        if name is None:
+            where, args = f"1{extra}", tuple(params)
+        else:
+            row = self._guard(lambda: self._db.execute(
+                "SELECT kid FROM devices WHERE name=?", (name,)).fetchone())
+            if row is None:
+                return []
+            where, args = f"{alias}.kid = ?{extra}", (row[0], *params)
         if after_id is not None:
             q = f"{select} WHERE {where} AND {alias}.id > ? ORDER BY {alias}.id LIMIT ?"
             return self._guard(lambda: self._db.execute(q, (*args, after_id, limit)).fetchall())
@@ -801,16 +863,18 @@ class SQLiteStore(TwinStore):
     ) -> list[ReadingRow]:
         rows = self._page(
             "SELECT r.id, d.name, r.seq, r.epoch, r.received_at, r.time, r.provenance, r.source,"
-            " r.payload FROM readings r JOIN devices d ON d.kid = r.kid",
+            " r.payload, r.flags FROM readings r JOIN devices d ON d.kid = r.kid",
             "r", name, limit, after_id,
             " AND (? IS NULL OR r.received_at >= ?) AND (? IS NULL OR r.received_at < ?)",
             (since, since, until, until),
         )
-        return [
-            {"id": i, "device": n, "seq": s, "epoch": e, "received_at": ra, "time": t,
-             "provenance": p, "source": src, "payload": json.loads(pl)}
-            for i, n, s, e, ra, t, p, src, pl in rows
-        ]
+        out: list[ReadingRow] = []
+        for i, n, s, e, ra, t, p, src, pl, fl in rows:
+            qc = json.loads(fl) if fl else {}
+            out.append({"id": i, "device": n, "seq": s, "epoch": e, "received_at": ra,
+                        "time": t, "provenance": p, "source": src, "payload": json.loads(pl),
+                        "flags": qc.get("f"), "qc_tests": qc.get("t")})
+        return out
 
     def events(
         self, name: str | None = None, limit: int = 100, *, after_id: int | None = None,
@@ -843,14 +907,22 @@ class SQLiteStore(TwinStore):
         return out
 
     def count_readings(self, name: str | None = None) -> int:
-        return int(self._guard(lambda: self._db.execute(
-            "SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid = r.kid"
-            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+        return self._count("readings", name)
 
     def count_events(self, name: str | None = None) -> int:
-        return int(self._guard(lambda: self._db.execute(
-            "SELECT COUNT(*) FROM events e LEFT JOIN devices d ON d.kid = e.kid"
-            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+        return self._count("events", name)
+
+    def _count(self, table: str, name: str | None) -> int:
+        def q() -> int:
+            if name is None:
+                return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            row = self._db.execute("SELECT kid FROM devices WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return 0
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table} WHERE kid=?",
+                                        (row[0],)).fetchone()[0])
+
+        return self._guard(q)
 
     def close(self) -> None:
         with self._lock:
