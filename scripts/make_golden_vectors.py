@@ -28,7 +28,7 @@ import cbor2  # noqa: E402
 from nacl import bindings as nacl  # noqa: E402
 
 from twinlink import _backend_pure as pure  # noqa: E402
-from twinlink import backends, cbor, keys, oscore, senml  # noqa: E402
+from twinlink import ack, backends, cbor, keys, oscore, senml  # noqa: E402
 from twinlink import frametypes as ft  # noqa: E402
 from twinlink.transport import framing  # noqa: E402
 
@@ -50,6 +50,15 @@ CONTEXTS: dict[str, dict[str, Any]] = {
                      "id_context": "37cbf3210017a2d3"},
     "kid1-renewed": {"kid": "01", "master_salt": "", "id_context": "5c9e2a7b01d84f36"},
 }
+
+#: Acks (docs/PROTOCOL.md section 15.1): a fixed twin Sender ID (an ingest picks a random one);
+#: (name, context, PIV, stored frames, refused (frame, reason)). Entries name golden frames.
+TWIN_SENDER_ID = bytes.fromhex("7477696e2d31")  # "twin-1"
+ACKS: list[tuple[Any, ...]] = [
+    ("ack-kid1-base", "kid1", 0, ["kid1-seq0", "kid1-seq1"],
+     [("kid1-seq256-raw", "bad_payload")]),
+    ("ack-kid1-renewed", "kid1-renewed", 5, ["kid1-renewed-kidctx-seq0"], []),
+]
 
 SENML_READING = {"temp": 21.5, "rh": 48.25, "door": "open"}
 SENML_TIME = 1700000000.0
@@ -132,6 +141,55 @@ def _frame(name: str, ctx_name: str, profile: str, alg: int | None, seq: int, ki
     return out
 
 
+def _ack(name: str, ctx_name: str, piv_seq: int, stored: list[str],
+         refused: list[tuple[str, str]], spec: dict[str, Any], secret: bytes,
+         frames: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One ack v2 with every intermediate, built from the primitives and checked against
+    twinlink.ack.seal_ack."""
+    kid = bytes.fromhex(spec["kid"])
+    salt = bytes.fromhex(spec["master_salt"])
+    idc = None if spec["id_context"] is None else bytes.fromhex(spec["id_context"])
+    sid = TWIN_SENDER_ID
+    info = oscore.hkdf_info(sid, idc, 24, "Key", 32)
+    key = oscore.hkdf_sha256(salt, secret, info, 32)
+    iv = bytes.fromhex(spec["common_iv"])
+    piv = oscore.piv_bytes(piv_seq)
+    nonce = oscore.nonce(iv, sid, piv)
+    aad_ext = oscore.external_aad(kid, piv, oscore.STREAM_ACK)
+    aead_aad = ft.enc_structure(ft.ENC0_PROTECTED, aad_ext)
+
+    def entry(frame_name: str) -> tuple[int, bytes]:
+        f = frames[frame_name]
+        assert f["context"] == ctx_name  # an ack names frames of one context
+        return f["seq"], hashlib.sha256(bytes.fromhex(f["frame"])).digest()[:8]
+
+    st = [entry(n) for n in stored]
+    rf = [(*entry(n), reason) for n, reason in refused]
+    body: dict[int, Any] = {}
+    if st:
+        body[1] = [[s, d] for s, d in st]
+    if rf:
+        body[2] = [[s, d, r] for s, d, r in rf]
+    plaintext = cbor2.dumps(body, canonical=True)
+    ct = nacl.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, aead_aad, nonce, key)
+    unprot = ((b"\xa3" if idc is not None else b"\xa2") + b"\x04" + cbor.bstr(sid) + b"\x06"
+              + cbor.bstr(piv) + (b"\x0a" + cbor.bstr(idc) if idc is not None else b""))
+    data = b"\xd0\x83" + cbor.bstr(ft.ENC0_PROTECTED) + unprot + cbor.bstr(ct)
+    ctx = oscore.Context(sid, key, iv)
+    assert data == ack.seal_ack(ctx, kid, piv_seq, st, rf, idc)
+    return {
+        "name": name, "context": ctx_name, "kid": kid.hex(),
+        **({"kid_context": idc.hex()} if idc is not None else {}),
+        "twin_sender_id": sid.hex(), "seq": piv_seq, "partial_iv": piv.hex(),
+        "info_ack_key": info.hex(), "ack_key": key.hex(), "common_iv": iv.hex(),
+        "nonce": nonce.hex(), "external_aad": aad_ext.hex(), "aead_aad": aead_aad.hex(),
+        "stored": [{"frame": n, "seq": s, "digest": d.hex()} for n, (s, d) in zip(stored, st)],
+        "refused": [{"frame": n, "seq": s, "digest": d.hex(), "reason": r}
+                    for (n, _), (s, d, r) in zip(refused, rf)],
+        "plaintext": plaintext.hex(), "ciphertext": ct.hex(), "ack": data.hex(),
+    }
+
+
 def build() -> dict[str, Any]:
     """The whole vector set as a JSON-ready dict (computed on the pure backend)."""
     previous = backends.name()
@@ -187,6 +245,8 @@ def _build() -> dict[str, Any]:
             "record": framing.encode_record(first).hex(),
         },
         "mqtt": {"data_topic": "twinlink/01/t", "ack_topic": "twinlink/01/a"},
+        "acks": [_ack(n, c, p, st, rf, contexts[c], secret, {f["name"]: f for f in frames})
+                 for n, c, p, st, rf in ACKS],
     }
 
 

@@ -233,6 +233,25 @@ def publish(c: mqtt.Client, topic: str, payload: bytes, retain: bool = False) ->
     c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
 
 
+class AckCapture:
+    """Collects every end-to-end ack published under ``root`` (what an eavesdropper on the
+    broker captures), through a raw client whose loop is running."""
+
+    def __init__(self, c: mqtt.Client, root: str = "twinlink") -> None:
+        self.got: list[bytes] = []
+        self._lock = threading.Lock()
+        done = threading.Event()
+        c.message_callback_add(f"{root}/+/a", self._on_message)
+        c.on_subscribe = lambda *a: done.set()
+        c.subscribe(f"{root}/+/a", qos=1)
+        if not done.wait(10):
+            raise AssertionError("the ack capture was not subscribed")
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._lock:
+            self.got.append(bytes(msg.payload))
+
+
 @contextmanager
 def running_ingest(url: str, twin: Any, **kw: Any) -> Iterator[Any]:
     """An in-process :class:`~twinlink.ingest.MqttIngest` on its own thread, subscribed; stopped

@@ -339,7 +339,8 @@ def test_json_lines_policy_send_mqtt_and_stored_report(tmp_path, broker_factory)
     assert rc == 1, err  # everything good stored, but some lines were bad
     _assert_policy(err)
     assert "twinlink: stored 3, pending 0" in err
-    assert json.loads(out) == {"stored": 3, "pending": 0, "skipped": len(BAD_LINES)}
+    assert json.loads(out) == {"stored": 3, "refused": 0, "pending": 0,
+                               "skipped": len(BAD_LINES)}
     assert stored(rig.db) == [0, 1, 2]
 
 

@@ -4,6 +4,7 @@ over a loopback carrier instead of a broker, to pin down the contract any transp
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
@@ -55,12 +56,24 @@ def pump(tmp_path: Path):
     twin.close()
 
 
+SID = bytes.fromhex("0123456789ab")
+_pivs = itertools.count()
+
+
 def _opener(dev: Device) -> AckOpener:
-    return AckOpener(dev.kid, dev.ack_context())
+    return AckOpener(dev.bundle)
 
 
-def _ack(twin: Twin, kid: bytes, lo: int, hi: int) -> bytes:
-    return ack.seal_ack(twin.ack_context(kid), kid, twin.store.take_ack_seq(kid), [(lo, hi)])
+def _ack(twin: Twin, frames: list[bytes], refused: str = "") -> bytes:
+    """The ack a twin would send for ``frames`` (all of one context): stored, or refused with
+    reason ``refused``."""
+    p = parse(frames[0])
+    entries = [(parse(f).seq, ack.digest(f)) for f in frames]
+    ctx = twin.ack_context(p.kid, SID, p.kid_context)
+    if refused:
+        return ack.seal_ack(ctx, p.kid, next(_pivs), (), [(s, d, refused) for s, d in entries],
+                            p.kid_context)
+    return ack.seal_ack(ctx, p.kid, next(_pivs), entries, (), p.kid_context)
 
 
 def test_window_and_end_to_end_release(pump, tmp_path: Path) -> None:
@@ -79,14 +92,19 @@ def test_window_and_end_to_end_release(pump, tmp_path: Path) -> None:
         wait_until(lambda: len(carrier.sent) == 4, 5, what="the first window")
         for token in list(carrier.by_token):
             d.hop_acked(token)  # the next hop has them: not a reason to release
-        d.ack_arrived(dev.kid, _ack(twin, dev.kid, seqs[0], seqs[1]))
+        d.ack_arrived(dev.kid, _ack(twin, frames[0:2]))
         wait_until(lambda: d.pending() == 8 and len(carrier.sent) == 6, 5, what="window moves")
         assert carrier.sent == seqs[:6] and d.stats.acks == 1 and d.stats.hop_acks == 4
         d.ack_arrived(dev.kid, b"\xd0\x83junk")
-        d.ack_arrived(dev.kid, _ack(twin, dev.kid, seqs[0], seqs[9])[:-1] + b"\x00")
+        d.ack_arrived(dev.kid, _ack(twin, frames)[:-1] + b"\x00")
         wait_until(lambda: d.stats.forged_acks == 2, 5, what="forgeries counted")
-        d.ack_arrived(dev.kid, _ack(twin, dev.kid, seqs[2], seqs[9]))
+        # A refusal for good moves the frame to the dead letters; the rest keeps flowing.
+        d.ack_arrived(dev.kid, _ack(twin, frames[2:3], refused="bad_payload"))
+        wait_until(lambda: d.stats.refused == 1 and len(carrier.sent) == 7, 5,
+                   what="the dead letter to open the window")
+        d.ack_arrived(dev.kid, _ack(twin, frames[3:]))
         assert d.flush(5) == 0
+        assert d.stats.released == 9 and [x.seq for x in d.outbox.dead_letters()] == [seqs[2]]
     finally:
         d.close()
 
@@ -157,3 +175,66 @@ def test_put_refuses_another_devices_frames_and_a_closed_link(pump, tmp_path: Pa
     d.close()
     with pytest.raises(TransportError, match="closed"):
         d.put([dev.seal({"i": 1})])
+
+
+def test_conflicting_ack_releases_nothing_and_is_an_event(pump, tmp_path: Path) -> None:
+    """An authentic ack naming a queued seq with another frame's digest (what a clone of this
+    identity would be acknowledged for) releases nothing and raises ack.conflict."""
+    _, twin, dev = pump
+    mine = dev.seal({"i": 0})
+    p = parse(mine)
+    twin.open(mine)
+    other = bytes(64)  # stands for another frame under the same seq: only its digest matters
+    events: list[tuple[str, str]] = []
+    d = Delivery(Outbox(tmp_path / "o.outbox"), Loopback(), kid=dev.kid, acks=_opener(dev),
+                 on_event=lambda kind, detail: events.append((kind, detail)))
+    d.start()
+    try:
+        d.put([mine])
+        ctx = twin.ack_context(dev.kid, SID, p.kid_context)
+        d.ack_arrived(dev.kid, ack.seal_ack(ctx, dev.kid, 0, [(p.seq, ack.digest(other))],
+                                            kid_context=p.kid_context))
+        wait_until(lambda: d.stats.conflicts == 1, 5, what="the conflict")
+        assert d.pending() == 1 and d.stats.released == 0
+        d.ack_arrived(dev.kid, b"\xd0\x83junk")
+        wait_until(lambda: len(events) == 2, 5, what="both events")
+        assert [k for k, _ in events] == ["ack.conflict", "ack.forged"]
+        assert ack.digest(other).hex() in events[0][1]
+        d.ack_arrived(dev.kid, _ack(twin, [mine]))
+        assert d.flush(5) == 0
+    finally:
+        d.close()
+
+
+def test_old_context_frames_go_first(tmp_path: Path) -> None:
+    """After a context renewal, the new context's frames wait until the old context's are
+    settled: the twin retires the old context on the new one's first frame."""
+    r = twin_rig(tmp_path)
+    twin = Twin(r.db, r.twin_key)
+    first = Device.load(r.bundle("pump"), r.state)
+    old = first.seal_many([{"old": i} for i in range(3)])
+    first.close()
+    for f in r.state.glob("*.seq.*"):
+        f.unlink()
+    dev = Device.load(r.bundle("pump"), r.state)
+    carrier = Loopback(tokens=False)
+    d = Delivery(Outbox(tmp_path / "o.outbox"), carrier, kid=dev.kid, acks=_opener(dev),
+                 resend_after=60)
+    d.start()
+    try:
+        new = dev.seal_many([{"new": i} for i in range(3)])
+        d.put(old)
+        d.put(new)
+        d.link_up()
+        wait_until(lambda: len(carrier.sent) == 3, 5, what="the old context's frames")
+        d.ack_arrived(dev.kid, _ack(twin, old[:2]))
+        wait_until(lambda: d.pending() == 4, 5, what="two released")
+        assert len(carrier.sent) == 3  # one old frame still in flight: nothing new yet
+        d.ack_arrived(dev.kid, _ack(twin, old[2:], refused="context_retired"))
+        wait_until(lambda: len(carrier.sent) == 6, 5, what="the new context's frames")
+        d.ack_arrived(dev.kid, _ack(twin, new))
+        assert d.flush(5) == 0 and d.stats.refused == 1 and d.stats.released == 5
+    finally:
+        d.close()
+        dev.close()
+        twin.close()

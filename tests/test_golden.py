@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from twinlink import _backend_pure as pure
-from twinlink import backends, cbor, keys, oscore, senml
+from twinlink import ack, backends, cbor, keys, oscore, senml
 from twinlink import frametypes as ft
+from twinlink.delivery import AckOpener
 from twinlink.errors import MalformedFrame
 from twinlink.transport import framing
 
@@ -140,6 +141,65 @@ def test_frame(vec: dict, backend):
     assert opened == pt
 
 
+ACKS = GOLDEN["acks"]
+
+
+@pytest.mark.parametrize("vec", ACKS, ids=[a["name"] for a in ACKS])
+def test_ack(vec: dict, backend):
+    """Acks v2 (docs/PROTOCOL.md §15.1): every intermediate from twinlink's functions, the
+    device opens it with its own bundle, and an independent decryption (cryptography, cbor2,
+    hashlib only) reads the same entries."""
+    ctx = GOLDEN["contexts"][vec["context"]]
+    kid, sid, piv = h(vec["kid"]), h(vec["twin_sender_id"]), h(vec["partial_iv"])
+    salt = h(ctx["master_salt"])
+    idc = None if ctx["id_context"] is None else h(ctx["id_context"])
+    assert (h(vec["kid_context"]) if "kid_context" in vec else None) == idc
+    assert oscore.hkdf_info(sid, idc, 24, "Key", 32).hex() == vec["info_ack_key"]
+    twin_side = oscore.derive_context(keys.master_secret_twin(TWIN, DEV.public), sid, salt, idc)
+    assert (twin_side.key.hex(), twin_side.common_iv.hex()) == (vec["ack_key"], vec["common_iv"])
+    assert vec["common_iv"] == ctx["common_iv"]  # the device context's Common IV
+    assert oscore.piv_bytes(vec["seq"]) == piv
+    assert oscore.nonce(twin_side.common_iv, sid, piv).hex() == vec["nonce"]
+    aad_ext = oscore.external_aad(kid, piv, oscore.STREAM_ACK)
+    assert aad_ext.hex() == vec["external_aad"]
+    assert ft.enc_structure(ft.ENC0_PROTECTED, aad_ext).hex() == vec["aead_aad"]
+    frames = {f["name"]: h(f["frame"]) for f in FRAMES}
+    stored = [(e["seq"], h(e["digest"])) for e in vec["stored"]]
+    refused = [(e["seq"], h(e["digest"]), e["reason"]) for e in vec["refused"]]
+    for e in vec["stored"] + vec["refused"]:
+        assert ack.digest(frames[e["frame"]]).hex() == e["digest"]
+        assert backend.parse(frames[e["frame"]]).seq == e["seq"]
+    data = h(vec["ack"])
+    assert ack.seal_ack(twin_side, kid, vec["seq"], stored, refused, idc) == data
+    opened = AckOpener(_bundle(vec["context"])).open(data)
+    assert (opened.sender_id, opened.seq, opened.kid_context) == (sid, vec["seq"], idc)
+    assert opened.stored == tuple(stored) and opened.refused == tuple(refused)
+
+    # Independently: parse the COSE_Encrypt0 with cbor2, derive with cryptography's HKDF.
+    import hashlib
+
+    import cbor2
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    tag = cbor2.loads(data)
+    assert tag.tag == 16 and tag.value[0] == bytes.fromhex("a1011818")
+    unprot = tag.value[1]
+    assert unprot[4] == sid and unprot[6] == piv and unprot.get(10) == idc
+    info = cbor2.dumps([sid, idc, 24, "Key", 32])
+    key = HKDF(hashes.SHA256(), 32, salt or None, info).derive(h(KEYS["master_secret"]))
+    block = bytes([len(sid)]) + sid.rjust(6, b"\0") + piv.rjust(5, b"\0")
+    nonce = bytes(a ^ b for a, b in zip(block, h(ctx["common_iv"])))
+    aad = cbor2.dumps(["Encrypt0", bytes.fromhex("a1011818"),
+                       cbor2.dumps([1, [24, -8], kid, piv, b"a"])])
+    body = cbor2.loads(ChaCha20Poly1305(key).decrypt(nonce, tag.value[2], aad))
+    assert body.get(1, []) == [[s, hashlib.sha256(frames[e["frame"]]).digest()[:8]]
+                               for (s, _), e in zip(stored, vec["stored"])]
+    assert body.get(2, []) == [list(r) for r in refused]
+    assert h(vec["plaintext"]) == cbor2.dumps(body, canonical=True)
+
+
 def test_serial_record():
     ser = GOLDEN["serial"]
     frame = h(next(f["frame"] for f in FRAMES if f["name"] == ser["frame"]))
@@ -160,6 +220,9 @@ def test_vectors_cover_the_required_cases():
     # the kid-context extension: with the base salt, and with a Master Salt
     salts = {GOLDEN["contexts"][f["context"]]["master_salt"] for f in FRAMES if "kid_context" in f}
     assert "" in salts and len(salts) == 2
+    # acks v2: the base context (no label 10) and a kid context; stored and refused entries
+    assert {"kid_context" in a for a in ACKS} == {True, False}
+    assert any(a["stored"] for a in ACKS) and any(a["refused"] for a in ACKS)
 
 
 def _sign1(prot: bytes, enc0: bytes, unprot: bytes = b"\xa0", sig: bytes = bytes(64)) -> bytes:

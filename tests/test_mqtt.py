@@ -27,7 +27,14 @@ from mosquitto import (  # noqa: F401
 from twinlink import Device, Twin
 from twinlink.mqtt_link import MqttLink, for_device
 from twinlink.outbox import OutboxFull
-from twinlink.transport.mqtt import MqttOptions, parse_url, topic_kid
+from twinlink.transport.mqtt import (
+    MqttOptions,
+    check_topic_root,
+    parse_url,
+    presence_topic,
+    topic,
+    topic_kid,
+)
 
 pytestmark = [pytest.mark.mqtt, requires_mosquitto]
 
@@ -41,8 +48,18 @@ def test_urls_and_topics() -> None:
         parse_url("http://h")
     assert topic_kid("twinlink/0a1b/t") == b"\x0a\x1b"
     for bad in ("twinlink/0A1B/t", "twinlink/xyz/t", "twinlink/01/a", "x/01/t", "twinlink//t",
-                "twinlink/01020304050607/t", "twinlink/01/t/x"):
+                "twinlink/01020304050607/t", "twinlink/01/t/x", "twinlink/_twin"):
         assert topic_kid(bad) is None
+    # A deployment's own root, one or several levels.
+    assert topic(b"\x01", "a", "acme/plant-1") == "acme/plant-1/01/a"
+    assert topic_kid("acme/plant-1/01/t", "t", "acme/plant-1") == b"\x01"
+    for bad in ("twinlink/01/t", "acme/plant-1x/01/t", "acme/01/t", "acme/plant-1/01/a"):
+        assert topic_kid(bad, "t", "acme/plant-1") is None
+    assert presence_topic("acme") == "acme/_twin"
+    for root in ("", "a/+", "#", "a//b", "/a", "a/", "$SYS", "sp ace", "x" * 129, "é", None):
+        with pytest.raises(ValueError):
+            check_topic_root(root)
+    assert check_topic_root("A.b_c-9/x") == "A.b_c-9/x"
 
 
 def test_cli_round_trip_with_jsonl(tmp_path: Path, broker_factory) -> None:  # noqa: F811

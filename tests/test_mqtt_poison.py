@@ -272,8 +272,10 @@ def test_packets_above_the_maximum_size_never_arrive(tmp_path: Path, broker_fact
         seq = parse(mine).seq
         link.send(mine)
         publish(raw, "twinlink/01/a", huge)
-        publish(raw, "twinlink/01/a", ack.seal_ack(twin.ack_context(dev.kid), dev.kid,
-                                                    twin.store.take_ack_seq(dev.kid), [(seq, seq)]))
+        sid = bytes(6)
+        publish(raw, "twinlink/01/a", ack.seal_ack(
+            twin.ack_context(dev.kid, sid, dev.id_context), dev.kid, 0,
+            [(seq, ack.digest(mine))], kid_context=dev.id_context))
         wait_until(lambda: link.pending() == 0, 10, what="the genuine ack")
         assert link.stats.forged_acks == 0 and link.stats.released == 1  # big one never came
     finally:
@@ -294,10 +296,10 @@ def test_serve_survives_a_store_that_fails_between_commit_and_ack(
     failing = threading.Event()
 
     class FlakyStore(SQLiteStore):
-        def take_ack_seq(self, kid: bytes) -> int:
+        def device(self, name_or_kid: str | bytes) -> Any:  # what sealing an ack reads
             if failing.is_set():
                 raise sqlite3.OperationalError("disk I/O error")
-            return super().take_ack_seq(kid)
+            return super().device(name_or_kid)
 
     raw = raw_client(broker.port)
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 import cbor2
 import pytest
 from mosquitto import (  # noqa: F401
+    AckCapture,
     broker_factory,
     events,
     publish,
@@ -20,7 +21,9 @@ from mosquitto import (  # noqa: F401
 )
 
 from twinlink import Device, Twin, ack
+from twinlink.delivery import AckOpener
 from twinlink.frame import parse, seal
+from twinlink.keys import Bundle
 from twinlink.mqtt_link import for_device
 
 pytestmark = [pytest.mark.mqtt, requires_mosquitto]
@@ -74,40 +77,50 @@ def _attack(rig, raw) -> None:
     valve.close()
 
 
-def test_forged_and_replayed_acks_change_nothing(tmp_path: Path, broker_factory) -> None:  # noqa: F811
+def test_forged_replayed_and_mismatched_acks_release_nothing_unstored(
+        tmp_path: Path, broker_factory) -> None:  # noqa: F811
     rig = twin_rig(tmp_path, ("pump", "valve"))
     broker = broker_factory(persistence=False)
     twin = Twin(rig.db, rig.twin_key)
     dev = Device.load(rig.bundle("pump"), rig.state)
     link = for_device(dev, broker.url, timeout=5)  # no ingest runs: only our acks arrive
     raw = raw_client(broker.port)
+    sid = bytes.fromhex("5151c0ffee00")
     try:
         assert link.ack_subscribed.wait(10)
         frames = dev.seal_many([{"i": i} for i in range(10)])
-        # The twin learns the device's (fresh) security context from a verified frame.
-        assert twin.check(frames[0]).seq == 0 and twin.open(frames[0]).seq == 0
+        seqs = [parse(f).seq for f in frames]
+
+        def genuine(fs: list[bytes], kid: bytes = dev.kid, digests: list[bytes] | None = None,
+                    piv: int = 0) -> bytes:
+            entries = list(zip([parse(f).seq for f in fs],
+                               digests or [ack.digest(f) for f in fs]))
+            ctx = twin.ack_context(kid, sid, dev.id_context)
+            return ack.seal_ack(ctx, kid, piv, entries, kid_context=dev.id_context)
+
         link.send_many(frames)
-
-        def genuine(ranges: list[tuple[int, int]], kid: bytes = dev.kid) -> bytes:
-            return ack.seal_ack(twin.ack_context(kid), kid, twin.store.take_ack_seq(kid), ranges)
-
-        first = genuine([(0, 4)])
+        first = genuine(frames[:5])
         publish(raw, "twinlink/01/a", first)
         wait_until(lambda: link.pending() == 5, 10, what="the genuine ack to release 0..4")
-        link.send_many(frames[:5])  # the same frames queued again
+        # Replayed: still a true claim about those very frames, so it releases them if they
+        # are queued again -- and nothing else.
+        link.send_many(frames[:5])
         assert link.pending() == 10
-        publish(raw, "twinlink/01/a", first)  # replayed ack
-        wait_until(lambda: link.stats.replayed_acks == 1, 10, what="the replay to be seen")
-        forged = bytearray(genuine([(0, 9)]))
+        publish(raw, "twinlink/01/a", first)
+        wait_until(lambda: link.pending() == 5, 10, what="the replayed ack")
+        assert link.outbox.seqs(dev.kid, dev.id_context) == seqs[5:]
+        forged = bytearray(genuine(frames[5:], piv=1))
         forged[-3] ^= 1
         publish(raw, "twinlink/01/a", bytes(forged))
-        # The valve's ack, re-addressed to the pump:
-        publish(raw, "twinlink/01/a", genuine([(0, 9)], kid=b"\x02"))
+        publish(raw, "twinlink/01/a", genuine(frames[5:], kid=b"\x02"))  # the valve's
         publish(raw, "twinlink/01/a", b"\xd0\x83junk")
         wait_until(lambda: link.stats.forged_acks == 3, 10, what="the forgeries to be seen")
-        assert link.pending() == 10 and link.stats.acks == 1
-        publish(raw, "twinlink/01/a", genuine([(0, 9)]))
-        wait_until(lambda: link.pending() == 0, 10, what="a fresh genuine ack to release all")
+        # Authentic, but naming other frames under these seqs (a clone's, a lost state's).
+        publish(raw, "twinlink/01/a", genuine(frames[5:], digests=[bytes(8)] * 5, piv=2))
+        wait_until(lambda: link.stats.conflicts == 5, 10, what="the conflicts to be seen")
+        assert link.pending() == 5 and link.stats.released == 10
+        publish(raw, "twinlink/01/a", genuine(frames[5:], piv=3))
+        wait_until(lambda: link.pending() == 0, 10, what="a genuine ack to release the rest")
     finally:
         raw.loop_stop()
         link.close()  # the link is not attached to dev: close it, or its thread outlives the test
@@ -117,8 +130,8 @@ def test_forged_and_replayed_acks_change_nothing(tmp_path: Path, broker_factory)
 
 def test_a_conflicting_frame_is_never_acknowledged(tmp_path: Path, broker_factory) -> None:  # noqa: F811
     """A second frame under a stored sequence number with other content (a clone, or a device
-    that lost its state) is refused as a conflict and not acknowledged; a byte-identical copy
-    (a lost ack) is acknowledged again."""
+    that lost its state) is refused as a conflict and negatively acknowledged, never
+    acknowledged as stored; a byte-identical copy (a lost ack) is acknowledged again."""
     rig = twin_rig(tmp_path)
     broker = broker_factory(persistence=False)
     pump = Device.load(rig.bundle("pump"), rig.state)
@@ -131,6 +144,7 @@ def test_a_conflicting_frame_is_never_acknowledged(tmp_path: Path, broker_factor
                  cbor2.dumps({"cloned": True}), kid_context=pump.id_context)
     pump.close()
     raw = raw_client(broker.port)
+    acks = AckCapture(raw)
     try:
         with Twin(rig.db, rig.twin_key) as twin, running_ingest(broker.url, twin) as ing:
             publish(raw, "twinlink/01/t", original)
@@ -140,8 +154,15 @@ def test_a_conflicting_frame_is_never_acknowledged(tmp_path: Path, broker_factor
             assert (ing.stats.duplicates, ing.stats.acks) == (1, 2)
             publish(raw, "twinlink/01/t", clone)
             wait_until(lambda: ing.stats.batches == 3, 10, what="the clone")
-            assert (ing.stats.duplicates, ing.stats.acks, ing.stats.refused) == (1, 2, 1)
+            assert (ing.stats.duplicates, ing.stats.refused, ing.stats.nacks) == (1, 1, 1)
+            wait_until(lambda: len(acks.got) == 3, 10, what="three acks")
     finally:
         raw.loop_stop()
+    opener = AckOpener(Bundle.load(rig.bundle("pump")))
+    opened = [opener.open(a) for a in acks.got]
+    stored_claims = {e for a in opened for e in a.stored}
+    assert stored_claims == {(seq, ack.digest(original))}  # the clone is never "stored"
+    assert [a.refused for a in opened if a.refused] == [((seq, ack.digest(clone), "conflict"),)]
+    assert len({(a.sender_id, a.seq) for a in opened}) == 3  # never one nonce twice
     assert [r for r, _ in events(rig.db)] == ["replay", "conflict"]
     assert stored_count(rig.db) == 1

@@ -1,24 +1,29 @@
-"""End-to-end acknowledgements: the twin tells a device, authenticated, what it has *stored*.
+"""End-to-end acknowledgements, version 2: the twin tells a device, authenticated, which of its
+frames it has *stored* and which it refused for good (normative text: docs/PROTOCOL.md §15.1).
 
 A broker's PUBACK only says the broker holds a frame; a broker restart without persistence still
-drops it. So the twin answers on ``twinlink/<kid hex>/a`` with an ack sealed under the pairwise
-context's twin→device direction (Sender ID h'', the twin's own sequence numbers), and the device's
-outbox releases a frame only when such an ack covers it. Format (normative text: docs/MQTT.md)::
+drops it. So the twin answers on ``<root>/<kid hex>/a`` with an ack, and the device's outbox
+releases a frame only when an ack names it *by its digest*::
 
-    ack          = 16([h'A1011818', {6: PIV}, ciphertext])    ; COSE_Encrypt0, tagged
-    external_aad = [1, [24, -8], kid, PIV, h'61']              ; kid = the device's kid, stream "a"
-    AEAD AAD     = ["Encrypt0", h'A1011818', external_aad]
-    nonce        = CommonIV XOR (0x00 || zeros(6) || zeros(5-len(PIV)) || PIV)   ; Sender ID h''
-    plaintext    = [* [lo, hi]]    ; inclusive ranges of stored seqs, sorted, disjoint, non-adjacent
+    ack          = 16([h'A1011818', {4: twin_sid, 6: PIV, ? 10: kid_context}, ciphertext])
+    key          = HKDF(salt, secret, [twin_sid, id_context, 24, "Key", 32])   ; RFC 8613 §3.2
+    nonce        = CommonIV XOR (len(twin_sid) || pad(twin_sid) || pad(PIV))    ; RFC 8613 §5.2
+    external_aad = [1, [24, -8], device_kid, PIV, h'61']
+    plaintext    = {? 1: [+ [seq, digest]], ? 2: [+ [seq, digest, reason]]}
+    digest       = SHA-256(frame as sent)[:8]
 
-An ack is a claim "these sequence numbers of this device are stored". It is true forever, so a
-replayed ack could do no harm; the device still refuses any ack PIV it has seen (a replay window
-over the twin's sequence numbers) so a replay changes nothing at all.
+``twin_sid`` is 6 random bytes an ingest process picks when it starts, and PIV a counter it keeps
+in memory per (twin_sid, device context): no (key, nonce) pair repeats across processes, workers
+or a restored database, and no database write is needed per ack. An ack is an idempotent, true
+claim about frames identified by their digests, so a replayed ack can release only frames that
+really were stored: no replay window is kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cbor2
@@ -28,82 +33,128 @@ from nacl.exceptions import CryptoError
 from . import cbor, senml
 from .cbor import ARRAY, MAP, TAG, UINT, Reader
 from .errors import DecryptionFailed, MalformedFrame, MalformedPayload
-from .frametypes import ENC0_PROTECTED, TAG_LEN, enc_structure
-from .oscore import MAX_SEQ, STREAM_ACK, Context, external_aad, nonce, piv_bytes
+from .frametypes import ENC0_PROTECTED, MAX_KID_CONTEXT, TAG_LEN, enc_structure
+from .oscore import MAX_KID_LEN, MAX_SEQ, STREAM_ACK, Context, external_aad, nonce, piv_bytes
 
-#: Largest ack accepted on input; bounds the plaintext and the number of ranges.
-MAX_ACK = 8192
-MAX_RANGES = 512
+__all__ = ["DIGEST_LEN", "MAX_ACK", "MAX_ENTRIES", "PERMANENT_REFUSALS", "SID_LEN", "Ack",
+           "Refused", "Stored", "digest", "open_ack", "parse_ack", "seal_ack", "sender_id_for"]
 
-Range = tuple[int, int]
+#: Largest ack accepted on input (256 entries with the longest reasons fit with room to spare).
+MAX_ACK = 16384
+#: Most entries (stored + refused) in one ack; a sender splits beyond.
+MAX_ENTRIES = 256
+#: Length of the twin's Sender ID: the largest an OSCORE nonce of 12 bytes allows.
+SID_LEN = MAX_KID_LEN
+#: Length of a frame digest.
+DIGEST_LEN = 8
+#: Refusal reasons the twin sends back (only for frames whose signature or lite AEAD verified):
+#: the frame will never be stored, whatever the device does; it moves to the dead letters.
+PERMANENT_REFUSALS = frozenset({"bad_payload", "too_old", "context_retired", "revoked",
+                                "conflict"})
+
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+Stored = tuple[int, bytes]  # (seq, digest)
+Refused = tuple[int, bytes, str]  # (seq, digest, reason)
+
+
+def digest(frame: bytes) -> bytes:
+    """The 8-byte digest an ack names a frame by: SHA-256 of the frame bytes as sent."""
+    return hashlib.sha256(frame).digest()[:DIGEST_LEN]
+
+
+def sender_id_for(twin_sid: bytes, kid: bytes) -> bytes:
+    """The twin Sender ID used towards device ``kid``: ``twin_sid``, or, in the one case it
+    equals the kid (a 6-byte kid), ``twin_sid`` with the low bit of its last byte flipped, so
+    the twin's nonces never fall into the device's own nonce space."""
+    if twin_sid != kid:
+        return twin_sid
+    return twin_sid[:-1] + bytes((twin_sid[-1] ^ 1,))
 
 
 @dataclass(frozen=True)
 class Ack:
-    """An opened, authenticated acknowledgement."""
+    """An opened, authenticated acknowledgement addressed to device ``kid``."""
 
     kid: bytes
-    seq: int  # the twin's sequence number (PIV) of this ack
-    ranges: tuple[Range, ...]
+    sender_id: bytes  # the twin process's Sender ID
+    seq: int  # its Partial IV (no freshness meaning: acks are idempotent)
+    kid_context: bytes | None  # the device context the named frames were sealed under
+    stored: tuple[Stored, ...] = ()
+    refused: tuple[Refused, ...] = ()
 
-    def covers(self, seq: int) -> bool:
-        return any(lo <= seq <= hi for lo, hi in self.ranges)
-
-    def count(self) -> int:
-        return sum(hi - lo + 1 for lo, hi in self.ranges)
-
-
-def to_ranges(seqs: Iterable[int]) -> list[Range]:
-    """Collapse sequence numbers into sorted, disjoint, non-adjacent inclusive ranges."""
-    out: list[list[int]] = []
-    for s in sorted(set(seqs)):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return [(lo, hi) for lo, hi in out]
+    def __len__(self) -> int:
+        return len(self.stored) + len(self.refused)
 
 
 def _aad(kid: bytes, piv: bytes) -> bytes:
     return enc_structure(ENC0_PROTECTED, external_aad(kid, piv, STREAM_ACK))
 
 
-def seal_ack(ctx: Context, kid: bytes, ack_seq: int, ranges: Iterable[Range]) -> bytes:
-    """Seal an ack of ``ranges`` for device ``kid`` with the twin's sequence number ``ack_seq``.
+def _check_entries(stored: Sequence[Stored], refused: Sequence[Refused]) -> None:
+    if not stored and not refused:
+        raise ValueError("an ack names at least one frame")
+    if len(stored) + len(refused) > MAX_ENTRIES:
+        raise ValueError(f"more than {MAX_ENTRIES} entries in one ack; split it")
+    for e in (*stored, *refused):
+        if not (type(e[0]) is int and 0 <= e[0] <= MAX_SEQ and type(e[1]) is bytes
+                and len(e[1]) == DIGEST_LEN):
+            raise ValueError("an ack entry is (seq 0..2^40-1, 8-byte digest[, reason])")
+    for e in refused:
+        if not (isinstance(e[2], str) and _REASON.fullmatch(e[2])):
+            raise ValueError(f"bad refusal reason {e[2]!r}")
 
-    ``ctx`` is the twin→device context (``Twin.ack_context(kid)``, Sender ID h''). ``ack_seq``
-    must never repeat for one context: take it from ``TwinStore.take_ack_seq``.
+
+def seal_ack(ctx: Context, kid: bytes, piv_seq: int, stored: Iterable[Stored] = (),
+             refused: Iterable[Refused] = (), kid_context: bytes | None = None) -> bytes:
+    """Seal an ack for device ``kid``: ``stored`` (seq, digest) and ``refused`` (seq, digest,
+    reason) entries of frames sealed under the device context whose ID Context is
+    ``kid_context`` (None: the base context).
+
+    ``ctx`` is the twin→device context of that device context with the twin process's Sender ID
+    (``Twin.ack_context(kid, sender_id, id_context)``); ``piv_seq`` must never repeat for
+    ``ctx`` (the ingest counts per context in memory). Entries are sorted by seq. Raises
+    ValueError for a Sender ID that is not 6 bytes or equals ``kid``, no entry or more than
+    :data:`MAX_ENTRIES`, or a malformed entry.
     """
-    if ctx.sender_id != b"":
-        raise ValueError("acks are sealed with the twin→device context (Sender ID h'')")
-    rs = _normalise(ranges)
-    if len(rs) > MAX_RANGES:
-        raise ValueError("too many ranges in one ack; split it")
-    piv = piv_bytes(ack_seq)
-    plaintext = cbor2.dumps([[lo, hi] for lo, hi in rs], canonical=True)
+    sid = ctx.sender_id
+    if len(sid) != SID_LEN or sid == kid:
+        raise ValueError("acks are sealed with the twin's 6-byte Sender ID, never the kid")
+    if kid_context is not None and not 0 < len(kid_context) <= MAX_KID_CONTEXT:
+        raise ValueError("kid context must be 1 to 16 bytes")
+    st = sorted((int(s), bytes(d)) for s, d in stored)
+    rf = sorted((int(s), bytes(d), r) for s, d, r in refused)
+    _check_entries(st, rf)
+    body: dict[int, list[list[object]]] = {}
+    if st:
+        body[1] = [[s, d] for s, d in st]
+    if rf:
+        body[2] = [[s, d, r] for s, d, r in rf]
+    piv = piv_bytes(piv_seq)
     ct = _nacl.crypto_aead_chacha20poly1305_ietf_encrypt(
-        plaintext, _aad(kid, piv), nonce(ctx.common_iv, b"", piv), ctx.key)
-    return b"\xd0\x83\x44" + ENC0_PROTECTED + b"\xa1\x06" + cbor.bstr(piv) + cbor.bstr(ct)
+        cbor2.dumps(body, canonical=True), _aad(kid, piv), nonce(ctx.common_iv, sid, piv),
+        ctx.key)
+    unprot = (b"\xa3" if kid_context is not None else b"\xa2") + b"\x04" + cbor.bstr(sid) + \
+        b"\x06" + cbor.bstr(piv)
+    if kid_context is not None:
+        unprot += b"\x0a" + cbor.bstr(kid_context)
+    return b"\xd0\x83" + cbor.bstr(ENC0_PROTECTED) + unprot + cbor.bstr(ct)
 
 
-def _normalise(ranges: Iterable[Range]) -> list[Range]:
-    items = sorted((int(lo), int(hi)) for lo, hi in ranges)
-    out: list[list[int]] = []
-    for lo, hi in items:
-        if not 0 <= lo <= hi <= MAX_SEQ:
-            raise ValueError(f"bad ack range [{lo}, {hi}]")
-        if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(lo, hi) for lo, hi in out]
+@dataclass(frozen=True)
+class Envelope:
+    """An ack's header values, parsed strictly but not authenticated."""
+
+    sender_id: bytes
+    piv: bytes
+    seq: int
+    kid_context: bytes | None
+    ciphertext: bytes
 
 
-def parse_ack(data: bytes) -> tuple[bytes, int, bytes]:
-    """Strictly parse an ack's envelope; return (PIV bytes, seq, ciphertext).
-
-    Raises :class:`MalformedFrame` for anything but the exact shape above.
-    """
+def parse_ack(data: bytes) -> Envelope:
+    """Strictly parse an ack's envelope (exactly the shape in the module docstring, in that key
+    order, shortest heads); raise :class:`MalformedFrame` otherwise. Nothing is authenticated."""
     if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_ACK:
         raise MalformedFrame("ack is not bytes or exceeds the maximum size")
     r = Reader(bytes(data))
@@ -111,37 +162,72 @@ def parse_ack(data: bytes) -> tuple[bytes, int, bytes]:
     r.expect(ARRAY, 3, "ack Encrypt0 array")
     if r.bytes_("ack protected") != ENC0_PROTECTED:
         raise MalformedFrame("ack protected header is not {1: 24}")
-    r.expect(MAP, 1, "ack unprotected")
+    major, n = r.head("ack unprotected")
+    if major != MAP or n not in (2, 3):
+        raise MalformedFrame("ack unprotected header is not {4, 6[, 10]}")
+    r.expect(UINT, 4, "ack Sender ID label")
+    sid = r.bytes_("ack Sender ID", SID_LEN, SID_LEN)
     r.expect(UINT, 6, "ack Partial IV label")
     piv = r.bytes_("ack Partial IV", 1, 5)
     if len(piv) > 1 and piv[0] == 0:
         raise MalformedFrame("ack partial IV has a leading zero")
+    kid_context = None
+    if n == 3:
+        r.expect(UINT, 10, "ack kid context label")
+        kid_context = r.bytes_("ack kid context", 1, MAX_KID_CONTEXT)
     ct = r.bytes_("ack ciphertext", TAG_LEN)
     r.done("ack")
-    return piv, int.from_bytes(piv, "big"), ct
+    return Envelope(sid, piv, int.from_bytes(piv, "big"), kid_context, ct)
 
 
-def open_ack(ctx: Context, kid: bytes, data: bytes) -> Ack:
-    """Parse, authenticate and decode an ack addressed to device ``kid``.
+def open_ack(ctx: Context, kid: bytes, data: bytes, env: Envelope | None = None) -> Ack:
+    """Authenticate and decode an ack addressed to device ``kid``.
 
-    ``ctx`` is the device's copy of the twin→device context (``Bundle.ack_context()``). Raises
-    :class:`MalformedFrame`, :class:`DecryptionFailed` (forged, altered, or for another device)
-    or :class:`MalformedPayload`. Freshness (PIV not seen before) is the caller's check.
+    ``ctx`` is the device's copy of the twin→device context for the envelope's Sender ID and
+    kid context (see :class:`twinlink.delivery.AckOpener`, which derives it); ``env`` the
+    already parsed envelope, if any. Raises :class:`MalformedFrame` (shape, or a Sender ID equal
+    to ``kid``), :class:`DecryptionFailed` (forged, altered, or for another device or context)
+    or :class:`MalformedPayload` (an authentic plaintext of the wrong shape).
     """
-    piv, seq, ct = parse_ack(data)
+    env = env if env is not None else parse_ack(data)
+    if env.sender_id == kid:
+        raise MalformedFrame("ack Sender ID equals the device's kid")
+    if ctx.sender_id != env.sender_id:
+        raise ValueError("the context belongs to another twin Sender ID")
     try:
         plaintext = _nacl.crypto_aead_chacha20poly1305_ietf_decrypt(
-            ct, _aad(kid, piv), nonce(ctx.common_iv, b"", piv), ctx.key)
+            env.ciphertext, _aad(kid, env.piv), nonce(ctx.common_iv, env.sender_id, env.piv),
+            ctx.key)
     except (CryptoError, ValueError):
         raise DecryptionFailed("ack AEAD tag does not verify") from None
-    obj = senml.loads(plaintext)  # the bounded decoder for authenticated CBOR
-    if not isinstance(obj, list) or len(obj) > MAX_RANGES:
-        raise MalformedPayload("ack plaintext is not an array of at most 512 ranges")
-    ranges: list[Range] = []
-    for item in obj:
-        if (not isinstance(item, list) or len(item) != 2
-                or not all(type(x) is int for x in item)
-                or not 0 <= item[0] <= item[1] <= MAX_SEQ):
-            raise MalformedPayload("ack range is not [lo, hi] with 0 <= lo <= hi < 2^40")
-        ranges.append((item[0], item[1]))
-    return Ack(kid, seq, tuple(ranges))
+    stored, refused = _entries(senml.loads(plaintext))  # the bounded decoder
+    return Ack(kid, env.sender_id, env.seq, env.kid_context, stored, refused)
+
+
+def _entries(obj: object) -> tuple[tuple[Stored, ...], tuple[Refused, ...]]:
+    if not isinstance(obj, dict) or not obj or not set(obj) <= {1, 2} \
+            or any(type(k) is not int for k in obj):
+        raise MalformedPayload("ack plaintext is not a map {? 1: stored, ? 2: refused}")
+    stored, refused = obj.get(1, []), obj.get(2, [])
+    if not isinstance(stored, list) or not isinstance(refused, list) \
+            or (1 in obj and not stored) or (2 in obj and not refused) \
+            or len(stored) + len(refused) > MAX_ENTRIES:
+        raise MalformedPayload(f"ack lists are not non-empty arrays of at most {MAX_ENTRIES}")
+    st: list[Stored] = []
+    for e in stored:
+        if not (isinstance(e, list) and len(e) == 2 and _seq_digest(e)):
+            raise MalformedPayload("stored entry is not [seq, 8-byte digest]")
+        st.append((e[0], e[1]))
+    rf: list[Refused] = []
+    for e in refused:
+        if not (isinstance(e, list) and len(e) == 3 and _seq_digest(e)
+                and isinstance(e[2], str) and _REASON.fullmatch(e[2])):
+            raise MalformedPayload("refused entry is not [seq, 8-byte digest, reason]")
+        rf.append((e[0], e[1], e[2]))
+    return tuple(st), tuple(rf)
+
+
+def _seq_digest(e: list[object]) -> bool:
+    s, d = e[0], e[1]
+    return (type(s) is int and 0 <= s <= MAX_SEQ and type(d) is bytes
+            and len(d) == DIGEST_LEN)

@@ -381,7 +381,7 @@ _OUTPUT_KEYS: dict[str, str] = {
     "ca": "path", "cert": "path", "key": "path", "password_file": "path", "username": "str",
     "password": "str", "client_id": "str", "keepalive": "int", "connect_timeout": "number",
     "reconnect_max": "number", "outbox": "path", "timeout": "number", "capacity": "int",
-    "when_full": "str", "window": "int", "resend_after": "number",
+    "when_full": "str", "window": "int", "resend_after": "number", "topic_root": "str",
 }
 _GATEWAY_KEYS = ("device", "state")
 
@@ -495,12 +495,16 @@ class Delivery:
     stored: int | None
     awaiting: int | None
     sent: int | None = None
+    refused: int = 0  # refused for good by the twin (moved to the outbox's dead letters)
 
     def describe(self) -> str:
         """One line for an operator: what was queued, and what is known to be stored."""
         if self.acknowledged:
             line = (f"queued {self.queued}, stored {self.stored} (acknowledged end to end by the "
                     "twin)")
+            if self.refused:
+                line += (f", {self.refused} refused for good by the twin (see 'twinlink "
+                         "outbox')")
             if self.awaiting:
                 line += (f", {self.awaiting} awaiting the twin's acknowledgement (kept in the "
                          "outbox, resent on the next run)")
@@ -519,7 +523,7 @@ class Delivery:
     def to_json(self) -> dict[str, Any]:
         return {"transport": self.transport, "queued": self.queued,
                 "acknowledged": self.acknowledged, "stored": self.stored,
-                "awaiting": self.awaiting, "sent": self.sent}
+                "awaiting": self.awaiting, "sent": self.sent, "refused": self.refused}
 
 
 def _pending(link: Any) -> int | None:
@@ -539,7 +543,8 @@ def _delivery(link: Any, queued: int, abandoned: int | None = None) -> Delivery:
     stats = getattr(link, "stats", None)
     released = getattr(stats, "released", None)
     if getattr(link, "e2e", False) and isinstance(released, int):
-        return Delivery("mqtt", queued, True, released, awaiting)
+        return Delivery("mqtt", queued, True, released, awaiting,
+                        refused=int(getattr(stats, "refused", 0)))
     name = "mqtt" if hasattr(link, "outbox") else type(link).__name__
     return Delivery(name, queued, False, None, awaiting)
 

@@ -11,11 +11,16 @@ acknowledgements back (MQTT today, through :class:`twinlink.mqtt_link.MqttLink`)
     link_up() / link_down() / hop_acked(token) / ack_arrived(kid, ack) ◄── transport
 
 Release policy: with an :class:`AckOpener` (the device holds its own key), a frame leaves the
-outbox only when an authenticated end-to-end acknowledgement (:mod:`twinlink.ack`) says the twin
-*stored* it; a replayed acknowledgement releases nothing (the outbox keeps a persistent window
-over the twin's ack sequence numbers). Without one (a gateway forwarding other devices' frames,
-a lite bundle) a frame leaves on the transport's hop acknowledgement (MQTT: the broker's PUBACK):
-durable at the next hop, not proven stored.
+outbox only when an authenticated end-to-end acknowledgement (:mod:`twinlink.ack`, version 2)
+names it by its digest: *stored* releases it, *refused* (a permanent refusal of an authentic
+frame: bad payload, too old, …) moves it to the outbox's dead letters, so the readings after it
+keep flowing. An entry whose sequence number is queued with another digest releases nothing and
+raises the device event ``ack.conflict`` (another sender uses this identity, or this device lost
+its state); an ack that does not authenticate raises ``ack.forged``. Acks are idempotent claims
+bound to digests, so a replayed ack can only release frames that really were stored: there is no
+ack replay window. Without an opener (a gateway forwarding other devices' frames, a lite bundle)
+a frame leaves on the transport's hop acknowledgement (MQTT: the broker's PUBACK): durable at
+the next hop, not proven stored.
 
 Resend policy: always the same bytes, never re-sealed, so the twin's replay window drops a
 duplicate and acknowledges it again. (1) When the link comes up again, frames whose hop ack
@@ -23,16 +28,18 @@ arrived but whose end-to-end ack did not are due at once (the next hop may have 
 restart); frames still awaiting a hop ack are the transport's to re-send (paho does so on
 reconnect). (2) A frame unacknowledged ``resend_after`` seconds after it was sent is sent again.
 
-Flow control: per device, only frames with ``seq < lowest queued seq + window`` are in flight,
-so no unacknowledged frame can fall below the twin's replay window (``window`` must not exceed
-the window the device is registered with).
+Flow control, per device: only the frames of the *oldest* security context with queued frames
+are sent (a renewed device's old-context frames first: the twin retires the old context when the
+new one's first frame arrives), and within it only those with ``seq < lowest queued seq +
+window``, so no unacknowledged frame can fall below the twin's replay window (``window`` must not
+exceed the window the device is registered with).
 
 Threads: one thread per :class:`Delivery` (``twinlink-delivery``) owns the in-flight table,
 verifies acknowledgements, releases frames and calls :meth:`Carrier.send_frame`; it sleeps until
 an event arrives or the next resend is due. The transport's notifications (``link_up``,
 ``link_down``, ``hop_acked``, ``ack_arrived``) only queue an event and return, so they are safe
 to call from a transport's network thread. Callers' threads only write to the outbox (:meth:`put`)
-and wait (:meth:`flush`, a blocking :meth:`put`).
+and wait (:meth:`flush`, a blocking :meth:`put`). ``on_event`` runs on the delivery thread.
 """
 
 from __future__ import annotations
@@ -40,21 +47,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from . import ack as _ack
-from . import oscore
-from .errors import ReplayError, TransportError, TwinlinkError
-from .keys import Bundle
+from . import keys, oscore
+from .errors import TransportError, TwinlinkError
 from .outbox import Outbox, OutboxFull
 
-__all__ = ["AckOpener", "Carrier", "Delivery", "DeliveryStats", "OutboxFull"]
+__all__ = ["AckOpener", "Carrier", "Delivery", "DeliveryLink", "DeliveryStats", "OutboxFull"]
 
 log = logging.getLogger("twinlink.delivery")
 
-Key = tuple[bytes, int]  # (kid, seq)
+Key = tuple[bytes, bytes, int]  # (kid, ID Context or b'', seq)
 
 
 class Carrier(Protocol):
@@ -76,27 +83,50 @@ class Carrier(Protocol):
 
 
 class AckOpener:
-    """Opens the end-to-end acknowledgements addressed to device ``kid`` (:mod:`twinlink.ack`),
-    with the twin→device context of the security context the device seals under
-    (``Device.ack_context()``)."""
+    """Opens the end-to-end acknowledgements addressed to device ``kid`` (:mod:`twinlink.ack`).
 
-    def __init__(self, kid: bytes, ctx: oscore.Context) -> None:
-        self.kid = kid
-        self._ctx = ctx
+    An ack names the twin process's Sender ID and the device context (kid context) of the
+    frames it covers; the opener derives the matching twin→device key from the device's own
+    key, the twin's public key and the bundle's Master Salt, and caches the last few contexts
+    (one X25519 per opener, an HKDF per new (Sender ID, context)).
+    """
 
-    @classmethod
-    def for_bundle(cls, bundle: Bundle) -> AckOpener:
-        """The opener for a bundle's base context; raise ValueError for a lite bundle."""
+    CACHE = 8
+
+    def __init__(self, bundle: keys.Bundle) -> None:
         if bundle.device_key is None:
             raise ValueError("end-to-end acks need the device's own key (not a lite bundle)")
-        return cls(bundle.kid, bundle.ack_context())
+        self.kid = bundle.kid
+        self._salt = bundle.master_salt
+        self._secret = keys.master_secret_device(bundle.device_key, bundle.twin_public)
+        self._cache: OrderedDict[tuple[bytes, bytes | None], oscore.Context] = OrderedDict()
+
+    @classmethod
+    def for_bundle(cls, bundle: keys.Bundle) -> AckOpener:
+        """The opener for a bundle; raise ValueError for a lite bundle."""
+        return cls(bundle)
 
     def __repr__(self) -> str:
         return f"AckOpener(kid={self.kid.hex()})"
 
+    def context(self, sender_id: bytes, kid_context: bytes | None) -> oscore.Context:
+        """The twin→device context of twin Sender ID ``sender_id`` under the device context
+        whose ID Context is ``kid_context``."""
+        ck = (sender_id, kid_context)
+        ctx = self._cache.get(ck)
+        if ctx is None:
+            ctx = oscore.derive_context(self._secret, sender_id, self._salt, kid_context)
+            self._cache[ck] = ctx
+            if len(self._cache) > self.CACHE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(ck)
+        return ctx
+
     def open(self, data: bytes) -> _ack.Ack:
         """Parse and authenticate one ack; raise a :class:`TwinlinkError` if it is not genuine."""
-        return _ack.open_ack(self._ctx, self.kid, data)
+        env = _ack.parse_ack(data)
+        return _ack.open_ack(self.context(env.sender_id, env.kid_context), self.kid, data, env)
 
 
 @dataclass
@@ -105,9 +135,10 @@ class DeliveryStats:
     resent: int = 0
     hop_acks: int = 0  # transport-level confirmations (MQTT: PUBACK)
     acks: int = 0  # end-to-end acks accepted
-    released: int = 0  # frames removed from the outbox
-    forged_acks: int = 0  # acks that failed to parse or authenticate
-    replayed_acks: int = 0  # authentic acks whose sequence number was seen before
+    released: int = 0  # frames removed from the outbox as stored (or hop-acked, gateway mode)
+    refused: int = 0  # frames the twin refused for good: moved to the dead letters
+    forged_acks: int = 0  # acks that failed to parse or authenticate (ack.forged)
+    conflicts: int = 0  # ack entries naming a queued seq with another digest (ack.conflict)
 
 
 class _InFlight:
@@ -123,13 +154,15 @@ class Delivery:
     ``kid``: the only device whose frames may be queued (None: any, gateway mode). ``acks``:
     release on verified end-to-end acks (None: on hop acks). ``when_full``: ``"refuse"`` makes
     :meth:`put` raise :class:`OutboxFull` at once, ``"block"`` waits up to ``timeout`` seconds
-    for room first. Nothing queued is ever dropped.
+    for room first. Nothing queued is ever dropped. ``on_event(type, detail)`` is told about
+    device security events (``ack.forged``, ``ack.conflict``; default: logged as a warning).
     """
 
     def __init__(self, outbox: Outbox, carrier: Carrier, *, kid: bytes | None = None,
                  acks: AckOpener | None = None, window: int = 64, resend_after: float = 10.0,
                  timeout: float = 10.0, when_full: str = "refuse",
-                 name: str = "twinlink-delivery") -> None:
+                 name: str = "twinlink-delivery",
+                 on_event: Callable[[str, str], None] | None = None) -> None:
         if when_full not in ("refuse", "block"):
             raise ValueError("when_full must be 'refuse' or 'block'")
         if window < 1:
@@ -139,6 +172,7 @@ class Delivery:
         self.outbox, self.carrier, self.kid, self.acks = outbox, carrier, kid, acks
         self.window, self.resend_after = window, resend_after
         self.timeout, self.when_full = timeout, when_full
+        self.on_event = on_event
         self.stats = DeliveryStats()
         #: The last error of the delivery thread ("" if none), for humans.
         self.last_error = ""
@@ -314,33 +348,45 @@ class Delivery:
             return
         try:
             a = self.acks.open(data)
-        except TwinlinkError:
+        except TwinlinkError as exc:
             self.stats.forged_acks += 1
+            self._event("ack.forged", f"an acknowledgement for {kid.hex()} does not "
+                                      f"authenticate ({exc.reason}); it changed nothing")
+            return
+        ctx = b"" if a.kid_context is None else a.kid_context
+        done = self.outbox.settle(kid, a.kid_context, a.stored, a.refused)
+        self.stats.acks += 1
+        self.stats.released += len(done.released)
+        self.stats.refused += len(done.dead)
+        for seq in done.released + done.dead:
+            self._forget((kid, ctx, seq))
+        if done.dead:
+            reasons = {s: r for s, _, r in a.refused}
+            log.warning("the twin refused %d frame(s) of %s for good (%s); moved to the outbox's "
+                        "dead letters", len(done.dead), kid.hex(),
+                        ", ".join(f"seq {s}: {reasons[s]}" for s in done.dead[:5]))
+        for seq, have, said in done.conflicts:
+            self.stats.conflicts += 1
+            self._event("ack.conflict", f"an authentic acknowledgement names seq {seq} of "
+                        f"{kid.hex()} (context {ctx.hex() or 'base'}) with digest {said.hex()}, "
+                        f"but the queued frame's is {have.hex()}: another sender uses this "
+                        "identity, or the device lost its state; nothing released")
+        if done.released or done.dead:
+            self._released()
+
+    def _event(self, kind: str, detail: str) -> None:
+        if self.on_event is None:
+            log.warning("%s: %s", kind, detail)
             return
         try:
-            n = self.outbox.release(kid, a.ranges, a.seq)
-        except ReplayError:  # Replay / TooOld: an ack sequence number seen before
-            self.stats.replayed_acks += 1
-            return
-        self.stats.acks += 1
-        self.stats.released += n
-        for lo, hi in a.ranges:
-            if hi - lo < 4096:
-                for s in range(lo, hi + 1):
-                    self._forget((kid, s))
-            else:
-                for key in [k for k in self._sent if k[0] == kid and lo <= k[1] <= hi]:
-                    self._forget(key)
-        self._released()
+            self.on_event(kind, detail)
+        except Exception:
+            log.exception("delivery: the on_event callback failed")
 
     def _release_keys(self, keys: list[Key]) -> None:
-        by_kid: dict[bytes, list[int]] = {}
-        for kid, seq in keys:
-            by_kid.setdefault(kid, []).append(seq)
-        for kid, seqs in by_kid.items():
-            self.stats.released += self.outbox.release(kid, _ack.to_ranges(seqs))
-            for s in seqs:
-                self._forget((kid, s))
+        self.stats.released += self.outbox.release(keys)
+        for key in keys:
+            self._forget(key)
         self._released()
 
     def _released(self) -> None:
@@ -361,8 +407,8 @@ class Delivery:
         written: list[Key] = []
         try:
             for kid in kids:
-                for seq, frame in self.outbox.head(kid, self.window):
-                    key = (kid, seq)
+                for ctx, seq, frame in self.outbox.head(kid, self.window):
+                    key = (kid, ctx, seq)
                     rec = self._sent.get(key)
                     if rec is not None and rec.gen == self._gen:
                         if rec.token is not None or now - rec.at < self.resend_after:
@@ -389,3 +435,64 @@ class Delivery:
             self._next_due = next_due
             if written:
                 self._release_keys(written)
+
+
+class DeliveryLink:
+    """What a device link built on :class:`Delivery` offers its callers (the
+    :class:`twinlink.device.Link` surface and more); a transport's link sets ``delivery`` and
+    implements :meth:`close` (:class:`~twinlink.mqtt_link.MqttLink`,
+    :class:`~twinlink.serial_link.SerialAckLink`)."""
+
+    delivery: Delivery
+
+    @property
+    def outbox(self) -> Outbox:
+        return self.delivery.outbox
+
+    @property
+    def e2e(self) -> bool:
+        """True if frames leave the outbox only on the twin's end-to-end acknowledgement."""
+        return self.delivery.e2e
+
+    @property
+    def stats(self) -> DeliveryStats:
+        return self.delivery.stats
+
+    @property
+    def timeout(self) -> float:
+        """Default wait of :meth:`flush`, :meth:`close` and a blocking :meth:`send`."""
+        return self.delivery.timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self.delivery.timeout = value
+
+    def send(self, frame: bytes) -> None:
+        """Durably queue one sealed frame; it goes out in the background."""
+        self.delivery.put([frame])
+
+    def send_many(self, frames: Sequence[bytes]) -> None:
+        """Durably queue sealed frames (all or none); a full outbox: see :meth:`Delivery.put`."""
+        self.delivery.put(frames)
+
+    def pending(self) -> int:
+        """Frames queued and not yet acknowledged."""
+        return self.delivery.pending()
+
+    def dead_letters(self) -> int:
+        """Frames the twin refused for good, kept in the outbox's dead letters (all runs)."""
+        return self.outbox.count_dead_letters()
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until every queued frame is acknowledged or ``timeout`` passes (default: the
+        link's timeout); return how many are still pending (0 = all acknowledged)."""
+        return self.delivery.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> DeliveryLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

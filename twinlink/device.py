@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from . import frame as _frame
 from . import keys, oscore, senml
+from .errors import FrameTooLarge
 from .replay import DEFAULT_CHUNK, SequenceStore
 
 log = logging.getLogger("twinlink.device")
@@ -34,6 +35,28 @@ def default_state_dir() -> Path:
         os.path.expanduser("~"), ".local", "state"
     )
     return Path(base) / "twinlink"
+
+
+def state_path(bundle: keys.Bundle, state_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where a device's sequence state lives: ``<state_dir>/<name>-<kid hex>-<t>.seq`` (its
+    MQTT outbox beside it, suffix ``.outbox``). The counter belongs to (identity, Master Salt):
+    an operator re-key starts a fresh one; the ID Context in use lives in the state itself (it
+    changes on renewal)."""
+    ctx_tag = hashlib.sha256(
+        bundle.master_salt + b"|" + (bundle.id_context or b"")
+    ).hexdigest()[:8]
+    sdir = Path(state_dir) if state_dir is not None else default_state_dir()
+    return sdir / f"{bundle.name}-{bundle.kid.hex()}-{ctx_tag}.seq"
+
+
+def check_size(plaintext: bytes) -> bytes:
+    """Return ``plaintext`` if the twin may store it (at most :data:`twinlink.frame.MAX_PAYLOAD`
+    bytes, docs/PROTOCOL.md §13), else raise :class:`FrameTooLarge`: a larger reading would
+    be refused for good, so it is refused here, before it costs a sequence number."""
+    if len(plaintext) > _frame.MAX_PAYLOAD:
+        raise FrameTooLarge(f"reading of {len(plaintext)} bytes exceeds the largest payload "
+                            f"the twin accepts ({_frame.MAX_PAYLOAD} bytes)")
+    return plaintext
 
 
 class Link(Protocol):
@@ -61,13 +84,7 @@ class Device:
         self._sk = bundle.device_key.secret64 if bundle.device_key is not None else None
         self._lite = bundle.lite_key is not None
         self.stream = oscore.STREAM_TELEMETRY
-        # The counter belongs to (identity, Master Salt): an operator re-key starts a fresh
-        # one; the ID Context in use lives in the state itself (it changes on renewal).
-        ctx_tag = hashlib.sha256(
-            bundle.master_salt + b"|" + (bundle.id_context or b"")
-        ).hexdigest()[:8]
-        sdir = Path(state_dir) if state_dir is not None else default_state_dir()
-        self.state_path = sdir / f"{bundle.name}-{bundle.kid.hex()}-{ctx_tag}.seq"
+        self.state_path = state_path(bundle, state_dir)
         lite_fresh = bundle.settings.get("lite_state", "unused") == "unused"
         self.seq = SequenceStore(
             self.state_path,
@@ -128,26 +145,34 @@ class Device:
 
     @staticmethod
     def encode(reading: Mapping[str, Any], time: float | bool | None = True) -> bytes:
-        """The SenML plaintext of a reading; ``time=True`` stamps the current time."""
+        """The SenML plaintext of a reading; ``time=True`` stamps the current time. Raises
+        :class:`FrameTooLarge` above :data:`~twinlink.frame.MAX_PAYLOAD` bytes (a ValueError:
+        the CLI's JSON-lines input skips such a line)."""
         t = _time.time() if time is True else (None if time is False or time is None
                                                else float(time))
-        return senml.encode(reading, t)
+        return check_size(senml.encode(reading, t))
 
     def seal(self, reading: Mapping[str, Any], *, time: float | bool | None = True) -> bytes:
-        """Seal a ``{name: value}`` reading as a SenML frame with the next sequence number."""
-        plaintext = self.encode(reading, time)  # well-formed by construction: no re-check
+        """Seal a ``{name: value}`` reading as a SenML frame with the next sequence number;
+        raise :class:`FrameTooLarge` (no number taken) above :data:`~twinlink.frame.MAX_PAYLOAD`
+        bytes of SenML."""
+        plaintext = self.encode(reading, time)  # well-formed and size-checked
         return self._seal(self.seq.take(), plaintext)
 
     def seal_raw(self, plaintext: bytes) -> bytes:
-        """Seal an already CBOR-encoded plaintext (it must be one well-formed CBOR item)."""
-        senml.loads(plaintext)
+        """Seal an already CBOR-encoded plaintext (it must be one well-formed CBOR item of at
+        most :data:`~twinlink.frame.MAX_PAYLOAD` bytes: else :class:`FrameTooLarge` or
+        :class:`~twinlink.errors.MalformedPayload`, and no sequence number is used)."""
+        senml.loads(check_size(plaintext))
         return self._seal(self.seq.take(), plaintext)
 
     def seal_many(
         self, readings: Iterable[Mapping[str, Any]], *, time: float | bool | None = True
     ) -> list[bytes]:
-        """Seal several readings with consecutive sequence numbers, reserved durably once."""
-        plaintexts = [self.encode(r, time) for r in readings]
+        """Seal several readings with consecutive sequence numbers, reserved durably once.
+        All or none: a reading above :data:`~twinlink.frame.MAX_PAYLOAD` bytes raises
+        :class:`FrameTooLarge` before any number is taken."""
+        plaintexts = [self.encode(r, time) for r in readings]  # all checked before take()
         if not plaintexts:
             return []
         first = self.seq.take(len(plaintexts))

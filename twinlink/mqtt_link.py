@@ -3,11 +3,12 @@
 ``MqttLink(url, bundle=..., outbox=...)`` is a :class:`twinlink.device.Link`: ``send(frame)``
 durably queues the sealed frame in an :class:`~twinlink.outbox.Outbox` and returns; the
 :class:`~twinlink.delivery.Delivery` thread publishes queued frames at QoS 1 on
-``twinlink/<kid hex>/t`` through a :class:`~twinlink.transport.mqtt.MqttTransport`, and a frame
-leaves the outbox only when the twin's authenticated end-to-end ack (``twinlink/<kid hex>/a``,
-:mod:`twinlink.ack`) says it is *stored*. Without a device key (a forwarding gateway, a lite
-bundle) it leaves on the broker's PUBACK instead. Release, resend and flow-control rules:
-:mod:`twinlink.delivery`.
+``<root>/<kid hex>/t`` through a :class:`~twinlink.transport.mqtt.MqttTransport`, and a frame
+leaves the outbox only when the twin's authenticated end-to-end ack (``<root>/<kid hex>/a``,
+:mod:`twinlink.ack`) names it by its digest: stored (released) or refused for good (moved to the
+outbox's dead letters). Without a device key (a forwarding gateway, a lite bundle) it leaves on
+the broker's PUBACK instead. Release, resend and flow-control rules: :mod:`twinlink.delivery`.
+The topic root is the bundle's ``topic_root`` setting (default ``twinlink``) unless given.
 
 Threads: paho's network thread runs the transport's callbacks, which only hand events to the
 delivery thread (``twinlink-delivery``); that thread verifies acks, releases frames and publishes.
@@ -22,12 +23,11 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import oscore
-from .delivery import AckOpener, Delivery, DeliveryStats
+from .delivery import AckOpener, Delivery, DeliveryLink
 from .keys import Bundle
 from .outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
 from .transport.mqtt import (
@@ -37,6 +37,7 @@ from .transport.mqtt import (
     Message,
     MqttOptions,
     MqttTransport,
+    check_topic_root,
     parse_url,
     take_options,
     topic,
@@ -46,16 +47,18 @@ from .transport.mqtt import (
 __all__ = ["MqttLink", "OutboxFull", "for_device", "open_url"]
 
 
-class MqttLink:
+class MqttLink(DeliveryLink):
     """A durable device→twin link over MQTT; ``send(frame)`` queues, a thread publishes.
 
-    ``bundle``: the device's bundle; only its frames may be sent, and the twin→device context
-    (``ack_context``, by default the bundle's base context; a device that renewed its context
-    passes ``Device.ack_context()``) authenticates end-to-end acks. Without a bundle (a gateway
-    forwarding other devices' frames) or with a lite one, frames are released on the broker's
-    PUBACK: durable at the broker, not proven stored. ``when_full``: ``"refuse"`` raises
-    :class:`OutboxFull` at once, ``"block"`` waits up to ``timeout`` seconds for room then raises
-    it. Nothing queued is ever dropped.
+    ``bundle``: the device's bundle; only its frames may be sent, and its key authenticates the
+    twin's end-to-end acks (of whichever of its security contexts the queued frames were sealed
+    under). Without a bundle (a gateway forwarding other devices' frames) or with a lite one,
+    frames are released on the broker's PUBACK: durable at the broker, not proven stored.
+    ``when_full``: ``"refuse"`` raises :class:`OutboxFull` at once, ``"block"`` waits up to
+    ``timeout`` seconds for room then raises it. Nothing queued is ever dropped. ``topic_root``:
+    the deployment's topic root (default: the bundle's ``topic_root`` setting, else
+    ``twinlink``); ValueError if it is not a valid root. ``on_event(type, detail)``: device
+    security events (``ack.forged``, ``ack.conflict``), on the delivery thread.
     """
 
     def __init__(self, url: str, *, bundle: Bundle | None = None,
@@ -63,29 +66,32 @@ class MqttLink:
                  client_id: str | None = None, options: MqttOptions | None = None,
                  timeout: float = 10.0, capacity: int = DEFAULT_CAPACITY,
                  when_full: str = "refuse", window: int = 64, resend_after: float = 10.0,
-                 start: bool = True, ack_context: oscore.Context | None = None) -> None:
+                 start: bool = True, topic_root: str | None = None,
+                 on_event: Callable[[str, str], None] | None = None) -> None:
         parse_url(url)  # a bad URL fails here, before any file is opened
+        if topic_root is None:
+            topic_root = (str(bundle.settings.get("topic_root") or TOPIC_ROOT)
+                          if bundle is not None else TOPIC_ROOT)
+        self.root = check_topic_root(topic_root)
         self.bundle = bundle
         self.kid = bundle.kid if bundle is not None else None
         acks: AckOpener | None = None
-        if bundle is not None and ack_context is not None:
-            acks = AckOpener(bundle.kid, ack_context)
-        elif bundle is not None and bundle.device_key is not None:
-            acks = AckOpener.for_bundle(bundle)
+        if bundle is not None and bundle.device_key is not None:
+            acks = AckOpener(bundle)
         if not isinstance(outbox, Outbox):
             path = Path(outbox) if outbox is not None else _default_outbox(url, bundle)
             outbox = Outbox(path, capacity)
         try:
             self.delivery = Delivery(outbox, self, kid=self.kid, acks=acks, window=window,
                                      resend_after=resend_after, timeout=timeout,
-                                     when_full=when_full)
+                                     when_full=when_full, on_event=on_event)
         except ValueError:
             outbox.close()
             raise
         cid = client_id or (f"twinlink-{self.kid.hex()}-{os.urandom(3).hex()}" if self.kid
                             else f"twinlink-gw-{os.urandom(4).hex()}")
-        self.status_topic = (topic(self.kid, "status") if self.kid is not None
-                             else f"{TOPIC_ROOT}/gw/{cid}/status")
+        self.status_topic = (topic(self.kid, "status", self.root) if self.kid is not None
+                             else f"{self.root}/gw/{cid}/status")
         self.transport = MqttTransport(
             url, cid, options, clean_start=True, max_packet_size=MAX_PACKET,
             max_inflight=max(20, window), will=(self.status_topic, b"offline"),
@@ -112,28 +118,6 @@ class MqttLink:
         return self.transport.opts
 
     @property
-    def outbox(self) -> Outbox:
-        return self.delivery.outbox
-
-    @property
-    def e2e(self) -> bool:
-        """True if frames leave the outbox only on the twin's end-to-end acknowledgement."""
-        return self.delivery.e2e
-
-    @property
-    def stats(self) -> DeliveryStats:
-        return self.delivery.stats
-
-    @property
-    def timeout(self) -> float:
-        """Default wait of :meth:`flush`, :meth:`close` and a blocking :meth:`send`."""
-        return self.delivery.timeout
-
-    @timeout.setter
-    def timeout(self, value: float) -> None:
-        self.delivery.timeout = value
-
-    @property
     def connected(self) -> bool:
         return self.transport.connected
 
@@ -152,23 +136,6 @@ class MqttLink:
         self.delivery.start()
         self.transport.start()
 
-    def send(self, frame: bytes) -> None:
-        """Durably queue one sealed frame; it is published in the background."""
-        self.delivery.put([frame])
-
-    def send_many(self, frames: Sequence[bytes]) -> None:
-        """Durably queue sealed frames (all or none); see the class doc for a full outbox."""
-        self.delivery.put(frames)
-
-    def pending(self) -> int:
-        """Frames queued and not yet acknowledged."""
-        return self.delivery.pending()
-
-    def flush(self, timeout: float | None = None) -> int:
-        """Wait until every queued frame is acknowledged or ``timeout`` passes (default: the
-        link's timeout); return how many are still pending (0 = all acknowledged)."""
-        return self.delivery.flush(timeout)
-
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self.transport.wait_connected(self.timeout if timeout is None else timeout)
 
@@ -179,23 +146,17 @@ class MqttLink:
         self.delivery.close(t)
         self.transport.stop(t, before=self._last_words)
 
-    def __enter__(self) -> MqttLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- the Carrier interface (delivery thread) -------------------------------------------------
 
     def send_frame(self, kid: bytes, frame: bytes) -> int | None:
-        return int(self.transport.publish(topic(kid, "t"), frame, qos=1).mid)
+        return int(self.transport.publish(topic(kid, "t", self.root), frame, qos=1).mid)
 
     # -- paho's network thread -------------------------------------------------------------------
 
     def _on_up(self, session_present: bool) -> None:
         # Subscribe before any frame goes out, or the first acks could precede the subscription.
         if self.kid is not None and self.e2e:
-            self.transport.subscribe(topic(self.kid, "a"), qos=1)
+            self.transport.subscribe(topic(self.kid, "a", self.root), qos=1)
         self.delivery.link_up()
         self.transport.publish(self.status_topic, b"online", qos=1, retain=True)
 
@@ -208,7 +169,7 @@ class MqttLink:
             self.ack_subscribed.set()
 
     def _on_message(self, msg: Message) -> None:
-        kid = topic_kid(msg.topic, "a")
+        kid = topic_kid(msg.topic, "a", self.root)
         if kid is not None and kid == self.kid:
             self.delivery.ack_arrived(kid, msg.payload)
 
@@ -233,8 +194,6 @@ def for_device(device: Any, url: str, **kw: Any) -> MqttLink:
     device's sequence state; attach it with ``device.link = link``. Connection settings may be
     given flat (``ca=``, ``cert=``, ``key=``, ``username=``, ``password_file=``, …)."""
     kw.setdefault("outbox", Path(device.state_path).with_suffix(".outbox"))
-    if device.bundle.device_key is not None:  # a lite bundle gets no end-to-end acks
-        kw.setdefault("ack_context", device.ack_context())
     return MqttLink(url, bundle=device.bundle, **take_options(kw))
 
 

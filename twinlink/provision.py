@@ -18,7 +18,8 @@ from . import keys
 from .errors import KeyFileError
 from .fileio import atomic_write, fsync_dir
 from .naming import check_device_name
-from .store import PROFILE_LITE, PROFILE_SIGNED, TwinStore, open_store
+from .store import PROFILE_LITE, PROFILE_SIGNED, RegistryError, TwinStore, open_store
+from .transport.topics import TOPIC_ROOT, check_topic_root
 
 
 def bundle_paths(name: str, out: str | os.PathLike[str]) -> dict[str, Path]:
@@ -41,17 +42,25 @@ def provision(
     update_keys: list[bytes] | None = None,
     vendor: str | None = None,
     device_class: str | None = None,
+    topic_root: str | None = None,
 ) -> keys.Bundle:
     """Create a device key pair and bundle in ``out``; register it in ``db`` if given.
 
     ``twin_pub`` is the twin's public key file (or its raw 32 bytes). Raises
     :class:`~twinlink.naming.InvalidName`, :class:`~twinlink.errors.KeyFileError` (files exist
     and ``force`` is not set, or cannot be written), :class:`~twinlink.store.RegistryError`
-    (name or kid taken), :class:`~twinlink.store.TwinKeyMismatch` (``db`` belongs to another
-    twin key). On any failure nothing is registered and no existing file is changed.
-    ``update_keys`` (raw Ed25519 public keys of the offline update-signing key(s)), ``vendor``
-    and ``device_class`` put firmware-update trust into the bundle (docs/UPDATES.md).
+    (name or kid taken, or ``topic_root`` differs from the one ``db`` records),
+    :class:`~twinlink.store.TwinKeyMismatch` (``db`` belongs to another twin key), ValueError
+    for an invalid ``topic_root``. On any failure nothing is registered and no existing file is
+    changed. ``update_keys`` (raw Ed25519 public keys of the offline update-signing key(s)),
+    ``vendor`` and ``device_class`` put firmware-update trust into the bundle (docs/UPDATES.md).
+
+    The bundle's ``topic_root`` setting (the MQTT topic root, docs/MQTT.md) is ``topic_root``,
+    else the one ``db`` records, else ``twinlink``; a database that records none records it
+    once the device is registered.
     """
+    if topic_root is not None:
+        check_topic_root(topic_root)
     paths = bundle_paths(name, out)
     if not force:
         for p in paths.values():
@@ -68,9 +77,15 @@ def provision(
     try:
         if store is not None:
             store.bind_twin_key(keys.fingerprint(twin_public))
+        recorded = store.topic_root() if store is not None else None
+        if recorded is not None and topic_root is not None and topic_root != recorded:
+            raise RegistryError(f"the twin database uses MQTT topic root {recorded!r}, not "
+                                f"{topic_root!r}")
+        root = topic_root or recorded or TOPIC_ROOT
         if kid is None:
             kid = store.next_kid() if store is not None else os.urandom(4)
-        bundle_settings: dict[str, Any] = {"stream": "t", "master_salt": "", "id_context": None}
+        bundle_settings: dict[str, Any] = {"stream": "t", "master_salt": "", "id_context": None,
+                                           "topic_root": root}
         if chunk:
             bundle_settings["sequence_chunk"] = chunk
         bundle_settings.update(settings or {})
@@ -93,6 +108,8 @@ def provision(
             staged[what] = tmp
         if store is not None:
             store.register(name, dk.public, kid, PROFILE_LITE if lite else PROFILE_SIGNED)
+            if recorded is None:
+                store.set_topic_root(root)
         for what, tmp in staged.items():
             os.replace(tmp, paths[what])
         staged.clear()

@@ -277,9 +277,13 @@ class Twin:
         """The device→twin context of a registered device (for tools and tests)."""
         return self._context(self.store.device(name_or_kid))
 
-    def ack_context(self, name_or_kid: str | bytes) -> oscore.Context:
-        """The twin→device context (Sender ID h'') that authenticates acknowledgements."""
-        return self._context(self.store.device(name_or_kid), b"")
+    def ack_context(self, name_or_kid: str | bytes, sender_id: bytes = b"",
+                    id_context: Any = _CURRENT) -> oscore.Context:
+        """A twin→device context of a registered device: Sender ID ``sender_id`` (an ingest
+        process's twin Sender ID, :mod:`twinlink.ack`) under the device's Master Salt and
+        ``id_context`` (the kid context of the frames being acknowledged; None: the base
+        context; default: the device's current one)."""
+        return self._context(self.store.device(name_or_kid), sender_id, id_context=id_context)
 
     # -- ingest -----------------------------------------------------------------------------
 

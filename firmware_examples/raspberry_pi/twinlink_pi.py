@@ -197,7 +197,10 @@ def delivery(link: object, handed: int) -> str:
         return line + (f", {left} never written (the port is down)" if left else "")
     pending = link.pending()  # type: ignore[attr-defined]
     stored = link.stats.released  # type: ignore[attr-defined]
+    refused = link.stats.refused  # type: ignore[attr-defined]
     line = f"queued {handed} readings, stored {stored} (acknowledged end to end by the twin)"
+    if refused:
+        line += f", {refused} refused for good by the twin (see 'twinlink outbox')"
     return line + (f", {pending} awaiting the twin's acknowledgement (kept in the outbox, "
                    "sent on the next start)" if pending else "")
 

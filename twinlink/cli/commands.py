@@ -70,6 +70,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     b = provision(
         args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force,
         update_keys=update_keys or None, vendor=args.vendor, device_class=args.device_class,
+        topic_root=args.topic_root,
     )
     out = Path(args.out)
     bundle = out / (b.name + ".device")
@@ -259,6 +260,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="sequence numbers reserved per durable write (default: 1024)")
     p.add_argument("--force", action="store_true",
                    help="replace existing files (only after the new registration succeeded)")
+    p.add_argument("--topic-root", metavar="ROOT",
+                   help="MQTT topic root of this deployment, written into the bundle (default: "
+                        "the one --db records, else twinlink; recorded in --db if it has none)")
     add_json(p, "also print what was created as one JSON object on stdout")
     g = p.add_argument_group("firmware updates (docs/UPDATES.md)")
     g.add_argument("--update-key", action="append", metavar="PUB",

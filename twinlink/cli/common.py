@@ -31,6 +31,7 @@ EXIT_STATE = 4  # sequence state locked by another process or corrupt
 EXIT_TRANSPORT = 5  # link (serial port, broker) unavailable or timed out
 EXIT_PENDING = 6  # send --mqtt: timed out with readings still unacknowledged (kept in outbox)
 EXIT_REGISTRY = 7  # unknown device / registry conflict
+EXIT_REFUSED = 8  # send --mqtt: the twin refused readings for good (moved to the dead letters)
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {
@@ -42,6 +43,7 @@ EXIT_CODES = {
     EXIT_TRANSPORT: "link unavailable or timed out",
     EXIT_PENDING: "readings still awaiting the twin's acknowledgement",
     EXIT_REGISTRY: "unknown device or registry conflict",
+    EXIT_REFUSED: "the twin refused readings for good (see 'twinlink outbox')",
     EXIT_INTERRUPTED: "interrupted",
 }
 

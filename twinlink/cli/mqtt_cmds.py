@@ -1,4 +1,5 @@
-"""MQTT commands: ``send --mqtt`` (device, through the durable outbox) and ``serve --mqtt``.
+"""MQTT commands: ``send --mqtt`` (device, through the durable outbox), ``serve --mqtt`` and
+``outbox`` (what a device's outbox holds: pending frames and dead letters).
 
 ``send`` and ``serve`` are declared in :mod:`.commands`; this module adds their MQTT options.
 """
@@ -12,17 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import transport
-from ..device import Device
+from .. import keys, transport
+from ..device import Device, state_path
 from ..mqtt_link import MqttLink
-from ..outbox import DEFAULT_CAPACITY, OutboxFull
-from ..transport.mqtt import MqttOptions, connect_options
+from ..outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
+from ..transport.mqtt import TOPIC_ROOT, MqttOptions, check_topic_root, connect_options
 from . import output
+from .commands import STATE_HELP
 from .common import (
     EXIT_PENDING,
+    EXIT_REFUSED,
+    EXIT_REGISTRY,
     EXIT_TRANSPORT,
     EXIT_USAGE,
     StopControl,
+    add_command,
+    add_json,
     fail,
     open_twin_store,
     positive_int,
@@ -40,23 +46,43 @@ def _options(args: argparse.Namespace) -> MqttOptions:
                            backoff_max=args.reconnect_max)
 
 
+def _root(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return check_topic_root(text)
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+
+
 def send_mqtt(args: argparse.Namespace) -> int:
     """``twinlink send --mqtt URL``: exit 0 once the twin acknowledged everything queued.
 
     Readings are read, sealed and queued in batches as stdin delivers them (bad lines follow
     the JSON-lines policy); ``--timeout`` then bounds the wait for the twin's acknowledgements.
-    What is reported as stored is what the twin acknowledged end to end, never more.
+    What is reported as stored is what the twin acknowledged end to end, never more; what it
+    refused for good is reported too (exit 8) and kept in the outbox's dead letters.
     """
     if args.mqtt.split("://", 1)[0].lower() not in transport.MQTT_SCHEMES:
         raise fail(f"{args.mqtt} is not a broker URL", EXIT_USAGE, "use mqtt://host:port")
+    root = _root(args.topic_root)
     dev = Device.load(args.device, args.state)
     lines = ReadingLines(utf8_stdin(), check=dev.encode)
     outbox = Path(dev.state_path).with_suffix(".outbox")
     link = dev.link = transport.open(
         args.mqtt, device=dev, outbox=outbox, client_id=args.client_id, options=_options(args),
         timeout=args.timeout, capacity=args.outbox_capacity, when_full=args.when_full,
-        window=args.window, resend_after=args.resend_after)
+        window=args.window, resend_after=args.resend_after, topic_root=root)
     assert isinstance(link, MqttLink)  # the scheme was checked above
+    return send_through_outbox(args, dev, link, lines, outbox)
+
+
+def send_through_outbox(args: argparse.Namespace, dev: Device, link: Any,
+                        lines: ReadingLines, outbox: Path) -> int:
+    """Seal stdin's readings in batches into ``link``'s durable outbox (an MQTT link, or a
+    serial link with acks), wait ``--timeout`` for the twin's acks, report and return the exit
+    code: 8 if the twin refused readings for good, 6 if some are still pending, 5 for a full
+    outbox, else the JSON-lines code. Closes ``dev`` (and so the link)."""
     queued = 0
     full: OutboxFull | None = None
     try:
@@ -71,14 +97,17 @@ def send_mqtt(args: argparse.Namespace) -> int:
         full = exc
     finally:
         dev.close()  # closes the link: unacknowledged frames stay in the outbox
-    # Read once the link has stopped, so the two numbers describe the same moment.
-    stored, left = link.stats.released, len(link.outbox)
+    # Read once the link has stopped, so the numbers describe the same moment.
+    stored, refused, left = link.stats.released, link.stats.refused, len(link.outbox)
     if args.json:
-        output.emit({"stored" if link.e2e else "delivered_to_broker": stored, "pending": left,
-                     "skipped": lines.bad})
+        output.emit({"stored" if link.e2e else "delivered_to_broker": stored,
+                     "refused": refused, "pending": left, "skipped": lines.bad})
+    see = f"twinlink outbox --device {args.device}" + (
+        f" --state {args.state}" if args.state else "")
+    ref = f", refused {refused} (see: {see})" if refused else ""
     if full is not None:
-        say(f"{full}; stored {stored}, pending {left}: readings after the first {queued} not "
-            "queued — retry when the broker and twin are back")
+        say(f"{full}; stored {stored}{ref}, pending {left}: readings after the first {queued} "
+            "not queued — retry when the broker and twin are back")
         return EXIT_TRANSPORT
     if not link.e2e:
         # Without an end-to-end acknowledgement (lite bundle) a release means the broker has
@@ -87,10 +116,13 @@ def send_mqtt(args: argparse.Namespace) -> int:
             "end-to-end acknowledgement; check the twin)")
     elif left:
         why = f" (last error: {link.last_error})" if link.last_error else ""
-        say(f"stored {stored}, pending {left}: {left} reading(s) still awaiting the twin's "
-            f"acknowledgement after {args.timeout:g}s; kept in {outbox} for the next run{why}")
+        say(f"stored {stored}{ref}, pending {left}: {left} reading(s) still awaiting the "
+            f"twin's acknowledgement after {args.timeout:g}s; kept in {outbox} for the next "
+            f"run{why}")
     else:
-        say(f"stored {stored}, pending 0")
+        say(f"stored {stored}{ref}, pending 0")
+    if refused:
+        return EXIT_REFUSED
     if left:
         return EXIT_PENDING
     return lines.exit_code
@@ -99,7 +131,7 @@ def send_mqtt(args: argparse.Namespace) -> int:
 def serve_mqtt(args: argparse.Namespace) -> int:
     """``twinlink serve --mqtt URL``: the ingest service until SIGTERM/SIGINT, --count or
     --duration."""
-    from ..ingest.mqtt import DEFAULT_CLIENT_ID, MqttIngest
+    from ..ingest.mqtt import MqttIngest, TopicRootTaken
     from ..twin import Twin
 
     if args.ready_timeout_deprecated is not None:
@@ -107,6 +139,11 @@ def serve_mqtt(args: argparse.Namespace) -> int:
         args.ready_timeout = args.ready_timeout_deprecated
     with StopControl(args.count, args.duration) as stop:
         twin = Twin(open_twin_store(args.db), args.twin_key)
+        recorded = twin.store.topic_root()
+        root = _root(args.topic_root) or recorded or TOPIC_ROOT
+        if recorded is not None and root != recorded:
+            say(f"serving topic root {root!r}, not {recorded!r} which {args.db} records: "
+                "devices provisioned from it publish under the recorded one")
         twin.start_sweeper()  # liveness (device.silent) and stream checks, once a second
 
         def on_results(results: Sequence[Any]) -> None:
@@ -116,10 +153,10 @@ def serve_mqtt(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
             stop.counted(len(results))
 
-        ing = MqttIngest(args.mqtt, twin, client_id=args.client_id or DEFAULT_CLIENT_ID,
+        ing = MqttIngest(args.mqtt, twin, client_id=args.client_id,
                          options=_options(args), share=args.share,
                          session_expiry=args.session_expiry, batch_wait=args.batch_ms / 1000.0,
-                         on_results=on_results)
+                         on_results=on_results, topic_root=root)
 
         def _ready() -> None:
             if (ing.subscribed.wait(args.ready_timeout if args.ready_timeout else None)
@@ -132,13 +169,49 @@ def serve_mqtt(args: argparse.Namespace) -> int:
         threading.Thread(target=_ready, daemon=True).start()
         try:
             st = ing.run(stop.event)
+        except TopicRootTaken as exc:
+            raise fail(str(exc), EXIT_REGISTRY) from None
         finally:
             twin.close()
     extra = "".join(f", {n} {what}" for n, what in (
         (st.retained, "retained dropped"), (st.failed_batches, "failed batch attempts"),
         (st.poisoned, "set aside")) if n)
     say(f"stopped; {st.received} frames, {st.stored} stored, {st.duplicates} "
-        f"duplicates re-acknowledged, {st.refused} refused{extra}")
+        f"duplicates re-acknowledged, {st.refused} refused ({st.nacks} negatively "
+        f"acknowledged){extra}")
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """``twinlink outbox --device BUNDLE``: what the device's MQTT outbox holds."""
+    bundle = keys.Bundle.load(args.device)
+    path = state_path(bundle, args.state).with_suffix(".outbox")
+    if not path.exists():
+        raise fail(f"no outbox at {path}", EXIT_USAGE,
+                   "give the --state directory 'twinlink send --mqtt' used")
+    with Outbox(path) as box:
+        pending = box.pending_by_context()
+        letters = box.dead_letters(args.limit)
+        n_dead = box.count_dead_letters()
+    ctx_name = (lambda c: "base" if c is None else c.hex())  # noqa: E731
+    if args.json:
+        output.emit({"outbox": str(path), "pending": sum(pending.values()),
+                     "pending_by_context": {ctx_name(c): n for (_, c), n in pending.items()},
+                     "dead_letters": n_dead,
+                     "refused": [{"kid": d.kid.hex(), "kid_context": ctx_name(d.kid_context),
+                                  "seq": d.seq, "reason": d.reason, "digest": d.digest.hex(),
+                                  "queued_at": output.iso(d.added),
+                                  "refused_at": output.iso(d.refused_at),
+                                  "frame": d.frame.hex()} for d in letters]})
+        return 0
+    by_ctx = ", ".join(f"context {ctx_name(c)}: {n}" for (_, c), n in pending.items())
+    print(f"{path}: {sum(pending.values())} pending" + (f" ({by_ctx})" if by_ctx else "")
+          + f", {n_dead} dead letter(s)")
+    for d in letters:
+        print(f"  seq {d.seq:<8} context {ctx_name(d.kid_context):<16} {d.reason:<16} refused "
+              f"{output.iso(d.refused_at)}  digest {d.digest.hex()}")
+    if n_dead > len(letters):
+        print(f"  … {n_dead - len(letters)} more (--limit)")
     return 0
 
 
@@ -157,15 +230,19 @@ def _conn_args(p: argparse.ArgumentParser) -> None:
                         "line (default: from the URL, else none)")
     g.add_argument("--client-id",
                    help="MQTT client id (default: send, twinlink-<kid>-<random>; serve, "
-                        "twinlink-ingest)")
+                        "twinlink-ingest, plus a hash of the topic root if it is not twinlink)")
     g.add_argument("--reconnect-max", type=seconds, default=30.0, metavar="S",
                    help="longest reconnect backoff in seconds (jittered)")
+    g.add_argument("--topic-root", metavar="ROOT",
+                   help="MQTT topic root of the deployment: topics are ROOT/<kid>/t (default: "
+                        "send, the bundle's topic_root setting; serve, the one --db records; "
+                        "else twinlink)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     send = sub.choices["send"]
     _conn_args(send)
-    g = send.add_argument_group("MQTT outbox")
+    g = send.add_argument_group("outbox (MQTT, and serial with --acks)")
     g.add_argument("--outbox-capacity", type=positive_int, default=DEFAULT_CAPACITY, metavar="N",
                    help="most unacknowledged frames kept")
     g.add_argument("--when-full", choices=["refuse", "block"], default="refuse",
@@ -175,6 +252,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="frames in flight per device; at most the twin's replay window")
     g.add_argument("--resend-after", type=seconds, default=10.0, metavar="S",
                    help="seconds without the twin's ack before a frame is published again")
+
+    p = add_command(
+        sub, "outbox", "list what a device's outbox holds (pending, dead letters)",
+        description="Show the frames a device's durable outbox ('send --mqtt', or 'send --serial "
+                    "--acks') still holds, per security context, "
+                    "and its dead letters: readings the twin refused for good (bad payload, too "
+                    "old, retired context, revoked, conflict), with the reason. Opening the "
+                    "outbox needs it to be idle (no 'send' running on it).",
+        examples=["twinlink outbox --device keys/pump-17.device --state state",
+                  "twinlink outbox --device keys/pump-17.device --json"])
+    p.add_argument("--device", required=True, metavar="BUNDLE", help="device bundle (NAME.device)")
+    p.add_argument("--state", metavar="DIR", help=STATE_HELP + "; the one 'send' used")
+    p.add_argument("--limit", type=positive_int, default=100, metavar="N",
+                   help="list at most N dead letters")
+    add_json(p, "print one JSON object: counts, and each dead letter with its frame in hex")
+    p.set_defaults(func=cmd_outbox)
 
     p = sub.choices["serve"]
     g = p.add_argument_group("MQTT ingest")

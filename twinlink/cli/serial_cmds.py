@@ -57,6 +57,21 @@ def send_serial(args: argparse.Namespace) -> int:
                    "use --mqtt URL")
     dev = Device.load(args.device, args.state)
     lines = ReadingLines(utf8_stdin(), check=dev.encode)
+    if args.acks:  # a durable outbox and the twin's acks, reported as MQTT's
+        from pathlib import Path
+
+        from .mqtt_cmds import send_through_outbox
+
+        outbox = Path(dev.state_path).with_suffix(".outbox")
+        try:
+            link = dev.link = transport.open(
+                args.serial, device=dev, acks=True, outbox=outbox, baudrate=args.baudrate,
+                timeout=args.timeout, capacity=args.outbox_capacity,
+                when_full=args.when_full, window=args.window, resend_after=args.resend_after)
+        except BaseException:
+            dev.close()
+            raise
+        return send_through_outbox(args, dev, link, lines, outbox)
     sent = 0
     try:
         link = dev.link = transport.open(args.serial, baudrate=args.baudrate,
@@ -105,14 +120,15 @@ def serve_serial(args: argparse.Namespace) -> int:
                 stop.counted()
 
         rx = SerialReceiver(args.serial, twin, on_result=on_result, baudrate=args.baudrate,
-                            require_open=not args.wait)
+                            require_open=not args.wait, acks=args.acks)
         try:
             say(f"serving {args.serial} into {args.db}")
             stop.event.wait()
         finally:
             rx.close()
+    acked = f", {rx.acks_sent} acks written" if args.acks else ""
     say(f"stopped; {counts['frames']} frames, {counts['stored']} stored, {counts['refused']} "
-        f"refused, {counts['line_errors']} damaged records (line noise)")
+        f"refused, {counts['line_errors']} damaged records (line noise){acked}")
     return 0
 
 
@@ -246,6 +262,11 @@ def _bridge_run(args: argparse.Namespace) -> int:
 def _serial_options(p: argparse.ArgumentParser, *, wait: bool) -> None:
     g = p.add_argument_group("serial")
     g.add_argument("--baudrate", type=positive_int, default=115200, help="serial line speed")
+    g.add_argument("--acks", action="store_true",
+                   help=("serve: write end-to-end acknowledgements back on the port (the "
+                         "sender must read them: 'send --serial --acks')" if wait else
+                         "keep readings in the durable outbox until the twin acknowledges them "
+                         "on the same port ('serve --serial --acks'); report as --mqtt does"))
     if wait:
         g.add_argument("--wait", action="store_true",
                        help="wait for the port to appear (and reopen it when it returns) "

@@ -1,14 +1,32 @@
 """The twin's MQTT ingest service: exactly-once storage from an at-least-once broker.
 
 ``MqttIngest(url, twin).run(stop)`` subscribes with a persistent session (fixed client id,
-``clean_start=False``, session expiry) to ``twinlink/+/t`` (or ``$share/<group>/twinlink/+/t`` so
-several ingest processes split the load), collects frames for a few milliseconds, opens the batch
-with :meth:`Twin.open_many` (topic kid vs frame kid checked; one transaction), and only then
-(1) publishes an authenticated end-to-end ack per device on ``twinlink/<kid hex>/a`` and
-(2) acknowledges each PUBLISH to the broker (manual acks). A crash before the commit leaves the
-PUBLISH unacknowledged, so the broker redelivers it; a crash after the commit makes the
-redelivery a duplicate that the replay window refuses, and that duplicate is acknowledged end to
-end again (the device must still release it). Exactly-once storage, no loss.
+``clean_start=False``, session expiry) to ``<root>/+/t`` (or ``$share/<group>/<root>/+/t`` so
+several ingest processes split the load; ``<root>`` is the deployment's topic root, default
+``twinlink``), collects frames for a few milliseconds, opens the batch with
+:meth:`Twin.open_many` (topic kid vs frame kid checked; one transaction), and only then
+(1) publishes authenticated end-to-end acks (:mod:`twinlink.ack`, version 2) per device and
+context on ``<root>/<kid hex>/a`` and (2) acknowledges each PUBLISH to the broker (manual acks).
+A crash before the commit leaves the PUBLISH unacknowledged, so the broker redelivers it; a crash
+after the commit makes the redelivery a duplicate that the replay window refuses, and that
+duplicate — once the store confirms it holds that very frame (same digest) — is acknowledged end
+to end again (the device must still release it). Exactly-once storage, no loss.
+
+Acks name each frame by (seq, digest) under the context it was sealed in: *stored* for new
+readings and confirmed duplicates; *refused* (a NACK, with the reason) for frames that
+authenticated (signature, or lite AEAD) but will never be stored — ``bad_payload``,
+``too_old``, ``context_retired``, ``revoked``, ``conflict`` — so the device moves them to its
+dead letters instead of resending them forever. Nothing that failed to authenticate is ever
+answered. Each ingest process seals its acks with its own random 6-byte twin Sender ID and
+counts their Partial IVs in memory (per device context): no database counter, no nonce reuse
+across processes, workers or a restored database.
+
+Presence: before it connects its session, the ingest reads the retained message on
+``<root>/_twin`` over a short-lived connection of its own (subscribe, then a probe message that
+arrives after any retained one) and refuses to serve (:class:`TopicRootTaken`) if another twin
+key's fingerprint is there: two deployments on one root would each log the other's devices as
+forgeries. Then it publishes its own fingerprint there, retained. A foreign presence seen later
+(on the session's own subscription to it) is logged as an error.
 
 Never crash-looping on a message:
 
@@ -40,31 +58,66 @@ connection the message arrived on, see :meth:`MqttTransport.ack`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from .. import frame as _frame
-from ..ack import MAX_RANGES, seal_ack, to_ranges
+from .. import keys
 from ..backoff import Backoff
+from ..errors import TwinlinkError
 from ..store import Event, StorageError
-from ..transport.mqtt import MAX_PACKET, Message, MqttOptions, MqttTransport, topic, topic_kid
-from ..twin import FrameInfo, Reading, Result, Twin
+from ..transport.mqtt import (
+    MAX_PACKET,
+    TOPIC_ROOT,
+    Message,
+    MqttOptions,
+    MqttTransport,
+    check_topic_root,
+    presence_topic,
+    topic,
+    topic_kid,
+)
+from ..twin import Result, Twin
+from .acks import Acknowledger
 
-__all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "serve"]
+__all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "TopicRootTaken",
+           "default_client_id", "serve"]
 
 log = logging.getLogger("twinlink.ingest")
 
 DEFAULT_CLIENT_ID = "twinlink-ingest"
+
+
+def default_client_id(root: str = TOPIC_ROOT) -> str:
+    """The ingest's client id (its persistent session) for a topic root: ``twinlink-ingest``
+    for the default root, ``twinlink-ingest-<12 hex of SHA-256(root)>`` otherwise, so the twins
+    of two deployments sharing a broker never take over each other's session."""
+    if root == TOPIC_ROOT:
+        return DEFAULT_CLIENT_ID
+    return f"{DEFAULT_CLIENT_ID}-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
 #: Times a message must fail alone, each right after another message went in, to be set aside.
 POISON_STRIKES = 2
+#: Presence payload: this prefix, then the twin public key's fingerprint.
+PRESENCE_PREFIX = b"twinlink-twin/1 "
+#: Seconds to wait for the presence probe before serving without the check (logged).
+PRESENCE_TIMEOUT = 15.0
+
+
+class TopicRootTaken(TwinlinkError):
+    """Another twin (another twin key) already serves this topic root on this broker."""
+
+    reason = "topic_root_taken"
+
 
 
 @dataclass
@@ -73,8 +126,9 @@ class IngestStats:
     stored: int = 0
     duplicates: int = 0  # byte-identical copies of stored frames: re-acknowledged
     refused: int = 0  # every other refusal (security events)
+    nacks: int = 0  # refused frames negatively acknowledged (authenticated, permanent)
     batches: int = 0  # batches fully handled (stored, acks published, broker acked)
-    acks: int = 0  # end-to-end acks published
+    acks: int = 0  # end-to-end ack messages published
     commit_seconds: float = 0.0
     retained: int = 0  # retained messages dropped unprocessed
     failed_batches: int = 0  # open_many raised: nothing acknowledged, retried
@@ -93,14 +147,26 @@ class _Suspect:
 class MqttIngest:
     """One ingest process. ``run(stop)`` blocks until ``stop`` is set, then drains and returns."""
 
-    def __init__(self, url: str, twin: Twin, *, client_id: str = DEFAULT_CLIENT_ID,
+    def __init__(self, url: str, twin: Twin, *, client_id: str | None = None,
                  options: MqttOptions | None = None, share: str | None = None,
                  session_expiry: int = 3600, receive_maximum: int = 2048,
                  max_packet_size: int = MAX_PACKET, batch_max: int = 1024,
                  batch_wait: float = 0.005, retry_min: float = 0.5, retry_max: float = 30.0,
-                 on_results: Callable[[list[Result]], None] | None = None) -> None:
+                 on_results: Callable[[list[Result]], None] | None = None,
+                 topic_root: str = TOPIC_ROOT, presence: bool = True) -> None:
         self.twin = twin
-        self.sub_topic = f"$share/{share}/twinlink/+/t" if share else "twinlink/+/t"
+        self.root = check_topic_root(topic_root)
+        client_id = client_id or default_client_id(self.root)
+        self.sub_topic = (f"$share/{share}/{self.root}/+/t" if share else f"{self.root}/+/t")
+        #: Seals this process's acks (its own random twin Sender ID, PIVs in memory).
+        self.acknowledger = Acknowledger(twin)
+        self.fingerprint = keys.fingerprint(twin.key.public)
+        self.presence_topic = presence_topic(self.root)
+        self._presence = presence
+        self._url, self._options = url, options
+        self._check: _PresenceCheck | None = None  # the start-up check, while it runs
+        #: What a foreign presence message on the topic root said (None: none seen).
+        self.foreign_presence: str | None = None
         self.batch_max, self.batch_wait = batch_max, batch_wait
         #: Called in the ``run`` thread with each committed batch's results, in order, after
         #: the batch was acknowledged; an exception from it is logged, never stops the ingest.
@@ -108,6 +174,7 @@ class MqttIngest:
         self.stats = IngestStats()
         #: Set while the broker has confirmed our subscription on the current connection.
         self.subscribed = threading.Event()
+        self._sub_mid = -1  # packet id of the telemetry SUBSCRIBE on this connection
         self.transport = MqttTransport(
             url, client_id, options, clean_start=False, session_expiry=session_expiry,
             receive_maximum=receive_maximum, max_packet_size=max_packet_size, manual_ack=True,
@@ -127,20 +194,36 @@ class MqttIngest:
 
     @property
     def last_error(self) -> str:
-        return self.transport.last_error
+        check = self._check
+        return self.transport.last_error or (check.transport.last_error if check else "")
 
     # -- paho's network thread -------------------------------------------------------------------
 
     def _on_up(self, session_present: bool) -> None:
         # Subscribing again on every connection is harmless with a kept session and required
         # after a broker that lost its state (no persistence) comes back.
-        self.transport.subscribe(self.sub_topic, qos=1)
+        if self._presence:  # watch it: another twin announcing itself here later is logged
+            self.transport.subscribe(self.presence_topic, qos=1, retained=True)
+        self._sub_mid = self.transport.subscribe(self.sub_topic, qos=1)
 
     def _on_subscribed(self, mid: int, granted: bool) -> None:
-        if granted:
+        if granted and mid == self._sub_mid:  # the telemetry subscription, not the presence one
             self.subscribed.set()
 
+    def _on_presence(self, msg: Message) -> None:
+        self.transport.ack(msg)
+        theirs = _presence_of(msg.payload)
+        if msg.topic == self.presence_topic and theirs not in (None, self.fingerprint):
+            if self.foreign_presence != theirs:
+                log.error("ingest: another twin (%s) announced itself on %s, served by this twin "
+                          "(key %s): two deployments share this topic root", theirs,
+                          self.presence_topic, self.fingerprint)
+            self.foreign_presence = theirs
+
     def _on_message(self, msg: Message) -> None:
+        if msg.topic == self.presence_topic or msg.topic.startswith(self.presence_topic + "/"):
+            self._on_presence(msg)
+            return
         if msg.retain:
             # Retained telemetry would come back on every subscription: drop it, once.
             self.stats.retained += 1
@@ -153,7 +236,10 @@ class MqttIngest:
     def run(self, stop: threading.Event) -> IngestStats:
         """Serve until ``stop`` is set; then finish the messages in hand (one attempt each, no
         retries), let the last acks go out, disconnect. Never raises for a message or a
-        failing database."""
+        failing database; raises :class:`TopicRootTaken` (before anything is processed) if
+        another twin serves this topic root."""
+        if self._presence:
+            self._claim_presence(stop)
         self.transport.start()
         try:
             while not stop.is_set():
@@ -168,6 +254,25 @@ class MqttIngest:
             self._confirm_acks(2.0)
             self.transport.stop(5.0)
         return self.stats
+
+    def _claim_presence(self, stop: threading.Event) -> None:
+        """Check the topic root before anything is received: raise :class:`TopicRootTaken` if
+        another twin holds it, else announce this twin there (retained). Uses a connection of
+        its own (random client id, clean start), so a misconfigured second twin never touches
+        the serving twin's session."""
+        check = self._check = _PresenceCheck(self._url, self._options, self.presence_topic)
+        try:
+            theirs = check.run(stop)
+            if theirs is not None and theirs != self.fingerprint:
+                raise TopicRootTaken(
+                    f"another twin ({theirs}) serves topic root {self.root!r} on this broker "
+                    f"(this twin's key is {self.fingerprint}); give this deployment its own "
+                    f"--topic-root, or clear {self.presence_topic} if that twin is gone")
+            if not stop.is_set():
+                check.announce(PRESENCE_PREFIX + self.fingerprint.encode())
+        finally:
+            check.transport.stop(2.0)
+            self._check = None
 
     def _step(self, stop: threading.Event) -> None:
         if not self._held and self._suspect is None:
@@ -265,7 +370,8 @@ class MqttIngest:
         """Open and commit one batch, then publish its end-to-end acks and acknowledge it to the
         broker; True if done. False if :meth:`Twin.open_many` raised: then nothing of the batch
         is acknowledged (logged with a traceback on the first failure of a streak, counted)."""
-        kids = [topic_kid(m.topic, "t") or b"" for m in batch]  # b"" never matches: refused
+        # b"" never matches a frame's kid: a topic naming none is refused as topic_mismatch.
+        kids = [topic_kid(m.topic, "t", self.root) or b"" for m in batch]
         t0 = time.perf_counter()
         try:
             results = self.twin.open_many([m.payload for m in batch], expect_kids=kids,
@@ -291,23 +397,20 @@ class MqttIngest:
     def _settle(self, batch: Sequence[Message], results: Sequence[Result]) -> None:
         """Everything after the commit; contained so that no single message can make it raise."""
         self.stats.received += len(batch)
-        stored: dict[bytes, set[int]] = {}
-        for r in results:
-            if isinstance(r, Reading):
-                stored.setdefault(r.kid, set()).add(r.seq)
-                self.stats.stored += 1
-                continue
-            info = getattr(r, "frame", None)
-            if isinstance(info, FrameInfo) and info.duplicate and info.kid is not None \
-                    and info.seq is not None:
-                # A byte-identical copy of a stored frame (the twin compared digests): its
-                # ack was lost, acknowledge it again. Never a conflict (other content).
-                stored.setdefault(info.kid, set()).add(info.seq)
-                self.stats.duplicates += 1
-            else:
-                self.stats.refused += 1
-        for kid, seqs in stored.items():
-            self._publish_acks(kid, seqs)
+        ans = self.acknowledger.answer(results)  # never raises
+        self.stats.stored += ans.stored
+        self.stats.duplicates += ans.duplicates
+        self.stats.refused += ans.refused
+        self.stats.nacks += ans.nacks
+        for kid, data in ans.acks:
+            try:
+                self._unconfirmed.append(
+                    self.transport.publish(topic(kid, "a", self.root), data, qos=1))
+                self.stats.acks += 1
+            except Exception:
+                log.exception("ingest: publishing an ack to %s failed", kid.hex())
+        while self._unconfirmed and _settled(self._unconfirmed[0]):
+            self._unconfirmed.popleft()
         for m in batch:
             self.transport.ack(m)
         self.stats.batches += 1  # last: a batch counted here is fully handled
@@ -316,22 +419,6 @@ class MqttIngest:
                 self.on_results(list(results))
             except Exception:
                 log.exception("ingest: the on_results callback failed; carrying on")
-
-    def _publish_acks(self, kid: bytes, seqs: Iterable[int]) -> None:
-        # A failure costs only this device's acks: its frames are stored, it resends them and
-        # the duplicates are acknowledged then.
-        try:
-            ranges = to_ranges(seqs)
-            ctx = self.twin.ack_context(kid)
-            for i in range(0, len(ranges), MAX_RANGES):
-                data = seal_ack(ctx, kid, self.twin.store.take_ack_seq(kid),
-                                ranges[i:i + MAX_RANGES])
-                self._unconfirmed.append(self.transport.publish(topic(kid, "a"), data, qos=1))
-                self.stats.acks += 1
-        except Exception:
-            log.exception("ingest: acknowledging device %s end to end failed", kid.hex())
-        while self._unconfirmed and _settled(self._unconfirmed[0]):
-            self._unconfirmed.popleft()
 
     def _confirm_acks(self, timeout: float) -> None:
         """Give the last end-to-end acks up to ``timeout`` seconds to reach the broker."""
@@ -360,6 +447,78 @@ class MqttIngest:
         self.transport.ack(m)
         self.stats.poisoned += 1
         return True
+
+
+def _presence_of(payload: bytes) -> str | None:
+    """Who a presence message names: a fingerprint, a note that it is not twinlink's, or None
+    for an empty (cleared) one."""
+    if not payload:
+        return None
+    if payload.startswith(PRESENCE_PREFIX):
+        return payload[len(PRESENCE_PREFIX):].decode("ascii", "replace")[:64]
+    return f"an unrecognised message of {len(payload)} bytes"
+
+
+class _PresenceCheck:
+    """One short-lived connection that reads the retained presence message of a topic root.
+
+    It subscribes to the presence topic (retained messages sent) and to a probe topic of its
+    own, then publishes a random token on the probe topic: the broker queues a retained message
+    for a subscription when it takes the SUBSCRIBE, so once the token comes back any retained
+    presence has come too. Callbacks run on paho's thread; :meth:`run` waits on the caller's.
+    """
+
+    def __init__(self, url: str, options: MqttOptions | None, topic_name: str) -> None:
+        self.topic = topic_name
+        self.token = os.urandom(8).hex().encode()
+        self.probe = f"{topic_name}/probe/{self.token.decode()}"
+        self.done = threading.Event()
+        self.seen: str | None = None
+        self._subs: set[int] = set()
+        self.transport = MqttTransport(
+            url, f"twinlink-presence-{os.urandom(4).hex()}", options, clean_start=True,
+            on_message=self._on_message, on_up=self._on_up, on_subscribed=self._on_subscribed)
+
+    def _on_up(self, session_present: bool) -> None:
+        self._subs = {self.transport.subscribe(self.topic, qos=1, retained=True),
+                      self.transport.subscribe(self.probe, qos=1)}
+
+    def _on_subscribed(self, mid: int, granted: bool) -> None:
+        self._subs.discard(mid)
+        if not self._subs:
+            self.transport.publish(self.probe, self.token, qos=1)
+
+    def _on_message(self, msg: Message) -> None:
+        if msg.topic == self.probe and msg.payload == self.token:
+            self.done.set()
+        elif msg.topic == self.topic:
+            self.seen = _presence_of(msg.payload)
+
+    def run(self, stop: threading.Event) -> str | None:
+        """Connect (as long as it takes, until ``stop``), probe, and return what the retained
+        presence names (None: nothing there). If the probe is not answered within
+        :data:`PRESENCE_TIMEOUT` seconds of connecting, log it and return what was seen."""
+        self.transport.start()
+        deadline = None
+        while not stop.is_set() and not self.done.is_set():
+            if deadline is None and self.transport.connected:
+                deadline = time.monotonic() + PRESENCE_TIMEOUT
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("ingest: no answer to the presence probe on %s within %.0f s (may "
+                            "this client publish there?); serving without the topic-root "
+                            "check", self.probe, PRESENCE_TIMEOUT)
+                break
+            self.done.wait(0.05)
+        return self.seen
+
+    def announce(self, payload: bytes) -> None:
+        """Publish ``payload`` retained on the presence topic (waiting briefly for the broker).
+        The caller stops :attr:`transport` afterwards."""
+        try:
+            info = self.transport.publish(self.topic, payload, qos=1, retain=True)
+            info.wait_for_publish(5.0)
+        except (RuntimeError, ValueError, TwinlinkError):
+            log.warning("ingest: announcing this twin on %s failed", self.topic)
 
 
 def _settled(info: mqtt.MQTTMessageInfo) -> bool:

@@ -4,10 +4,17 @@
 on the port (path or pyserial URL) and opens the frames of each read as one batch with
 :meth:`Twin.open_many`: one database transaction per read, not per frame.
 
+With ``acks=True`` the receiver writes the twin's end-to-end acks (:mod:`twinlink.ack`: stored,
+and refused for good) back on the same port after each batch commits, for a device that keeps
+its frames in a durable outbox until then (:class:`twinlink.serial_link.SerialAckLink`, ``send
+--serial PORT --acks``). Off by default: a sender that never reads its port (a plain firmware)
+would let the writes back fill the line and stall this reader for ``write_timeout`` each.
+
 Threads: everything runs on the link's I/O thread (``twinlink-serial <url>``), ``on_result``
-included, in wire order (see :mod:`twinlink.transport.serial`). If the twin raises for a whole
-batch (its database failed), that read's frames are logged as not delivered and reading goes on;
-serial has no redelivery, so a sender that must not lose them keeps them (MQTT's outbox does).
+and the ack writes included, in wire order (see :mod:`twinlink.transport.serial`). If the twin
+raises for a whole batch (its database failed), that read's frames are logged as not delivered
+and reading goes on; serial has no redelivery, so a sender that must not lose them keeps them
+(the durable outbox of :class:`~twinlink.serial_link.SerialAckLink` or MQTT's does).
 """
 
 from __future__ import annotations
@@ -20,13 +27,18 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import LineError, TwinlinkError
 from ..transport.serial import Item, SerialLink
+from .acks import Acknowledger
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..twin import Reading, Twin
 
-__all__ = ["Result", "SerialReceiver"]
+__all__ = ["SERIAL_ACK_ENTRIES", "Result", "SerialReceiver"]
 
 log = logging.getLogger("twinlink.serial")
+
+#: Entries per ack written on a serial line: the largest such ack (64 refusals with long
+#: reasons, about 3.4 KB) stays below the default maximum frame of 4096 bytes.
+SERIAL_ACK_ENTRIES = 64
 
 Result = Union["Reading", TwinlinkError, LineError]
 
@@ -37,16 +49,19 @@ class SerialReceiver:
     ``on_result`` gets, on the link's I/O thread and in wire order, a :class:`Reading` for each
     stored frame, the :class:`TwinlinkError` that refused a frame (a security rejection), and a
     :class:`LineError` for each damaged record (line noise, never shown to the twin).
-    ``counts`` tallies them by reason (``"ok"``, ``"line"``, ``"replay"``, …).
+    ``counts`` tallies them by reason (``"ok"``, ``"line"``, ``"replay"``, …). ``acks``: write
+    end-to-end acks back on the port (see the module docstring); ``acks_sent`` counts them.
     """
 
     def __init__(self, url: str, twin: Twin, *, on_result: Callable[[Result], None] | None = None,
-                 source: str | None = None, **link_kw: Any) -> None:
+                 source: str | None = None, acks: bool = False, **link_kw: Any) -> None:
         self.twin = twin
         self.url = url
         self.on_result = on_result
         self.source = source if source is not None else f"serial:{url}"
         self.counts: collections.Counter[str] = collections.Counter()
+        self.acknowledger = Acknowledger(twin, SERIAL_ACK_ENTRIES) if acks else None
+        self.acks_sent = 0
         self._cond = threading.Condition()
         self.link = SerialLink(url, on_batch=self._deliver, **link_kw)
 
@@ -55,7 +70,10 @@ class SerialReceiver:
 
     def _deliver(self, items: Sequence[Item]) -> None:
         frames = [it for it in items if isinstance(it, bytes)]
-        opened = iter(self.twin.open_many(frames, source=self.source) if frames else [])
+        results = self.twin.open_many(frames, source=self.source) if frames else []
+        if self.acknowledger is not None and results:
+            self._write_acks(results)
+        opened = iter(results)
         for it in items:
             res: Result = it if isinstance(it, LineError) else next(opened)
             with self._cond:
@@ -66,6 +84,17 @@ class SerialReceiver:
                     self.on_result(res)
                 except Exception:  # a callback bug must not kill the port's only reader
                     log.exception("serial ingest %s: on_result failed", self.url)
+
+    def _write_acks(self, results: Sequence[Result]) -> None:
+        assert self.acknowledger is not None
+        for kid, data in self.acknowledger.answer(results).acks:
+            try:
+                self.link.send(data)
+            except TwinlinkError as exc:  # the device resends; its duplicate is acked then
+                log.warning("serial ingest %s: writing an ack to %s failed: %s", self.url,
+                            kid.hex(), exc)
+                return
+            self.acks_sent += 1
 
     @property
     def total(self) -> int:

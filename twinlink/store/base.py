@@ -336,6 +336,22 @@ class TwinStore(ABC):
     def twin_fingerprint(self) -> str | None:
         """The twin key fingerprint this database is bound to, if any."""
 
+    # -- deployment settings ------------------------------------------------------------------
+
+    @abstractmethod
+    def topic_root(self) -> str | None:
+        """The deployment's MQTT topic root (docs/MQTT.md), None if none was recorded (then
+        MQTT commands use ``twinlink``)."""
+
+    @abstractmethod
+    def set_topic_root(self, root: str) -> None:
+        """Record the deployment's MQTT topic root; a no-op if that root is recorded already.
+
+        Raises ValueError for an invalid root (:func:`twinlink.transport.topics.check_topic_root`)
+        and :class:`RegistryError` if another root is recorded: every provisioned bundle names
+        the recorded one, so changing it would strand them.
+        """
+
     # -- ingest -------------------------------------------------------------------------------
 
     @abstractmethod
@@ -378,11 +394,6 @@ class TwinStore(ABC):
         except UnknownDevice:
             return set()
         return set(self.stored(kid, epoch, seqs))
-
-    @abstractmethod
-    def take_ack_seq(self, kid: bytes) -> int:
-        """Reserve the next twin→device sequence number of ``kid``'s current context, durably
-        and atomically (several ingest processes share the counter)."""
 
     # -- detection (twinlink.detect) ---------------------------------------------------------
 

@@ -32,6 +32,7 @@ from ..errors import (
 from ..naming import check_device_name, printable
 from ..oscore import MAX_KID_LEN, MAX_SEQ
 from ..replay import DEFAULT_WINDOW, ReplayWindow
+from ..transport.topics import check_topic_root
 from ..values import dumps_json
 from .base import (
     AGGREGATION_WINDOW,
@@ -73,7 +74,7 @@ CREATE TABLE IF NOT EXISTS devices (
     win_top INTEGER NOT NULL DEFAULT -1,
     win_bits BLOB NOT NULL,
     win_lost INTEGER NOT NULL DEFAULT 0,
-    ack_seq INTEGER NOT NULL DEFAULT 0,
+    ack_seq INTEGER NOT NULL DEFAULT 0,  -- unused since acks v2 (no database counter)
     last_seen REAL,
     last_seq INTEGER,
     accepted INTEGER NOT NULL DEFAULT 0,
@@ -322,6 +323,20 @@ class SQLiteStore(TwinStore):
             raise TwinKeyMismatch(
                 f"twin key {fingerprint} does not match this database, which belongs to twin "
                 f"key {known}")
+
+    def topic_root(self) -> str | None:
+        row = self._guard(lambda: self._db.execute(
+            "SELECT value FROM meta WHERE key='topic_root'").fetchone())
+        return None if row is None else str(row[0])
+
+    def set_topic_root(self, root: str) -> None:
+        check_topic_root(root)
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key='topic_root'").fetchone()
+            if row is not None and row[0] != root:
+                raise RegistryError(f"this twin database uses MQTT topic root {row[0]!r}, not "
+                                    f"{root!r}")
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('topic_root', ?)", (root,))
 
     # -- registry -----------------------------------------------------------------------------
 
@@ -728,15 +743,6 @@ class SQLiteStore(TwinStore):
             return
         with self._tx() as db:
             self._insert_events(db, evs, aggregate=aggregate)
-
-    def take_ack_seq(self, kid: bytes) -> int:
-        """Reserve the next twin→device sequence number (acknowledgements)."""
-        with self._tx() as db:
-            row = db.execute("SELECT ack_seq FROM devices WHERE kid=?", (kid,)).fetchone()
-            if row is None:
-                raise UnknownDevice(f"no device with kid {kid.hex()} is registered")
-            db.execute("UPDATE devices SET ack_seq=ack_seq+1 WHERE kid=?", (kid,))
-            return int(row[0])
 
     def stored(self, kid: bytes, epoch: int, seqs: Iterable[int]) -> dict[int, bytes]:
         want = sorted(set(seqs))

@@ -18,9 +18,10 @@ from ..errors import TransportError
 if TYPE_CHECKING:  # pragma: no cover
     from ..device import Device
     from ..mqtt_link import MqttLink
+    from ..serial_link import SerialAckLink
     from .serial import SerialLink
 
-    DeviceLink = Union[SerialLink, MqttLink]
+    DeviceLink = Union[SerialLink, MqttLink, SerialAckLink]
 
 __all__ = ["MQTT_SCHEMES", "open"]
 
@@ -28,14 +29,17 @@ __all__ = ["MQTT_SCHEMES", "open"]
 MQTT_SCHEMES = ("mqtt", "mqtts")
 
 
-def open(url: str, *, device: Device | None = None, **options: Any) -> DeviceLink:
+def open(url: str, *, device: Device | None = None, acks: bool = False,
+         **options: Any) -> DeviceLink:
     """The device link for ``url``, connected (or connecting) in the background.
 
     ``mqtt://`` / ``mqtts://``: an :class:`~twinlink.mqtt_link.MqttLink`; with ``device`` it
     carries that device's frames with end-to-end acks and its outbox next to the device's
     sequence state, without it it forwards any device's frames (gateway mode). Anything else (a
     device path such as ``/dev/ttyUSB0``, or a pyserial URL such as ``loop://`` or
-    ``socket://host:port``): a :class:`~twinlink.transport.serial.SerialLink`.
+    ``socket://host:port``): a :class:`~twinlink.transport.serial.SerialLink`; with ``device``
+    and ``acks=True`` a :class:`~twinlink.serial_link.SerialAckLink` instead (durable outbox,
+    end-to-end acks written back by ``serve --serial --acks``).
 
     ``options`` go to the link's constructor (MQTT connection settings may be given flat, as a
     configuration file has them: ``ca=``, ``username=``, ``password_file=``, …). Raises TypeError
@@ -50,6 +54,10 @@ def open(url: str, *, device: Device | None = None, **options: Any) -> DeviceLin
             raise TransportError(f"{url}: the MQTT transport is not available: {exc}") from None
         return for_device(device, url, **options) if device is not None else open_url(
             url, **options)
+    if acks and device is not None:
+        from ..serial_link import for_device as serial_for_device
+
+        return serial_for_device(device, url, **options)
     from .serial import SerialLink
 
     return SerialLink(url, **options)

@@ -46,37 +46,19 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..errors import TransportError
 from ..frame import MAX_FRAME
+from .topics import TOPIC_ROOT, check_topic_root, presence_topic, topic, topic_kid
 
 __all__ = ["MAX_PACKET", "TOPIC_ROOT", "BrokerUrl", "Message", "MqttOptions", "MqttTransport",
-           "connect_options", "parse_url", "take_options", "topic", "topic_kid"]
+           "check_topic_root", "connect_options", "parse_url", "presence_topic", "take_options",
+           "topic", "topic_kid"]
 
 log = logging.getLogger("twinlink.mqtt")
 
-TOPIC_ROOT = "twinlink"
 #: The largest MQTT packet twinlink accepts from a broker (MQTT v5 CONNECT property Maximum Packet
 #: Size, sent by the ingest and by the device link): the largest frame plus room for the fixed
 #: header, the topic name, the packet id and properties. The broker never forwards a larger
 #: PUBLISH to us; it drops it (MQTT v5 §3.1.2.11.4).
 MAX_PACKET = MAX_FRAME + 1024
-
-
-def topic(kid: bytes, stream: str) -> str:
-    """``twinlink/<kid hex>/<stream>``: ``t`` telemetry, ``a`` acks, ``status`` liveness."""
-    return f"{TOPIC_ROOT}/{kid.hex()}/{stream}"
-
-
-def topic_kid(name: str, stream: str = "t") -> bytes | None:
-    """The kid a ``twinlink/<kid hex>/<stream>`` topic names, or None if it names none."""
-    parts = name.split("/")
-    if len(parts) != 3 or parts[0] != TOPIC_ROOT or parts[2] != stream:
-        return None
-    h = parts[1]
-    if not 2 <= len(h) <= 12 or len(h) % 2 or h != h.lower():
-        return None
-    try:
-        return bytes.fromhex(h)
-    except ValueError:
-        return None
 
 
 # -- configuration ------------------------------------------------------------------------------
