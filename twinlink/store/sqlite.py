@@ -9,7 +9,11 @@ The schema carries its version in ``PRAGMA user_version`` and migrates forward i
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import math
+import os
 import sqlite3
 import threading
 import time as _time
@@ -40,12 +44,14 @@ from .base import (
     PROFILE_SIGNED,
     SCHEMA_VERSION,
     Accepted,
+    ClientIdInUse,
     DeviceRecord,
     DeviceStatus,
     Event,
     EventRow,
     ReadingRow,
     RegistryError,
+    Retention,
     StorageError,
     TwinKeyMismatch,
     TwinStore,
@@ -165,6 +171,9 @@ ALTER TABLE events ADD COLUMN final_after REAL;
 ALTER TABLE readings ADD COLUMN flags TEXT;
 """
 
+#: Rows one retention transaction deletes at most.
+PRUNE_BATCH = 5000
+
 _SAME: Any = object()  # "the event's own kid"
 
 _DEVICE_COLS = (
@@ -211,14 +220,7 @@ class SQLiteStore(TwinStore):
         aggregate: bool = True,
     ) -> None:
         self.path = str(path)
-        #: Aggregate floods of one refusal on the ingest path (off: one row per refusal).
-        self.aggregate = aggregate
-        self.max_events = max_events
-        self.readonly = readonly
-        self._agg: dict[tuple[Any, ...], list[Any]] = {}  # key -> [window end, aggregate row]
-        self._capped = False
-        self._lock = threading.RLock()
-        self._closed = False
+        self._setup(max_events, readonly, aggregate)
         try:
             self._db = _sqlite.connect(self.path, timeout=timeout, synchronous=synchronous,
                                        readonly=readonly)
@@ -232,6 +234,18 @@ class SQLiteStore(TwinStore):
         except sqlite3.Error as exc:
             self._db.close()
             raise StorageError(f"cannot open twin database {self.path}: {exc}") from None
+
+    def _setup(self, max_events: int, readonly: bool, aggregate: bool) -> None:
+        """The state every store object has before it connects (shared with subclasses)."""
+        #: Aggregate floods of one refusal on the ingest path (off: one row per refusal).
+        self.aggregate = aggregate
+        self.max_events = max_events
+        self.readonly = readonly
+        self._agg: dict[tuple[Any, ...], list[Any]] = {}  # key -> [window end, aggregate row]
+        self._capped = False
+        self._lock = threading.RLock()
+        self._closed = False
+        self._claims: dict[str, int] = {}  # ingest lock file -> fd
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -291,6 +305,10 @@ class SQLiteStore(TwinStore):
                     yield db
             except sqlite3.Error as exc:
                 raise StorageError(f"twin database {self.path}: {exc}") from None
+
+    def _lock_devices(self, db: Any, kids: Iterable[bytes]) -> None:
+        """Lock the rows of ``kids`` for the rest of the transaction, before their windows are
+        read (a no-op here: ``BEGIN IMMEDIATE`` holds the whole database's write lock)."""
 
     def _device_row(self, db: sqlite3.Connection, name_or_kid: str | bytes) -> DeviceRecord:
         col = "name" if isinstance(name_or_kid, str) else "kid"
@@ -511,6 +529,8 @@ class SQLiteStore(TwinStore):
                 careful: bool) -> list[TwinlinkError | None]:
         results: list[TwinlinkError | None] = []
         with self._tx() as db:
+            self._lock_devices(db, {a.kid for a in accepted}
+                               | {e.kid for e in events if e.kid is not None})
             devs: dict[bytes, list[Any]] = {}  # kid -> [record, window, lost]
             rows: list[tuple[Any, ...]] = []
             extra = list(events)
@@ -654,7 +674,7 @@ class SQLiteStore(TwinStore):
         for key, evs in groups.items():
             self._aggregate(db, key, evs)
         db.executemany("UPDATE devices SET refused=refused+? WHERE kid=?",
-                       [(n, k) for k, n in refused.items()])
+                       [(n, k) for k, n in sorted(refused.items())])
         over = db.execute("SELECT EXISTS (SELECT 1 FROM events WHERE id <= "
                           "(SELECT MAX(id) FROM events) - ?)", (self.max_events,)).fetchone()[0]
         if over and not self._capped:
@@ -739,6 +759,69 @@ class SQLiteStore(TwinStore):
 
         return self._guard(q) if want else {}
 
+    def claim_ingest(self, client_id: str) -> None:
+        """A lock file beside the database per client id, held until :meth:`close`."""
+        digest = hashlib.sha256(client_id.encode()).hexdigest()[:16]
+        path = f"{self.path}.ingest-{digest}.lock"
+        with self._lock:
+            if path in self._claims:
+                return
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StorageError(f"cannot create the ingest lock {path}: {exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise ClientIdInUse(
+                    f"another ingest on {self.path} runs with client id {client_id!r}; give "
+                    "every ingest process its own --client-id") from None
+            self._claims[path] = fd
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def set_retention(self, readings_days: float | None, events_days: float | None) -> None:
+        for days in (readings_days, events_days):
+            if days is not None and not 0 < days < math.inf:
+                raise ValueError("a retention limit must be a number of days > 0 (or none)")
+        with self._tx() as db:
+            for key, days in (("retention_readings_days", readings_days),
+                              ("retention_events_days", events_days)):
+                db.execute("DELETE FROM meta WHERE key=?", (key,))
+                if days is not None:
+                    db.execute("INSERT INTO meta VALUES (?, ?)", (key, repr(float(days))))
+
+    def retention(self) -> Retention:
+        rows = dict(self._guard(lambda: self._db.execute(
+            "SELECT key, value FROM meta WHERE key IN ('retention_readings_days',"
+            " 'retention_events_days')").fetchall()))
+        got = {k: None if v is None else float(v) for k, v in rows.items()}
+        return {"readings_days": got.get("retention_readings_days"),
+                "events_days": got.get("retention_events_days")}
+
+    def prune(self, now: float | None = None) -> tuple[int, int]:
+        limits = self.retention()
+        now = _time.time() if now is None else now
+        done = [0, 0]
+        audit = ",".join("?" * len(AUDIT_REASONS))
+        for i, (days, sql, extra) in enumerate((
+                (limits["readings_days"], "SELECT id FROM readings WHERE received_at < ?", ()),
+                (limits["events_days"], f"SELECT id FROM events WHERE at < ? AND reason NOT IN"
+                                        f" ({audit})", tuple(sorted(AUDIT_REASONS))))):
+            if days is None:
+                continue
+            table = "readings" if i == 0 else "events"
+            args = (now - days * 86400.0, *extra, PRUNE_BATCH)
+            while True:  # short transactions: the ingest's commits go on in between
+                with self._tx() as db:
+                    n = db.execute(f"DELETE FROM {table} WHERE id IN ({sql} LIMIT ?)",
+                                   args).rowcount
+                done[i] += n
+                if n < PRUNE_BATCH:
+                    break
+        return done[0], done[1]
+
     # -- queries ------------------------------------------------------------------------------
 
     def status(self, name: str) -> DeviceStatus:
@@ -774,9 +857,10 @@ class SQLiteStore(TwinStore):
     def _page(self, select: str, alias: str, name: str | None, limit: int,
               after_id: int | None, extra: str = "", params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of ``select`` (its table as ``alias``, devices as ``d``), oldest first: the newest
-        ``limit`` matching, or the first ``limit`` after ``after_id``."""
-        where = f"(? IS NULL OR d.name = ?){extra}"
-        args: tuple[Any, ...] = (name, name, *params)
+        ``limit`` matching, or the first ``limit`` after ``after_id``. ``extra`` is a condition
+        (`` AND …``) with ``params``."""
+        where, args = _name_filter(name)
+        where, args = where + extra, args + params
         if after_id is not None:
             q = f"{select} WHERE {where} AND {alias}.id > ? ORDER BY {alias}.id LIMIT ?"
             return self._guard(lambda: self._db.execute(q, (*args, after_id, limit)).fetchall())
@@ -796,9 +880,7 @@ class SQLiteStore(TwinStore):
         rows = self._page(
             "SELECT r.id, d.name, r.seq, r.epoch, r.received_at, r.time, r.provenance, r.source,"
             " r.payload FROM readings r JOIN devices d ON d.kid = r.kid",
-            "r", name, limit, after_id,
-            " AND (? IS NULL OR r.received_at >= ?) AND (? IS NULL OR r.received_at < ?)",
-            (since, since, until, until),
+            "r", name, limit, after_id, *_time_filter(since, until),
         )
         return [
             {"id": i, "device": n, "seq": s, "epoch": e, "received_at": ra, "time": t,
@@ -837,20 +919,26 @@ class SQLiteStore(TwinStore):
         return out
 
     def count_readings(self, name: str | None = None) -> int:
-        return int(self._guard(lambda: self._db.execute(
-            "SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid = r.kid"
-            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+        return self._count("SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid = r.kid",
+                           name)
 
     def count_events(self, name: str | None = None) -> int:
-        return int(self._guard(lambda: self._db.execute(
-            "SELECT COUNT(*) FROM events e LEFT JOIN devices d ON d.kid = e.kid"
-            " WHERE ? IS NULL OR d.name = ?", (name, name)).fetchone()[0]))
+        return self._count("SELECT COUNT(*) FROM events e LEFT JOIN devices d ON d.kid = e.kid",
+                           name)
+
+    def _count(self, select: str, name: str | None) -> int:
+        where, args = _name_filter(name)
+        return int(self._guard(lambda: self._db.execute(f"{select} WHERE {where}",
+                                                        args).fetchone()[0]))
 
     def close(self) -> None:
         with self._lock:
             if not self._closed:
                 self._closed = True
                 self._db.close()
+                for fd in self._claims.values():
+                    os.close(fd)  # releases the flock
+                self._claims.clear()
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -879,6 +967,24 @@ def _transport(source: str) -> str | None:
     """The transport a source names: the part before its first ':' (``mqtt:<topic>``)."""
     head = source.split(":", 1)[0]
     return head if head in ("mqtt", "serial", "stdin", "api") else None
+
+
+def _name_filter(name: str | None) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE condition on the device name (``d.name``), or none: built here rather than as
+    ``? IS NULL OR …`` so that an index can serve it and every SQL database can type it."""
+    return ("d.name = ?", (name,)) if name is not None else ("1 = 1", ())
+
+
+def _time_filter(since: float | None, until: float | None) -> tuple[str, tuple[Any, ...]]:
+    """`` AND`` conditions on ``r.received_at`` in [since, until) and their parameters."""
+    where, args = "", []  # type: tuple[str, list[Any]]
+    if since is not None:
+        where += " AND r.received_at >= ?"
+        args.append(since)
+    if until is not None:
+        where += " AND r.received_at < ?"
+        args.append(until)
+    return where, tuple(args)
 
 
 def _check_context(master_salt: bytes, id_context: bytes | None) -> None:
