@@ -16,10 +16,12 @@ from .. import transport
 from ..device import Device
 from ..mqtt_link import MqttLink
 from ..outbox import DEFAULT_CAPACITY, OutboxFull
+from ..store import ClientIdInUse
 from ..transport.mqtt import MqttOptions, connect_options
 from . import output
 from .common import (
     EXIT_PENDING,
+    EXIT_STATE,
     EXIT_TRANSPORT,
     EXIT_USAGE,
     StopControl,
@@ -105,6 +107,10 @@ def serve_mqtt(args: argparse.Namespace) -> int:
     if args.ready_timeout_deprecated is not None:
         say("serve --timeout is deprecated: use --ready-timeout")
         args.ready_timeout = args.ready_timeout_deprecated
+    if args.workers > 1:
+        from .workers import supervise
+
+        return supervise(args)
     with StopControl(args.count, args.duration) as stop:
         twin = Twin(open_twin_store(args.db), args.twin_key)
 
@@ -119,11 +125,12 @@ def serve_mqtt(args: argparse.Namespace) -> int:
                          options=_options(args), share=args.share,
                          session_expiry=args.session_expiry, batch_wait=args.batch_ms / 1000.0,
                          on_results=on_results)
+        where = getattr(twin.store, "path", "the twin database")  # never a URL's password
 
         def _ready() -> None:
             if (ing.subscribed.wait(args.ready_timeout if args.ready_timeout else None)
                     and not stop.stopped):
-                say(f"serving {ing.sub_topic} on {args.mqtt} into {args.db}")
+                say(f"serving {ing.sub_topic} on {args.mqtt} into {where}")
             elif not stop.stopped:
                 say(f"not subscribed after {args.ready_timeout:g}s ({ing.last_error}); "
                     "still retrying")
@@ -131,6 +138,8 @@ def serve_mqtt(args: argparse.Namespace) -> int:
         threading.Thread(target=_ready, daemon=True).start()
         try:
             st = ing.run(stop.event)
+        except ClientIdInUse as exc:
+            raise fail(str(exc), EXIT_STATE) from None
         finally:
             twin.close()
     extra = "".join(f", {n} {what}" for n, what in (
@@ -180,6 +189,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--share", metavar="GROUP",
                    help="use the shared subscription $share/GROUP/twinlink/+/t (several "
                         "ingest processes split the load; default: a plain subscription)")
+    g.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="run N ingest processes on one shared subscription (--share, default "
+                        "group 'twinlink'), client ids CLIENT_ID-1..N; a worker that dies is "
+                        "restarted and its broker session resumes (needs a database several "
+                        "processes share: PostgreSQL, or SQLite on one host)")
     g.add_argument("--session-expiry", type=positive_int, default=3600, metavar="S",
                    help="seconds the broker keeps the session and its queue while we are away")
     g.add_argument("--batch-ms", type=float, default=5.0, metavar="MS",

@@ -10,6 +10,7 @@ The schema carries its version in ``PRAGMA user_version`` and migrates forward i
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import math
@@ -761,8 +762,7 @@ class SQLiteStore(TwinStore):
 
     def claim_ingest(self, client_id: str) -> None:
         """A lock file beside the database per client id, held until :meth:`close`."""
-        digest = hashlib.sha256(client_id.encode()).hexdigest()[:16]
-        path = f"{self.path}.ingest-{digest}.lock"
+        path = ingest_lock_path(self.path, client_id)
         with self._lock:
             if path in self._claims:
                 return
@@ -967,6 +967,16 @@ def _transport(source: str) -> str | None:
     """The transport a source names: the part before its first ':' (``mqtt:<topic>``)."""
     head = source.split(":", 1)[0]
     return head if head in ("mqtt", "serial", "stdin", "api") else None
+
+
+def ingest_lock_path(db_path: str, client_id: str) -> str:
+    """The lock file an ingest with ``client_id`` holds beside the SQLite file while it runs."""
+    return f"{db_path}.ingest-{hashlib.sha256(client_id.encode()).hexdigest()[:16]}.lock"
+
+
+def ingest_lock_glob(db_path: str) -> str:
+    """A glob matching every ingest lock file of ``db_path``."""
+    return f"{glob.escape(db_path)}.ingest-*.lock"
 
 
 def _name_filter(name: str | None) -> tuple[str, tuple[Any, ...]]:
