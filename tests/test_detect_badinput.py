@@ -119,7 +119,7 @@ def test_a_million_distinct_series_names_are_capped_with_one_event_and_bounded_m
 
     events = []
     for k in range(40):  # 10 000 names: the cap is reached, the state is built
-        events += det.observe("dev", seq, pack(k), t, 9000).events
+        events += det.observe("dev", seq, pack(k), t + seq, 9000).events
         seq += 1
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()

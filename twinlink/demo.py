@@ -46,6 +46,12 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     say(f"twinlink demo — backend {backend.explain()}")
     say(f"  workspace {work}: twin key, twin.db, keys/pump-17.device, keys/valve-3.device")
 
+    # The operator's plausible range for the pump's temperature (a QC setting in the twin).
+    from .store import open_store
+
+    with open_store(db) as store:
+        store.set_qc_config({"series": {"pump-17": {"temp": {"min": -20.0, "max": 150.0}}}},
+                            why="demo: the pump's plausible temperature range")
     cable = VirtualCable()
     say(f"  serial link: two pty pairs joined by a virtual cable; device side {cable.a}, "
         f"twin side {cable.b}")
@@ -58,8 +64,15 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
             say(f"  ~ line error ({r}) — noise, not shown to the twin")
             results.append({"ok": False, "error": "line"})
         elif isinstance(r, Reading):
-            say(f"  ✓ {r.device:8} seq {r.seq:<3} {json.dumps(r.payload)}")
-            results.append(r.to_json())
+            bad = {n: f for n, f in (r.flags or {}).items() if f in (3, 4)}
+            if bad:
+                verdict = ", ".join(f"{n} {'FAIL' if f == 4 else 'SUSPECT'}"
+                                    for n, f in bad.items())
+                say(f"  ⚑ {r.device:8} seq {r.seq:<3} {json.dumps(r.payload)} — authentic, stored,"
+                    f" but flagged {verdict}")
+            else:
+                say(f"  ✓ {r.device:8} seq {r.seq:<3} {json.dumps(r.payload)}")
+            results.append({**r.to_json(), "flagged": bool(bad)})
         else:
             say(f"  ✗ refused: {r.reason:14} {r}")
             results.append({"ok": False, "error": r.reason})
@@ -113,6 +126,8 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     noisy = bytearray(good)
     noisy[len(noisy) // 2] ^= 0x40
     wire(b"", bytes(noisy))
+    say("  an authentic lie: pump-17 itself signs a temperature of 900 °C (a tampered sensor):")
+    wire(pump.seal({"temp": 900.0, "rpm": 1400 + count}))
     say("  revoking valve-3, then it sends again:")
     twin.revoke("valve-3", "demo: device reported stolen")
     wire(valve.seal({"open": False}))
@@ -133,12 +148,27 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
         f"last seq {st['last_seq']}, "
         f"state {json.dumps({k: v['value'] for k, v in st['state'].items()})}")
     say(f"  accepted {accepted} readings; refused {json.dumps(refused)}")
-    say("  security events:")
-    for e in twin.store.events(limit=10):  # type: ignore[attr-defined]
-        say(f"    {e['reason']:20} {e['device'] or e['kid'] or '-':10} {e['detail']}")
+    flagged = sum(1 for r in results if r.get("flagged"))
+    say(f"  flagged {flagged} authentic reading(s) as false; open detections on pump-17: "
+        + (", ".join(twin.detector.state("pump-17").get("open", [])) if twin.detector else "-"))
+    events = twin.store.events(limit=50, audit=False)
+    say(f"\n4. security events for a SIEM ({len(events)} stored; Elastic Common Schema, one a "
+        "line):")
+    from . import siem
+    from .events import normalise
+
+    ecs = siem.renderer("ecs")
+    shown = [next((e for e in events if e["outcome"] == kind), None)
+             for kind in ("blocked", "detected")]  # one refusal, one detection
+    for e in shown:
+        if e is not None:
+            say("  " + ecs(normalise(e), siem.Options(hostname="demo")))
+    say(f"  … all of them: twinlink twin events --db {db} --format ecs   (or rfc5424, cef, "
+        "ocsf; 'twinlink events forward' sends them to a collector)")
     twin.close()
     expected = {"replay": 1, "bad_signature": 2, "unknown_device": 1, "line": 1, "revoked": 1}
-    ok = accepted == 2 * count and refused == expected
-    say(f"\n{'demo passed' if ok else 'demo FAILED'}: expected {2 * count} accepted and {expected}"
+    ok = accepted == 2 * count + 1 and refused == expected and flagged == 1
+    say(f"\n{'demo passed' if ok else 'demo FAILED'}: expected {2 * count + 1} accepted (1 "
+        f"flagged) and {expected}"
         + ("" if keep else f"\n(workspace {work} can be removed; use --keep DIR to choose it)"))
     return 0 if ok else 1

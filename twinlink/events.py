@@ -353,6 +353,40 @@ register_type("seq.persist_failure", outcome="info", severity=8, side="device",
               description="Device could not durably store its sequence-number reservation; "
                           "it stops sealing rather than risk nonce reuse")
 
+# Detection of authentic lies (twinlink.detect): value QC, stream and liveness behaviour. A
+# detection is an alert the twin let through (ECS intrusion_detection/threat, indicator); its
+# ``.cleared`` companion (and device.back_online) closes it as information.
+_audit("device.qc_configured", "qc_configured", 2, "change",
+       "An operator changed the detection (QC) configuration")
+
+
+def _detections() -> None:
+    from .detect.events import EVENT_TYPES, STATEFUL
+
+    for kind, (severity, meaning) in EVENT_TYPES.items():
+        name = DETECTION_NAMES.get(kind, kind)
+        base = name.split(".", 1)[1]
+        if kind == "device.back_online":
+            register_type(name, outcome="info", severity=severity, reason=base,
+                          ecs_kind="event", ecs_category=("intrusion_detection",),
+                          ecs_type=("info",), description="Detection cleared: " + meaning)
+            continue
+        register_type(name, outcome="detected", severity=severity, reason=base,
+                      ecs_category=("intrusion_detection", "threat"),
+                      ecs_type=("info", "indicator"),
+                      description=("Detection: " + meaning)[:200])
+        if kind in STATEFUL:
+            register_type(name + ".cleared", outcome="info", severity=1,
+                          reason=base + "_cleared", ecs_kind="event",
+                          ecs_category=("intrusion_detection",), ecs_type=("info",),
+                          description=f"Detection cleared: {name} ended, the series or device "
+                                      "is back to normal")
+
+
+#: Detector type names that the catalogue spells differently (its namespaces are fixed).
+DETECTION_NAMES = {"detect.series_cap": "device.series_cap"}
+_detections()
+
 #: The type an unknown reason normalises to.
 UNCLASSIFIED = "event.unclassified"
 

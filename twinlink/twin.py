@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import threading
+import time as _time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +29,15 @@ from typing import Any, Callable, Union
 
 from . import frame as _frame
 from . import keys, oscore, senml
+from .detect import DetectConfig, DetectionEvent, Detector
 from .errors import (
     BadSignature,
     Conflict,
     ContextRetired,
+    DecryptionFailed,
     InternalError,
     MalformedFrame,
+    MalformedPayload,
     ReplayError,
     RevokedDevice,
     TopicMismatch,
@@ -78,6 +83,9 @@ class Reading:
     epoch: int = 0
     id_context: bytes | None = None
     digest: bytes = b""
+    #: QARTOD flag per series (1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing), when
+    #: the twin's detectors checked the reading.
+    flags: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of the reading (``time`` as epoch seconds).
@@ -187,6 +195,7 @@ class Twin:
         *,
         cache_size: int = 4096,
         workers: int | None = None,
+        detect: bool | Detector = True,
     ) -> None:
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self.store: TwinStore = db if isinstance(db, TwinStore) else open_store(db)
@@ -207,6 +216,24 @@ class Twin:
         self._pool: ThreadPoolExecutor | None = None
         #: Refusals by reason and internal errors since start (for monitoring).
         self.counts: Counter[str] = Counter()
+        #: The detectors of authentic lies (value QC, stream, liveness); None if disabled.
+        self.detector: Detector | None = None
+        self._batch_events: list[tuple[int, Event]] = []
+        self._touched: set[str] = set()
+        self._saved_at = self._configured_at = 0.0
+        self._sweeper: threading.Thread | None = None
+        self._stop_sweeping = threading.Event()
+        if detect is not False:
+            try:
+                self.detector = detect if isinstance(detect, Detector) else Detector(
+                    DetectConfig.from_json(self.store.qc_config()))
+                learned = self.store.detect_state()
+                if learned:
+                    self.detector.import_state(learned)
+            except BaseException:
+                if not isinstance(db, TwinStore):
+                    self.store.close()
+                raise
 
     def __repr__(self) -> str:
         return f"Twin(store={self.store!r}, key={self.key!r})"
@@ -323,6 +350,9 @@ class Twin:
                 for i, acc, dev in pending:
                     results[i] = _reading(dev, acc)
                 return results  # type: ignore[return-value]
+            if self.detector is not None:
+                for i, acc, dev in pending:
+                    self._guard_detect(i, acc, dev, len(frames[i]), events)
             events.sort(key=lambda e: e[0])
             self._commit(pending, [e for _, e in events], results)
         return results  # type: ignore[return-value]
@@ -338,7 +368,92 @@ class Twin:
         except Exception as exc:  # a bug or resource failure: this frame only
             refuse(job, self._internal(exc, job))
 
-    def _internal(self, exc: BaseException, job: _Job | None) -> InternalError:
+    def _guard_detect(self, index: int, acc: Accepted, dev: DeviceRecord, size: int,
+                      events: list[tuple[int, Event]]) -> None:
+        """Run the detectors on one accepted frame (in frame order): flags go with the reading,
+        detection events into the same transaction. A detector failure costs the flags of that
+        one reading (logged), never the reading."""
+        assert self.detector is not None
+        try:
+            verdict = self.detector.observe(dev.name, acc.seq, acc.records, acc.received_at,
+                                            size, dev.epoch + 1 if acc.renew else dev.epoch)
+        except Exception as exc:
+            log.error("detection failed for %s seq %d", dev.name, acc.seq, exc_info=exc)
+            self.counts["detect_error"] += 1
+            return
+        self._touched.add(dev.name)
+        if acc.records:
+            flags: dict[str, int] = {}
+            tests: dict[str, list[str]] = {}
+            for rec, flag, tripped in zip(acc.records, verdict.flags, verdict.tests):
+                name = rec[0]
+                if _FLAG_RANK.get(flag, 0) >= _FLAG_RANK.get(flags.get(name, 0), -1):
+                    flags[name] = flag
+                if tripped:
+                    tests.setdefault(name, []).extend(t for t in tripped
+                                                      if t not in tests.get(name, ()))
+            acc.flags, acc.qc_tests = flags, tests or None
+        for ev in verdict.events:
+            events.append((index, _detection_event(ev, acc.kid, acc.source)))
+
+    def sweep(self, now: float | None = None) -> list[Event]:
+        """Liveness and held-back stream checks (``device.silent``, folded gaps): run the
+        detectors' sweep, store its events, and now and then persist what they learned and the
+        per-device QC views ``status`` shows (and pick up a changed QC configuration). The
+        running ingests call it about once a second (:meth:`start_sweeper`); library users may
+        call it themselves. Returns the events stored."""
+        if self.detector is None:
+            return []
+        with self._lock:
+            found = self.detector.sweep(now)
+            self._touched.update(ev.device for ev in found)
+            out = [_detection_event(ev, self._kid_of(ev.device), "") for ev in found]
+            if out:
+                self.store.record_events(out)
+            clock = _time.monotonic()
+            if clock - self._configured_at >= 5.0:
+                self._configured_at = clock
+                config = DetectConfig.from_json(self.store.qc_config())
+                if config != self.detector.config:
+                    self.detector.configure(config)
+            if self._touched and clock - self._saved_at >= 5.0:
+                self.flush_detections(learned=clock - self._saved_at >= 300.0)
+            return out
+
+    def flush_detections(self, learned: bool = True) -> None:
+        """Persist the per-device QC views (and, with ``learned``, the baselines)."""
+        if self.detector is None:
+            return
+        with self._lock:
+            det = self.detector
+            views = {name: det.state(name) for name in self._touched}
+            self.store.save_detect_state(det.export_state() if learned else None, views)
+            self._touched.clear()
+            self._saved_at = _time.monotonic()
+
+    def _kid_of(self, name: str) -> bytes | None:
+        try:
+            return self.store.device(name).kid
+        except TwinlinkError:
+            return None
+
+    def start_sweeper(self, interval: float = 1.0) -> None:
+        """Sweep every ``interval`` seconds on a thread (``twinlink-sweep``) until :meth:`close`.
+        A failing sweep is logged and retried at the next tick."""
+        if self.detector is None or self._sweeper is not None:
+            return
+
+        def run() -> None:
+            while not self._stop_sweeping.wait(interval):
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("detection sweep failed; retrying in %.1f s", interval)
+
+        self._sweeper = threading.Thread(target=run, name="twinlink-sweep", daemon=True)
+        self._sweeper.start()
+
+    def _internal(self, exc: BaseException, job: _Job | None, where: str = "") -> InternalError:
         where = ""
         if job is not None and job.parsed is not None:
             where = f" (kid {job.parsed.kid.hex()}, seq {job.parsed.seq})"
@@ -431,10 +546,19 @@ class Twin:
                     signed = job.parsed.kind != KIND_LITE
                     if signed:
                         _frame.verify(job.parsed, job.dev.public_key, telemetry)  # type: ignore[union-attr]
-                    if job.renew or (job.verify_only and signed):
-                        continue  # decrypted (if at all) once its context is settled
+                    if job.renew:
+                        continue  # decrypted once its context is settled
+                    if job.verify_only and signed:
+                        # A stale or conflicting number in the current context, or the first
+                        # frames of an announced re-key (a new counter starts at 0).
+                        self._try_pending(job)
+                        continue
                     ctx = job.ctx if job.ctx is not None else self._context(job.dev)  # type: ignore[arg-type]
-                    job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
+                    try:
+                        job.plaintext = _frame.decrypt(job.parsed, ctx, telemetry)
+                    except DecryptionFailed:
+                        if not self._try_pending(job):
+                            raise
                 except TwinlinkError as exc:
                     job.error = exc
                 except Exception as exc:  # never lose the thread's other frames
@@ -450,6 +574,24 @@ class Twin:
         futures = [self._pool.submit(run, jobs[k : k + step]) for k in range(0, len(jobs), step)]
         for f in futures:
             f.result()
+
+    def _try_pending(self, job: _Job) -> bool:
+        """Whether a verified frame that the current context cannot open decrypts under the
+        device's announced re-key salt; if so it is taken as the first frame of that context
+        (the operator's ``twin rekey`` gave the device its new bundle but was interrupted
+        before the store switched): its earlier verdict is dropped and it renews the context
+        when committed, like a frame under a new ID Context."""
+        dev = job.dev
+        if dev is None or dev.pending_salt is None or job.parsed.kind == KIND_LITE:
+            return False
+        ctx = self._context(dev, master_salt=dev.pending_salt, id_context=_kid_context(job.parsed))
+        try:
+            job.plaintext = _frame.decrypt(job.parsed, ctx, oscore.STREAM_TELEMETRY)
+        except TwinlinkError:
+            return False
+        job.salt, job.ctx, job.renew = dev.pending_salt, ctx, True
+        job.held, job.verify_only = None, False
+        return True
 
     def _settle_context(self, job: _Job) -> None:
         """A verified frame under a context that is not the device's current one: refuse a
@@ -492,7 +634,7 @@ class Twin:
             # stale or replayed number not stored).
             _info(job.held).authenticated = True
             raise job.held
-        if job.renew:
+        if job.renew and job.ctx is None:  # not yet decrypted under a settled context
             self._settle_context(job)
         kid_context = dev.id_context if parsed.kind == KIND_LITE else _kid_context(parsed)
         key = (dev.kid, job.salt, kid_context)
@@ -555,7 +697,12 @@ class Twin:
         except Exception:
             raise first from None
         if len(pending) == 1:
-            return [self._internal(first, None)]
+            # This reading alone breaks the commit: refuse it like any other internal error
+            # (logged with its traceback, counted, and recorded as a security event).
+            acc = pending[0][1]
+            err = self._internal(first, None, f" (kid {acc.kid.hex()}, seq {acc.seq})")
+            self.store.record_events([Event(err.reason, str(err), acc.kid, acc.seq, acc.source)])
+            return [err]
         half = len(pending) // 2
         return (self._commit_isolating(pending[:half], [])
                 + self._commit_isolating(pending[half:], []))
@@ -574,6 +721,15 @@ class Twin:
         self.store.revoke(name, why)
 
     def close(self) -> None:
+        self._stop_sweeping.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+            self._sweeper = None
+        if self.detector is not None and (self._touched or self._saved_at):
+            try:
+                self.flush_detections()
+            except TwinlinkError:
+                log.exception("could not persist the detectors' state on close")
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -586,24 +742,66 @@ class Twin:
         self.close()
 
 
+_PLAINTEXT_KEYS = frozenset({"value", "values", "last", "previous", "median"})
+
+#: Which of two QARTOD flags a series keeps when a pack names it twice: the worst.
+_FLAG_RANK = {4: 5, 3: 4, 9: 3, 2: 2, 1: 1}
+
+
+def _detection_event(ev: DetectionEvent, kid: bytes | None, source: str) -> Event:
+    """A detector's event as a stored event (its catalogue type is the reason)."""
+    from .events import DETECTION_NAMES
+
+    parts = [] if ev.series is None else [f"series {ev.series}"]
+    # Event details leave the twin (SIEM, syslog): no plaintext values in them, only the
+    # finding's parameters (bounds, factors, counts).
+    detail = {k: v for k, v in ev.detail.items() if k not in _PLAINTEXT_KEYS}
+    if detail:
+        parts.append(dumps_json(detail))
+    return Event(DETECTION_NAMES.get(ev.type, ev.type), "; ".join(parts) or ev.type, kid, ev.seq,
+                 source, at=ev.time if ev.time is not None else _time.time(),
+                 count=max(1, ev.count))
+
+
 def _reading(dev: DeviceRecord, acc: Accepted) -> Reading:
     return Reading(dev.name, acc.kid, acc.seq, acc.payload, acc.records, acc.time,
-                   acc.provenance, acc.plaintext, acc.epoch, acc.id_context, acc.digest)
+                   acc.provenance, acc.plaintext, acc.epoch, acc.id_context, acc.digest,
+                   acc.flags)
 
 
 def decode_payload(plaintext: bytes) -> tuple[Any, tuple[senml.Record, ...], float | None]:
     """(payload, SenML records, time) of an opened plaintext; raise :class:`MalformedPayload`.
 
-    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded.
+    A SenML pack gives ``{name: value}``; any other CBOR item is returned as decoded. The
+    plaintext must first pass :func:`twinlink.frame.check_payload` (no tags or shared
+    references, integers within 64 bits, finite floats, bounded nesting): a compromised device
+    must not reach the general CBOR decoder, JSON or the store with anything else.
     """
+    _frame.check_payload(plaintext)
     obj = senml.loads(plaintext)
     if not senml.is_pack(obj):
         return obj, (), None
     records = tuple(senml.resolve(obj))
     payload: dict[str, Any] = {}
     for r in records:
+        # Resolving adds base values and times: two numbers the validator let through may sum
+        # to one the store and JSON cannot hold (beyond int64, or a float overflowing to inf).
+        if not (_storable(r.value) and _storable(r.time) and _storable(r.sum)):
+            raise MalformedPayload("a SenML record's value, sum or time overflows once its base "
+                                   "is added")
         payload[r.name] = r.value if r.value is not None else r.sum
     return payload, records, records[0].time
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _storable(v: Any) -> bool:
+    if type(v) is float:
+        return math.isfinite(v)
+    if type(v) is int:
+        return _INT64_MIN <= v <= _INT64_MAX
+    return True
 
 
 #: Longest line ``twinlink open`` reads (a hex frame of MAX_FRAME bytes is 131 070 characters).

@@ -113,6 +113,7 @@ def serve_mqtt(args: argparse.Namespace) -> int:
         return supervise(args)
     with StopControl(args.count, args.duration) as stop:
         twin = Twin(open_twin_store(args.db), args.twin_key)
+        twin.start_sweeper()  # liveness (device.silent) and stream checks, once a second
 
         def on_results(results: Sequence[Any]) -> None:
             if args.json:

@@ -88,6 +88,7 @@ def serve_serial(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     with StopControl(args.count, args.duration) as stop, \
             Twin(open_twin_store(args.db), args.twin_key) as twin:
+        twin.start_sweeper()  # liveness (device.silent) and stream checks, once a second
 
         def on_result(res: Any) -> None:
             with lock:
@@ -137,6 +138,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     interval = args.interval if args.interval else (1.0 if live else 10.0)
     deadline = time.monotonic() + args.duration if args.duration else None
     with Twin(open_twin_store(args.db), args.twin_key) as twin:
+        twin.start_sweeper()  # liveness (device.silent) and stream checks, once a second
         rx = SerialReceiver(args.port, twin, on_result=on_result, baudrate=args.baudrate,
                             require_open=not args.wait)
         print(f"monitor: listening on {output.text(args.port)} (Ctrl-C to stop)",

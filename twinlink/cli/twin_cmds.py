@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from .. import keys
-from ..store import PROFILE_LITE, PROFILE_SIGNED, ReadingRow, TwinStore
+from ..oscore import MAX_SEQ
+from ..store import PROFILE_LITE, PROFILE_SIGNED, ReadingRow, RegistryError, TwinStore
 from ..values import to_json
 from . import output
 from .common import (
@@ -70,13 +72,61 @@ def cmd_show(store: TwinStore, args: argparse.Namespace) -> None:
         output.emit(st)
         return
     for k, v in st.items():
-        if k != "state":
+        if k not in ("state", "qc"):
             print(f"{k:14} {output.text(v)}")
+    qc = st.get("qc") or {}
+    series_qc = qc.get("series") or {}
     print("state:")
     for n, s in st["state"].items():
         unit = f" {output.text(s['unit'])}" if s["unit"] else ""
+        q = series_qc.get(n) or {}
+        flag = (f"  [QC: {', '.join(map(output.text, q['open']))}]" if q.get("open")
+                else "  [QC: learning]" if q and not q.get("baseline") else "")
         print(f"  {output.text(n):18} {output.value_text(s['value'])}{unit} (seq {s['seq']}"
-              f"{', at ' + str(s['time']) if s['time'] is not None else ''})")
+              f"{', at ' + str(s['time']) if s['time'] is not None else ''}){flag}")
+    opened = qc.get("open") or []
+    print("open detections: " + (", ".join(map(output.text, opened)) if opened else
+                                 "none" if qc else "none recorded (no ingest with detection "
+                                 "has seen this device yet)"))
+
+
+def cmd_qc(store: TwinStore, args: argparse.Namespace) -> None:
+    """Show or change the detection (QC) configuration."""
+    from ..detect import DetectConfig, load_toml
+
+    if args.from_toml:
+        new = load_toml(args.from_toml).to_json()
+    else:
+        new = DetectConfig.from_json(store.qc_config()).to_json()
+        changes: dict[str, Any] = {k: getattr(args, k) for k in _QC_KEYS
+                                   if getattr(args, k) is not None}
+        if args.series and not args.name:
+            raise fail("--series needs a device NAME (or '*' for every device)", EXIT_USAGE)
+        if not changes and not args.enable and not args.disable:
+            output.emit(new) if args.json else print(json.dumps(new, indent=2))
+            return
+        if args.name and args.series:
+            table = new.setdefault("series", {}).setdefault(args.name, {}).setdefault(
+                args.series, {})
+        elif args.name:
+            table = new.setdefault("device", {}).setdefault(args.name, {})
+        else:
+            table = new.setdefault("defaults", {})
+        table.update(changes)
+        for key, tests in (("enable", args.enable), ("disable", args.disable)):
+            if tests:
+                table[key] = sorted(set(table.get(key, [])) | set(tests))
+    config = DetectConfig.from_json(new)  # validates: DetectConfigError names the key
+    store.set_qc_config(config.to_json(), why=args.why or "set with twinlink twin qc")
+    if args.json:
+        output.emit(config.to_json())
+    else:
+        print("detection configuration updated; running ingests apply it within 5 s",
+              file=sys.stderr)
+
+
+_QC_KEYS = ("min", "max", "suspect_min", "suspect_max", "max_rate", "interval", "spike_k",
+            "flat_count", "drift_k", "silent_factor", "rate_factor", "size_factor")
 
 
 def cmd_events(store: TwinStore, args: argparse.Namespace) -> None:
@@ -206,7 +256,15 @@ def cmd_revoke(store: TwinStore, args: argparse.Namespace) -> None:
 
 
 def cmd_reanchor(store: TwinStore, args: argparse.Namespace) -> None:
-    store.reanchor(args.name, args.floor, force=args.force)
+    """Re-anchor; with --force, a floor that re-opens numbers already used goes through with
+    a warning that says which (the store's refusal names the highest one used)."""
+    try:
+        store.reanchor(args.name, args.floor)
+    except RegistryError as exc:
+        if not args.force or not 0 <= args.floor <= MAX_SEQ:
+            raise
+        say(f"warning: {exc}; forced")
+        store.reanchor(args.name, args.floor, force=True)
     _report_device(store, args, f"re-anchored {args.name}: accepting seq >= {args.floor}")
 
 
@@ -225,24 +283,35 @@ def cmd_rekey(store: TwinStore, args: argparse.Namespace) -> None:
         raise fail("--salt must be hex", EXIT_USAGE) from None
     bundle = keys.Bundle.load(bundle_path) if bundle_path else None
     dev = store.device(name)
+    if dev.profile == PROFILE_LITE or (bundle is not None and bundle.device_key is None):
+        # Its bundle holds keys derived from the current context: a new salt strands it.
+        raise fail("a lite bundle holds derived keys only", EXIT_USAGE,
+                   "re-provision the lite device instead of re-keying it")
     if bundle is not None:
         if (bundle.name, bundle.kid) != (dev.name, dev.kid):
             raise fail(f"{bundle_path} is not {name}'s bundle", EXIT_USAGE)
-        if bundle.device_key is None:
-            raise fail("a lite bundle holds derived keys only", EXIT_USAGE,
-                       "re-provision the lite device instead of re-keying it")
+        if bundle.master_salt != dev.master_salt and bundle.master_salt == dev.pending_salt:
+            # An earlier re-key was cut after it rewrote the bundle: finish that one first, or
+            # announcing a new salt would replace the one the device already uses.
+            _switch_context(store, name, bundle.master_salt, bundle.id_context)
     store.announce_rekey(name, salt)
     if bundle is not None and bundle_path is not None:
         bundle.settings["master_salt"] = salt.hex()
         bundle.settings["id_context"] = None
         bundle.save(bundle_path, overwrite=True)
-    store.rekey(name, salt, None)
+    _switch_context(store, name, salt, None)
     if bundle is not None:
         msg = f"re-keyed {name} (master salt {salt.hex()}); updated {bundle_path}"
     else:
         msg = (f're-keyed {name}: set "master_salt": "{salt.hex()}" in its bundle\'s settings '
                "before it sends again")
     _report_device(store, args, msg)
+
+
+def _switch_context(store: TwinStore, name: str, salt: bytes, id_context: bytes | None) -> None:
+    """Complete an announced re-key; a device that already completed it (its first frame under
+    the announced salt renews the context by itself) keeps the context it chose."""
+    store.rekey(name, salt, id_context, announced=True)
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -352,6 +421,40 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--force", action="store_true",
                    help="allow a floor at or below numbers already used")
     add_json(p, "print the device's record as one JSON object")
+
+    p = action("qc", "show or change detection (value QC, liveness) settings", cmd_qc,
+               ["twinlink twin qc", "twinlink twin qc boiler --series temp --min 0 --max 120",
+                "twinlink twin qc pump-17 --interval 10 --disable flatline",
+                "twinlink twin qc --from-toml qc.toml"],
+               description="Without NAME the defaults, with NAME one device, with NAME and "
+                           "--series one series of it ('*' as NAME: that series on every "
+                           "device). Without a setting it prints the configuration. Settings "
+                           "are stored in the twin database (audit event device.qc_configured)"
+                           "; see docs/DETECTION.md for every key and the TOML format.")
+    p.add_argument("name", nargs="?", help="device name, or '*' with --series")
+    p.add_argument("--series", help="one series (SenML name) of the device")
+    for key, what in (("min", "gross range: lowest plausible value"),
+                      ("max", "gross range: highest plausible value"),
+                      ("suspect_min", "below this is suspect (flag 3)"),
+                      ("suspect_max", "above this is suspect (flag 3)"),
+                      ("max_rate", "largest plausible change per second"),
+                      ("spike_k", "spike threshold in robust deviations"),
+                      ("flat_count", "identical readings before a flat line"),
+                      ("drift_k", "drift threshold"),
+                      ("interval", "expected seconds between frames (device)"),
+                      ("silent_factor", "silent after this many intervals (device)"),
+                      ("rate_factor", "rate anomaly at this many times the usual rate (device)"),
+                      ("size_factor", "size anomaly at this many times the usual size (device)")):
+        p.add_argument("--" + key.replace("_", "-"), dest=key, metavar="X",
+                       type=int if key == "flat_count" else float,
+                       help=what + " (default: unchanged)")
+    p.add_argument("--enable", action="append", metavar="TEST",
+                   help="switch a test on (range, spike, rate, flatline, drift, gap, ...)")
+    p.add_argument("--disable", action="append", metavar="TEST", help="switch a test off")
+    p.add_argument("--from-toml", metavar="FILE",
+                   help="replace the whole configuration with a TOML file's")
+    p.add_argument("--why", help="reason recorded in the audit event (default: none)")
+    add_json(p, "print the resulting configuration as one JSON object")
 
     p = action("rekey", "give a device a new Master Salt (history stays)", cmd_rekey,
                ["twinlink twin rekey pump-17 --device keys/pump-17.device"],

@@ -244,7 +244,7 @@ class Detector:
                 "series_refused": dev.refused}
 
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 # what each saved field may hold: f float, f? optional float, i int, b bool, s? optional str,
 # c? optional 24 floats, dq up to 32 floats, tt tuple of test names, ref 3 ints, act active
@@ -261,7 +261,8 @@ _SERIES_SCHEMA = {
 _STREAM_SCHEMA = {
     "active": "sact", "agg": "agg", "counts": "cnt", "epoch": "i", "gap": "gap?",
     "interval": "f", "last_arrival": "f?", "last_seq": "i", "last_time": "f?", "n_int": "i",
-    "n_off": "i", "n_size": "i", "offset": "f", "short": "f", "silent": "b", "size_hi": "i",
+    "n_off": "i", "n_size": "i", "offset": "f", "rate_t": "f", "short": "f", "silent": "b",
+    "size_hi": "i",
     "size_lo": "i",
 }
 

@@ -16,7 +16,12 @@ which is the device's claim and is only compared with arrival:
   more than ``skew``, a jump of the offset ahead by more than ``skew``, or a time going back
   while the sequence goes forward is clock skew; behind the baseline by more than ``delay``
   (with the time still moving forward) is a delayed frame.
-- **rate**: a short EWMA of the per-frame spacing below ``interval / rate_factor``; a frame
+- **rate**: a time-decayed count of frames (time constant ``RATE_SPAN`` usual intervals, at
+  least ``RATE_TAU`` seconds) above ``rate_factor`` times what the usual interval predicts, with
+  at least ``2 x rate_factor`` frames in it; it clears below twice the prediction. Counting
+  over time, not per-frame spacing, keeps it steady when an ingest stamps a batch of frames at
+  once; a
+  frame
   larger than ``size_factor`` x the largest usual frame (+16 bytes) or smaller than the smallest
   usual one / ``size_factor``.
 """
@@ -30,6 +35,9 @@ from .config import DeviceParams
 from .events import DetectionEvent, cleared, event
 
 BASELINE_FRAMES = 8     # frames before rate, size and time baselines are used
+RATE_TAU = 10.0         # seconds: the shortest time constant of the rate count
+RATE_SPAN = 3.0         # usual intervals in the rate count's time constant
+MIN_SPACING = 0.001     # seconds: closer arrivals are one ingest batch, not a sample of spacing
 CLEAR_FRAMES = 3        # normal frames before a stream state clears
 JUMP_FACTOR = 4.0
 
@@ -53,6 +61,7 @@ class DeviceStream:
         "n_size",
         "offset",
         "p",
+        "rate_t",
         "short",
         "silent",
         "size_hi",
@@ -66,7 +75,8 @@ class DeviceStream:
         self.last_arrival: float | None = None
         self.interval = 0.0          # learned seconds per frame
         self.n_int = 0
-        self.short = 0.0             # short-term seconds per frame
+        self.short = 0.0             # time-decayed count of recent frames (the rate check)
+        self.rate_t = 0.0            # when ``short`` was last decayed
         self.size_lo = 0
         self.size_hi = 0
         self.n_size = 0
@@ -133,7 +143,7 @@ class DeviceStream:
                                 seq if isinstance(seq, int) else None, arrival,
                                 {"silent_for": round(arrival - prev, 3) if prev else None}))
             prev = None  # the silence is no sample of the device's spacing
-            self.short = self.interval
+            self.short = 0.0
         in_order, adv = True, 0
         if type(seq) is not int or seq < 0 or type(epoch) is not int:
             in_order = False
@@ -253,23 +263,28 @@ class DeviceStream:
         if spacing < 0:
             return
         if self.n_int < BASELINE_FRAMES:
-            self.n_int += 1
-            self.interval += (spacing - self.interval) / self.n_int
-            self.short = self.interval
+            if spacing >= MIN_SPACING:  # frames stamped together say nothing of the spacing
+                self.n_int += 1
+                self.interval += (spacing - self.interval) / self.n_int
+            self.short, self.rate_t = 0.0, arrival
             return
-        self.short += 0.3 * (spacing - self.short)
         usual = p.interval if p.interval is not None else self.interval
-        if self.short * p.rate_factor < usual:
+        tau = max(RATE_TAU, RATE_SPAN * usual)
+        dt = max(0.0, arrival - self.rate_t)
+        self.short = self.short * math.exp(-dt / tau) + 1.0
+        self.rate_t = arrival
+        expected = tau / max(usual, 1e-6)  # the count a steady stream settles at
+        if self.short > p.rate_factor * expected and self.short >= 2 * p.rate_factor:
             self._enter("rate", "device.rate_anomaly", seq, arrival, events,
-                        {"metric": "rate", "factor": _rounded(usual / max(self.short, 1e-9))})
+                        {"metric": "rate", "factor": _rounded(self.short / expected)})
             return
         if "rate" in self.active:
-            if self.short * 2 >= usual:
+            if self.short <= 2 * expected:
                 self._normal("rate", "device.rate_anomaly", seq, arrival, events)
             return
         # learn slowly from plausible spacings only: a flood or a pause does not move it
         iv = self.interval
-        if 0.25 * iv <= spacing <= 4 * iv:
+        if spacing >= MIN_SPACING and 0.25 * iv <= spacing <= 4 * iv:
             self.interval += 0.02 * (spacing - iv)
             self.n_int += 1
 

@@ -130,6 +130,9 @@ class Accepted:
     master_salt: bytes | None = None
     id_context: bytes | None = None
     renew: bool = False
+    #: QARTOD flags per series name and the tests that tripped (twinlink.detect), if checked.
+    flags: dict[str, int] | None = None
+    qc_tests: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -173,6 +176,8 @@ class ReadingRow(TypedDict):
     provenance: str
     source: str
     payload: Any
+    flags: Optional[dict[str, int]]
+    qc_tests: Optional[dict[str, list[str]]]
 
 
 class EventRow(TypedDict):
@@ -233,12 +238,13 @@ class DeviceStatus(TypedDict):
     epoch: int
     id_context: Optional[str]
     state: dict[str, SeriesState]
+    qc: dict[str, Any]
 
 
 #: Reasons of audit events (operator actions and context changes), as opposed to refusals.
 AUDIT_REASONS = frozenset({"registered", "revoked_by_operator", "reanchored",
                            "window_marked_lost", "rekey_announced", "rekeyed",
-                           "context_renewed", "context_started"})
+                           "context_renewed", "context_started", "qc_configured"})
 
 
 def context_key(master_salt: bytes, id_context: bytes | None) -> str:
@@ -316,12 +322,17 @@ class TwinStore(ABC):
         """
 
     @abstractmethod
-    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None, *,
+              announced: bool = False) -> DeviceRecord:
         """Switch the device to a new security context; history stays, the window restarts.
 
         Atomic: the old context is retired, the new one installed with a fresh window, and the
         audit event recorded, together. Raises :class:`RegistryError` when the (salt, ID
         Context) pair was used before (its old frames would be accepted again).
+        ``announced=True`` completes :meth:`announce_rekey`: if the device already switched to
+        ``master_salt`` by itself (its first frame under the announced salt renewed the
+        context, under the ID Context it chose), nothing changes — retiring that context now
+        would strand the device.
         """
 
     @abstractmethod
@@ -361,8 +372,9 @@ class TwinStore(ABC):
         raced in from another ingest, a revocation or re-key that landed meanwhile); refusals
         are recorded as events in the same transaction. A reading whose (kid, epoch, seq) is
         already stored is refused as :class:`~twinlink.errors.Replay`, never an integrity
-        error. Raises :class:`StorageError` if the transaction cannot commit: then nothing of
-        it was stored.
+        error. Each stored item's ``epoch`` is set to the epoch it was stored under (one more
+        than before when it renewed the context). Raises :class:`StorageError` if the
+        transaction cannot commit: then nothing of it was stored.
         """
 
     @abstractmethod
@@ -413,6 +425,27 @@ class TwinStore(ABC):
         each. Runs in short transactions so that an ingest keeps committing meanwhile. Audit
         events (:data:`AUDIT_REASONS`), the registry, the windows and the latest values
         (``status``) are never pruned. An ingest calls it periodically."""
+
+    # -- detection (twinlink.detect) ---------------------------------------------------------
+
+    @abstractmethod
+    def qc_config(self) -> dict[str, Any]:
+        """The detection configuration document (DetectConfig JSON; ``{}``: the defaults)."""
+
+    @abstractmethod
+    def set_qc_config(self, config: dict[str, Any], why: str = "") -> None:
+        """Replace the detection configuration, atomically with its audit event. The caller
+        validates it (``DetectConfig.from_json``); ingests pick it up on their next sweep."""
+
+    @abstractmethod
+    def save_detect_state(self, learned: dict[str, Any] | None,
+                          views: dict[str, dict[str, Any]]) -> None:
+        """Persist what the detectors learned (``learned``, for a restart; None keeps the
+        stored one) and per-device views (QC state and open detections, shown by ``status``)."""
+
+    @abstractmethod
+    def detect_state(self) -> dict[str, Any] | None:
+        """What :meth:`save_detect_state` stored as ``learned`` (None if nothing)."""
 
     # -- queries ------------------------------------------------------------------------------
 

@@ -470,10 +470,13 @@ class SQLiteStore(TwinStore):
                                            f"{dev.epoch})", dev.kid)])
             return self._device_row(db, dev.kid)
 
-    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None) -> DeviceRecord:
+    def rekey(self, name: str, master_salt: bytes, id_context: bytes | None, *,
+              announced: bool = False) -> DeviceRecord:
         _check_context(master_salt, id_context)
         with self._tx() as db:
             dev = self._device_row(db, name)
+            if announced and dev.master_salt == master_salt and dev.pending_salt is None:
+                return dev  # the device's first frame under the announced salt completed it
             new = context_key(master_salt, id_context)
             if new == context_key(dev.master_salt, dev.id_context) or db.execute(
                     "SELECT 1 FROM retired_contexts WHERE kid=? AND context=?",
@@ -571,14 +574,21 @@ class SQLiteStore(TwinStore):
                             (a.kid, dev.epoch)).fetchone() is not None
                         self._switch_context(db, dev, ctx[0], ctx[1])
                         shown = "-" if ctx[1] is None else ctx[1].hex()
-                        extra.append(Event(
-                            "context_renewed", f"{dev.name} renewed its security context "
-                            f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence state "
-                            "was lost, restored or copied", a.kid, a.seq, a.source)
-                            if used else Event(
-                            "context_started", f"{dev.name} started its first security context "
-                            f"in use (epoch {dev.epoch + 1}, kid context {shown})", a.kid,
-                            a.seq, a.source))
+                        if ctx[0] == dev.pending_salt and ctx[1] == dev.id_context:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its first frame "
+                                "under the Master Salt an operator re-key announced", a.kid,
+                                a.seq, a.source))
+                        else:
+                            extra.append(Event(
+                                "context_renewed", f"{dev.name} renewed its security context "
+                                f"(epoch {dev.epoch + 1}, kid context {shown}): its sequence "
+                                "state was lost, restored or copied", a.kid, a.seq, a.source)
+                                if used else Event(
+                                "context_started", f"{dev.name} started its first security "
+                                f"context in use (epoch {dev.epoch + 1}, kid context {shown})",
+                                a.kid, a.seq, a.source))
                         dev = self._device_row(db, a.kid)
                         win, lost = ReplayWindow(dev.window_size), False
                         entry[:] = [dev, win, lost]
@@ -601,12 +611,16 @@ class SQLiteStore(TwinStore):
                 results.append(err)
                 if err is not None:
                     continue
-                epoch = entry[0].epoch
+                epoch = a.epoch = entry[0].epoch  # a renewal moved it on: report the truth
                 c = counts.setdefault(a.kid, [0, None, None])
                 c[0] += 1
                 c[1], c[2] = a.received_at, a.seq
+                qc = None
+                if a.flags is not None:
+                    qc = dumps_json({"f": a.flags, "t": a.qc_tests} if a.qc_tests
+                                    else {"f": a.flags})
                 rows.append((a.kid, epoch, a.seq, a.received_at, a.time, a.provenance, a.source,
-                             a.payload_json or dumps_json(a.payload), a.plaintext, a.digest))
+                             a.payload_json or dumps_json(a.payload), a.plaintext, a.digest, qc))
                 for rec in a.records:
                     name, value, unit, t = rec[0], rec[1], rec[2], rec[3]
                     # Newest (epoch, seq) per (device, name) within the batch: one upsert each.
@@ -617,7 +631,7 @@ class SQLiteStore(TwinStore):
             before = db.total_changes
             db.executemany(
                 "INSERT INTO readings (kid, epoch, seq, received_at, time, provenance, source,"
-                " payload, plaintext, digest) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " payload, plaintext, digest, flags) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (kid, epoch, seq) DO NOTHING",
                 rows,
             )
@@ -660,7 +674,7 @@ class SQLiteStore(TwinStore):
         refused: dict[bytes, int] = {}
         for e in events:
             et = _event_type(e.reason)
-            if e.kid is not None and not et.audit:
+            if e.kid is not None and et.outcome == "blocked" and not et.audit:
                 refused[e.kid] = refused.get(e.kid, 0) + e.count
             if aggregate and et.outcome == "blocked" and not et.audit:
                 anonymous = e.kid is None or et.name in ("frame.unknown_device",
@@ -822,6 +836,40 @@ class SQLiteStore(TwinStore):
                     break
         return done[0], done[1]
 
+    # -- detection ----------------------------------------------------------------------------
+
+    def qc_config(self) -> dict[str, Any]:
+        row = self._guard(lambda: self._db.execute(
+            "SELECT config FROM qc_config WHERE device='' AND series=''").fetchone())
+        return {} if row is None else dict(json.loads(row[0]))
+
+    def set_qc_config(self, config: dict[str, Any], why: str = "") -> None:
+        text = json.dumps(config, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        with self._tx() as db:
+            db.execute("INSERT INTO qc_config VALUES ('', '', ?, ?) ON CONFLICT (device, series)"
+                       " DO UPDATE SET config=excluded.config, updated_at=excluded.updated_at",
+                       (text, _time.time()))
+            self._insert_events(db, [Event("qc_configured", why or "detection configuration "
+                                           f"replaced ({len(text)} bytes)")])
+
+    def save_detect_state(self, learned: dict[str, Any] | None,
+                          views: dict[str, dict[str, Any]]) -> None:
+        now = _time.time()
+        rows = [(name, dumps_json(view), now) for name, view in views.items() if name]
+        if learned is not None:
+            rows.append(("", dumps_json(learned), now))
+        if not rows:
+            return
+        with self._tx() as db:
+            db.executemany("INSERT INTO detect_state VALUES (?,?,?) ON CONFLICT (device) DO"
+                           " UPDATE SET state=excluded.state, updated_at=excluded.updated_at",
+                           rows)
+
+    def detect_state(self) -> dict[str, Any] | None:
+        row = self._guard(lambda: self._db.execute(
+            "SELECT state FROM detect_state WHERE device=''").fetchone())
+        return None if row is None else dict(json.loads(row[0]))
+
     # -- queries ------------------------------------------------------------------------------
 
     def status(self, name: str) -> DeviceStatus:
@@ -833,6 +881,8 @@ class SQLiteStore(TwinStore):
             st = self._db.execute(
                 "SELECT name, value, unit, time, seq, epoch FROM state WHERE kid=? ORDER BY name",
                 (dev.kid,)).fetchall()
+            qc = self._db.execute("SELECT state FROM detect_state WHERE device=?",
+                                  (dev.name,)).fetchone()
             return {
                 "name": dev.name,
                 "kid": dev.kid.hex(),
@@ -850,6 +900,7 @@ class SQLiteStore(TwinStore):
                 "id_context": None if dev.id_context is None else dev.id_context.hex(),
                 "state": {n: {"value": json.loads(v), "unit": u, "time": t, "seq": s, "epoch": e}
                           for n, v, u, t, s, e in st},
+                "qc": json.loads(qc[0]) if qc else {},
             }
 
         return self._guard(q)
@@ -879,14 +930,16 @@ class SQLiteStore(TwinStore):
     ) -> list[ReadingRow]:
         rows = self._page(
             "SELECT r.id, d.name, r.seq, r.epoch, r.received_at, r.time, r.provenance, r.source,"
-            " r.payload FROM readings r JOIN devices d ON d.kid = r.kid",
+            " r.payload, r.flags FROM readings r JOIN devices d ON d.kid = r.kid",
             "r", name, limit, after_id, *_time_filter(since, until),
         )
-        return [
-            {"id": i, "device": n, "seq": s, "epoch": e, "received_at": ra, "time": t,
-             "provenance": p, "source": src, "payload": json.loads(pl)}
-            for i, n, s, e, ra, t, p, src, pl in rows
-        ]
+        out: list[ReadingRow] = []
+        for i, n, s, e, ra, t, p, src, pl, fl in rows:
+            qc = json.loads(fl) if fl else {}
+            out.append({"id": i, "device": n, "seq": s, "epoch": e, "received_at": ra,
+                        "time": t, "provenance": p, "source": src, "payload": json.loads(pl),
+                        "flags": qc.get("f"), "qc_tests": qc.get("t")})
+        return out
 
     def events(
         self, name: str | None = None, limit: int = 100, *, after_id: int | None = None,
