@@ -294,8 +294,10 @@ def test_thousands_of_frames_through_a_noisy_line(rig):
         assert len(accepted) == len(set(accepted))  # exactly once
         assert sorted(accepted) == sorted(noise.intact)  # every intact frame, nothing else
         assert twin.store.count_readings("noisy") == len(noise.intact)
-        # no damaged frame reached the twin's checks
-        assert twin.store.events("noisy", audit=False) == []
+        # no damaged frame reached the twin's checks (missing frames may be *detected* as a
+        # sequence gap, but nothing is refused)
+        assert [e for e in twin.store.events("noisy", audit=False)
+                if e["outcome"] == "blocked"] == []
         assert rx.link.stats["line_errors"] == noise.line_errors
 
 

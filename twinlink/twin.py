@@ -196,11 +196,16 @@ class Twin:
         cache_size: int = 4096,
         workers: int | None = None,
         detect: bool | Detector = True,
+        bind_key: bool = True,
     ) -> None:
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self.store: TwinStore = db if isinstance(db, TwinStore) else open_store(db)
         try:
-            self.store.bind_twin_key(keys.fingerprint(self.key.public))
+            fp = keys.fingerprint(self.key.public)
+            if bind_key:
+                self.store.bind_twin_key(fp)
+            elif self.store.twin_fingerprint() not in (None, fp):
+                self.store.bind_twin_key(fp)  # raises TwinKeyMismatch
         except BaseException:
             if not isinstance(db, TwinStore):
                 self.store.close()

@@ -17,7 +17,9 @@ import sys
 from collections.abc import Sequence
 from typing import Callable
 
+from ..detect.config import DetectConfigError
 from ..errors import KeyFileError, StateError, TransportError, TwinlinkError, UnknownDevice
+from ..store.base import RegistryError, TwinKeyMismatch
 from .common import (
     EXIT_CODES,
     EXIT_FAILURE,
@@ -46,6 +48,9 @@ _HINTS: list[tuple[type[BaseException], int, str]] = [
     (StateError, EXIT_STATE, "stop the other process using this identity, or use its --state dir"),
     (TransportError, EXIT_TRANSPORT, "check the port/URL and that the peer is up"),
     (UnknownDevice, EXIT_REGISTRY, "see 'twinlink twin list --db …'"),
+    (RegistryError, EXIT_REGISTRY, "see 'twinlink twin list --db …' and 'twinlink twin show'"),
+    (TwinKeyMismatch, EXIT_KEYS, "give the twin key this database was created with"),
+    (DetectConfigError, EXIT_USAGE, "see docs/DETECTION.md for the keys and their ranges"),
     (TwinlinkError, EXIT_FAILURE, "run with --debug for details"),
     (FileNotFoundError, EXIT_KEYS, "check the path"),
     (PermissionError, EXIT_KEYS, "check file permissions"),

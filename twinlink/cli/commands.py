@@ -128,7 +128,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         info, diag = {"size": len(data), "malformed": str(exc)}, None
     verdict: dict[str, Any] | None = None
     if args.db and args.twin_key:
-        with Twin(open_twin_store(args.db), args.twin_key) as twin:
+        # A dry run binds nothing: a database not yet tied to a twin key stays untied.
+        with Twin(open_twin_store(args.db), args.twin_key, bind_key=False) as twin:
             verdict = output.verdict_json(twin.check(data))
     elif args.db or args.twin_key:
         raise fail("--db and --twin-key go together", EXIT_USAGE)

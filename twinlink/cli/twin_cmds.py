@@ -432,7 +432,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                            "are stored in the twin database (audit event device.qc_configured)"
                            "; see docs/DETECTION.md for every key and the TOML format.")
     p.add_argument("name", nargs="?", help="device name, or '*' with --series")
-    p.add_argument("--series", help="one series (SenML name) of the device")
+    p.add_argument("--series", help="one series (SenML name) of the device (default: none, "
+                   "the device's own settings)")
     for key, what in (("min", "gross range: lowest plausible value"),
                       ("max", "gross range: highest plausible value"),
                       ("suspect_min", "below this is suspect (flag 3)"),
@@ -449,10 +450,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        type=int if key == "flat_count" else float,
                        help=what + " (default: unchanged)")
     p.add_argument("--enable", action="append", metavar="TEST",
-                   help="switch a test on (range, spike, rate, flatline, drift, gap, ...)")
-    p.add_argument("--disable", action="append", metavar="TEST", help="switch a test off")
+                   help="switch a test on (range, spike, rate, flatline, drift, gap, ...; "
+                        "default: none changed)")
+    p.add_argument("--disable", action="append", metavar="TEST",
+                   help="switch a test off (default: none changed)")
     p.add_argument("--from-toml", metavar="FILE",
-                   help="replace the whole configuration with a TOML file's")
+                   help="replace the whole configuration with a TOML file's (default: edit "
+                        "the stored one)")
     p.add_argument("--why", help="reason recorded in the audit event (default: none)")
     add_json(p, "print the resulting configuration as one JSON object")
 
