@@ -380,11 +380,10 @@ class PostgresStore(SQLiteStore):
             except psycopg.Error as exc:
                 raise self._error(exc) from None
 
-    def _lock_devices(self, db: Any, kids: Iterable[bytes]) -> None:
-        wanted = sorted(kids)
-        if wanted:
-            db.execute("SELECT kid FROM devices WHERE kid = ANY(?) ORDER BY kid FOR UPDATE",
-                       (wanted,))
+    def _lock_devices(self, db: Any, kids: Iterable[bytes]) -> dict[bytes, Any]:
+        # Row locks taken in kid order by every worker: no two commits wait on each other in a
+        # cycle; a second worker on the same device waits here, then reads the first's window.
+        return self._device_rows(db, kids, " FOR UPDATE")
 
     def _migrate_pg(self, must_exist: bool) -> None:
         """Create or migrate the schema (one process at a time); refuse a newer one."""

@@ -307,9 +307,22 @@ class SQLiteStore(TwinStore):
             except sqlite3.Error as exc:
                 raise StorageError(f"twin database {self.path}: {exc}") from None
 
-    def _lock_devices(self, db: Any, kids: Iterable[bytes]) -> None:
-        """Lock the rows of ``kids`` for the rest of the transaction, before their windows are
-        read (a no-op here: ``BEGIN IMMEDIATE`` holds the whole database's write lock)."""
+    def _lock_devices(self, db: Any, kids: Iterable[bytes]) -> dict[bytes, Any]:
+        """The device rows of ``kids`` (``_DEVICE_COLS``, win_top, win_bits, win_lost), read
+        in one go and locked for the rest of the transaction before their windows are used
+        (here ``BEGIN IMMEDIATE`` already holds the whole database's write lock)."""
+        return self._device_rows(db, kids, "")
+
+    @staticmethod
+    def _device_rows(db: Any, kids: Iterable[bytes], suffix: str) -> dict[bytes, Any]:
+        want, out = sorted(kids), {}
+        for i in range(0, len(want), 500):
+            part = want[i:i + 500]
+            for r in db.execute(f"SELECT {_DEVICE_COLS}, win_top, win_bits, win_lost FROM devices"
+                                f" WHERE kid IN ({','.join('?' * len(part))}) ORDER BY kid"
+                                f"{suffix}", part):
+                out[bytes(r[1])] = r
+        return out
 
     def _device_row(self, db: sqlite3.Connection, name_or_kid: str | bytes) -> DeviceRecord:
         col = "name" if isinstance(name_or_kid, str) else "kid"
@@ -533,8 +546,8 @@ class SQLiteStore(TwinStore):
                 careful: bool) -> list[TwinlinkError | None]:
         results: list[TwinlinkError | None] = []
         with self._tx() as db:
-            self._lock_devices(db, {a.kid for a in accepted}
-                               | {e.kid for e in events if e.kid is not None})
+            locked = self._lock_devices(db, {a.kid for a in accepted}
+                                        | {e.kid for e in events if e.kid is not None})
             devs: dict[bytes, list[Any]] = {}  # kid -> [record, window, lost]
             rows: list[tuple[Any, ...]] = []
             extra = list(events)
@@ -543,8 +556,7 @@ class SQLiteStore(TwinStore):
             for a in accepted:
                 entry = devs.get(a.kid)
                 if entry is None:
-                    r = db.execute(f"SELECT {_DEVICE_COLS}, win_top, win_bits, win_lost FROM "
-                                   "devices WHERE kid=?", (a.kid,)).fetchone()
+                    r = locked.get(a.kid)
                     if r is None:
                         gone = UnknownDevice("device was removed")
                         results.append(gone)
@@ -647,13 +659,13 @@ class SQLiteStore(TwinStore):
                 [(k, n, dumps_json(v), u, t, q, e, r)
                  for k, n, v, u, t, q, e, r in state_rows.values()],
             )
-            for kid, (_dev, win, _lost) in devs.items():
-                db.execute("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
-                           (win.top, win.to_bytes(), kid))
-            for kid, (acc, seen, seq) in counts.items():
-                db.execute(
-                    "UPDATE devices SET accepted=accepted+?, last_seen=?, last_seq=? WHERE kid=?",
-                    (acc, seen, seq, kid))
+            # One statement per kind, not per device (a round trip each on a database server).
+            db.executemany("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
+                           [(win.top, win.to_bytes(), kid)
+                            for kid, (_dev, win, _lost) in sorted(devs.items())])
+            db.executemany(
+                "UPDATE devices SET accepted=accepted+?, last_seen=?, last_seq=? WHERE kid=?",
+                [(acc, seen, seq, kid) for kid, (acc, seen, seq) in sorted(counts.items())])
             self._insert_events(db, extra, aggregate=self.aggregate)
         return results
 
