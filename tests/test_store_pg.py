@@ -416,3 +416,32 @@ def test_a_value_postgres_cannot_hold_refuses_only_its_reading(fleet: Fleet) -> 
         else:
             assert isinstance(res[1], twinlink.Reading)
         assert twin.open(pump.seal({"ok": 4})).seq == 3
+
+
+def test_ack_sequence_numbers_never_collide_between_ingests(db_url: str,
+                                                            tmp_path: Path) -> None:
+    """Four connections (four ingest workers) reserving the same device's ack numbers at once:
+    every number is handed out once (a repeated one would be refused by the device as a
+    replayed ack, and the frames it names would wait for a resend)."""
+    Fleet(tmp_path, db_url)
+    stores = [open_store(db_url) for _ in range(4)]
+    kid = stores[0].device("pump").kid
+    barrier = threading.Barrier(len(stores))
+    got: list[list[int]] = [[] for _ in stores]
+
+    def take(k: int) -> None:
+        barrier.wait()
+        for _ in range(100):
+            got[k].append(stores[k].take_ack_seq(kid))
+
+    threads = [threading.Thread(target=take, args=(k,)) for k in range(len(stores))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        every = sorted(n for g in got for n in g)
+        assert every == list(range(400))
+    finally:
+        for s in stores:
+            s.close()

@@ -28,7 +28,7 @@ from mosquitto import (
     start_serve,
     wait_until,
 )
-from pg import PgServer, pg_factory, pg_server, requires_postgres
+from pg import PASSWORD, PgServer, pg_factory, pg_server, requires_postgres
 
 from twinlink import Device, keys, transport
 from twinlink.mqtt_link import MqttLink
@@ -147,9 +147,35 @@ def _serving_lines(p: Proc) -> int:
     return sum(1 for line in p.err if "serving $share" in line)
 
 
+class Rig:
+    """A broker, a database and what a test built on them; closed at the end of the test."""
+
+    def __init__(self, root: Path, broker: Broker, db: str) -> None:
+        self.root, self.broker, self.db = root, broker, db
+        self._fleets: list[Fleet] = []
+        self._pubs: list[Publishers] = []
+
+    def fleet(self, n: int) -> Fleet:
+        self._fleets.append(Fleet(self.root, self.db, n))
+        return self._fleets[-1]
+
+    def publishers(self, fleet: Fleet) -> Publishers:
+        self._pubs.append(Publishers(fleet, self.broker.url))
+        return self._pubs[-1]
+
+    def close(self) -> None:
+        for p in self._pubs:
+            p.close()
+        for f in self._fleets:
+            f.close()
+
+
 @pytest.fixture
-def pg_db(pg_server: PgServer) -> str:
-    return pg_server.new_database()
+def rig(tmp_path: Path, broker_factory, pg_server: PgServer) -> Iterator[Rig]:
+    """A persistent broker and a fresh database on the session's PostgreSQL server."""
+    r = Rig(tmp_path, broker_factory(persistence=True), pg_server.new_database())
+    yield r
+    r.close()
 
 
 @contextmanager
@@ -203,55 +229,45 @@ DEVICES, PER_DEVICE = 50, 400
 @pytest.mark.slow
 @pytest.mark.parametrize(("mode", "n"), [("separate", 2), ("supervised", 4)])
 def test_workers_store_every_frame_once_through_a_killed_worker_and_a_broker_restart(
-        tmp_path: Path, broker_factory, pg_db: str, mode: str, n: int) -> None:
-    broker = broker_factory(persistence=True)
-    fleet = Fleet(tmp_path, pg_db, DEVICES)
+        rig: Rig, mode: str, n: int) -> None:
+    fleet = rig.fleet(DEVICES)
     frames = fleet.seal(PER_DEVICE)
     total = DEVICES * PER_DEVICE
-    pubs = None
-    try:
-        with workers(mode, n, broker, pg_db, fleet.twin_key) as w:
-            pubs = Publishers(fleet, broker.url)
-            sender = threading.Thread(target=pubs.send, args=(frames,))
-            t0 = time.monotonic()
-            sender.start()
-            wait_until(lambda: _count(pg_db) >= total // 4, 120, 0.1, "a quarter stored")
-            w["kill_one"]()
-            wait_until(lambda: _count(pg_db) >= total // 2, 120, 0.1, "half stored")
-            broker.restart(kill=True)
-            sender.join(120)
-            wait_until(lambda: pubs.pending() == 0, 150, 0.2,  # type: ignore[union-attr]
-                       "every device's outbox to be acknowledged end to end")
-            elapsed = time.monotonic() - t0
-        assert_exactly_once(pg_db, fleet, PER_DEVICE)
-        print(f"{mode} {n} workers: {total} frames in {elapsed:.1f}s "
-              f"({total / elapsed:.0f} frames/s), {pubs.resent()} device resends")
-    finally:
-        if pubs is not None:
-            pubs.close()
-        fleet.close()
+    with workers(mode, n, rig.broker, rig.db, fleet.twin_key) as w:
+        pubs = rig.publishers(fleet)
+        sender = threading.Thread(target=pubs.send, args=(frames,))
+        t0 = time.monotonic()
+        sender.start()
+        wait_until(lambda: _count(rig.db) >= total // 4, 120, 0.1, "a quarter stored")
+        w["kill_one"]()
+        wait_until(lambda: _count(rig.db) >= total // 2, 120, 0.1, "half stored")
+        rig.broker.restart(kill=True)
+        sender.join(120)
+        wait_until(lambda: pubs.pending() == 0, 150, 0.2,
+                   "every device's outbox to be acknowledged end to end")
+        elapsed = time.monotonic() - t0
+    assert_exactly_once(rig.db, fleet, PER_DEVICE)
+    print(f"{mode} {n} workers: {total} frames in {elapsed:.1f}s "
+          f"({total / elapsed:.0f} frames/s), {pubs.resent()} device resends")
 
 
 # -- what a dying worker had in hand comes back with its session ----------------------------
 
 
 def test_a_killed_workers_unacknowledged_frames_come_back_with_its_session(
-        tmp_path: Path, broker_factory, pg_server: PgServer) -> None:
+        rig: Rig, pg_server: PgServer) -> None:
     """No device resends here (a raw publisher): the database is held so both workers sit on
     unacknowledged batches; one is SIGKILLed; after its restart (same client id) the broker
     redelivers its share and every frame is stored once. mosquitto 2 keeps a dead member's
     in-flight and newly routed messages in its session until it reconnects (SCALING.md)."""
-    db = pg_server.new_database()
-    broker = broker_factory(persistence=True)
-    fleet = Fleet(tmp_path, db, 4)
-    frames = fleet.seal(50)
-    raw = raw_client(broker.port, "raw-publisher")
-    blocker = None
-    try:
-        with workers("separate", 2, broker, db, fleet.twin_key) as w:
-            import psycopg
+    import psycopg
 
-            blocker = psycopg.connect(db)
+    db, fleet = rig.db, rig.fleet(4)
+    frames = fleet.seal(50)
+    raw = raw_client(rig.broker.port, "raw-publisher")
+    blocker = psycopg.connect(db)
+    try:
+        with workers("separate", 2, rig.broker, db, fleet.twin_key) as w:
             blocker.execute("LOCK TABLE readings IN EXCLUSIVE MODE")  # commits wait
             for d, fs in zip(fleet.devices, frames):
                 for f in fs[:25]:
@@ -271,16 +287,14 @@ def test_a_killed_workers_unacknowledged_frames_come_back_with_its_session(
             blocker.rollback()
             wait_until(lambda: _count(db) > 0, 30, 0.05, "the live worker to commit")
             assert _count(db) < 200, "the killed worker's share must still be missing"
-            w["procs"][0] = start_serve(broker.url, db, fleet.twin_key,  # type: ignore[arg-type]
+            w["procs"][0] = start_serve(rig.broker.url, db, fleet.twin_key,  # type: ignore[arg-type]
                                         "--share", "g", "--client-id", "w-0",
                                         "--reconnect-max", "0.5", ready=60)
             wait_until(lambda: _count(db) == 200, 60, 0.1, "the killed worker's share")
         assert_exactly_once(db, fleet, 50)
     finally:
         raw.loop_stop()
-        if blocker is not None:
-            blocker.close()
-        fleet.close()
+        blocker.close()
 
 
 # -- the database restarts, or refuses writes, under the workers ----------------------------
@@ -291,123 +305,96 @@ def test_a_killed_workers_unacknowledged_frames_come_back_with_its_session(
 def test_workers_reconnect_after_postgres_restarts_and_lose_nothing(
         tmp_path: Path, broker_factory, pg_factory, how: str) -> None:
     server = pg_factory()
-    db = server.new_database()
-    broker = broker_factory(persistence=True)
-    fleet = Fleet(tmp_path, db, 10)
-    frames = fleet.seal(300)
-    pubs = None
+    rig = Rig(tmp_path, broker_factory(persistence=True), server.new_database())
     try:
-        with workers("separate", 2, broker, db, fleet.twin_key) as w:
-            pubs = Publishers(fleet, broker.url)
+        fleet = rig.fleet(10)
+        frames = fleet.seal(300)
+        with workers("separate", 2, rig.broker, rig.db, fleet.twin_key) as w:
+            pubs = rig.publishers(fleet)
             sender = threading.Thread(target=pubs.send, args=(frames,))
             sender.start()
-            wait_until(lambda: _count(db) >= 900, 120, 0.05, "a third stored")
+            wait_until(lambda: _count(rig.db) >= 900, 120, 0.05, "a third stored")
             server.stop(how)  # immediate: no checkpoint, recovery from WAL on start
             time.sleep(1.0)  # down for a while: workers fail, hold, retry (not an ordering wait)
             server.start()
             sender.join(120)
-            wait_until(lambda: pubs.pending() == 0, 150, 0.2,  # type: ignore[union-attr]
-                       "every outbox acknowledged")
+            wait_until(lambda: pubs.pending() == 0, 150, 0.2, "every outbox acknowledged")
             errs = "".join(p.stderr() for p in w["procs"])
-        assert_exactly_once(db, fleet, 300)
+        assert_exactly_once(rig.db, fleet, 300)
         assert "ingest.storage_failure" in errs
-        with open_store(db) as s:
+        with open_store(rig.db) as s:
             kinds = [e["type"] for e in s.events(limit=1000, audit=False)]
         assert "ingest.storage_failure" in kinds  # recorded once the database was back
     finally:
-        if pubs is not None:
-            pubs.close()
-        fleet.close()
+        rig.close()
 
 
 @pytest.mark.slow
 def test_a_database_refusing_writes_stops_acknowledging_then_recovers(
-        tmp_path: Path, broker_factory, pg_server: PgServer) -> None:
+        rig: Rig, pg_server: PgServer) -> None:
     """The workers' role loses INSERT on readings mid-stream: nothing is acknowledged (no
     device releases a frame not stored), ingest.storage_failure is raised, and when the grant
     comes back every frame is stored once."""
-    db = pg_server.new_database()
-    broker = broker_factory(persistence=True)
-    fleet = Fleet(tmp_path, db, 5)
+    db, fleet = rig.db, rig.fleet(5)
     pg_server.sql(db, "CREATE ROLE worker LOGIN PASSWORD 'worker-pw'")
     pg_server.sql(db, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public "
                       "TO worker")
-    from pg import PASSWORD
-
     worker_db = db.replace(f"twinlink:{PASSWORD}", "worker:worker-pw")
     frames = fleet.seal(200)
-    pubs = None
-    try:
-        with workers("separate", 2, broker, worker_db, fleet.twin_key) as w:
-            pubs = Publishers(fleet, broker.url)
-            pubs.send([f[:100] for f in frames])
-            wait_until(lambda: pubs.pending() == 0, 60, 0.1, "the first half acknowledged")  # type: ignore[union-attr]
-            pg_server.sql(db, "REVOKE INSERT ON readings FROM worker")
-            pubs.send([f[100:] for f in frames])
-            wait_until(lambda: sum("ingest.storage_failure" in p.stderr()
-                                   for p in w["procs"]) == 2, 60, 0.1,
-                       "both workers to raise ingest.storage_failure")
-            assert _count(db) == 500
-            # nothing acknowledged that is not stored: every outbox still holds its half
-            assert pubs.pending() == 500
-            pg_server.sql(db, "GRANT INSERT ON readings TO worker")
-            wait_until(lambda: pubs.pending() == 0, 120, 0.2, "recovery")  # type: ignore[union-attr]
-            assert all("worker-pw" not in p.stderr() for p in w["procs"])
-        assert_exactly_once(db, fleet, 200)
-        with open_store(db) as s:
-            failures = [e for e in s.events(limit=1000, audit=False)
-                        if e["type"] == "ingest.storage_failure"]
-        assert len(failures) == 2 and all("permission denied" in e["detail"] for e in failures)
-    finally:
-        if pubs is not None:
-            pubs.close()
-        fleet.close()
+    with workers("separate", 2, rig.broker, worker_db, fleet.twin_key) as w:
+        pubs = rig.publishers(fleet)
+        pubs.send([f[:100] for f in frames])
+        wait_until(lambda: pubs.pending() == 0, 60, 0.1, "the first half acknowledged")
+        pg_server.sql(db, "REVOKE INSERT ON readings FROM worker")
+        pubs.send([f[100:] for f in frames])
+        wait_until(lambda: sum("ingest.storage_failure" in p.stderr()
+                               for p in w["procs"]) == 2, 60, 0.1,
+                   "both workers to raise ingest.storage_failure")
+        assert _count(db) == 500
+        # nothing acknowledged that is not stored: every outbox still holds its half
+        assert pubs.pending() == 500
+        pg_server.sql(db, "GRANT INSERT ON readings TO worker")
+        wait_until(lambda: pubs.pending() == 0, 120, 0.2, "recovery")
+        assert all("worker-pw" not in p.stderr() for p in w["procs"])
+    assert_exactly_once(db, fleet, 200)
+    with open_store(db) as s:
+        failures = [e for e in s.events(limit=1000, audit=False)
+                    if e["type"] == "ingest.storage_failure"]
+    assert len(failures) == 2 and all("permission denied" in e["detail"] for e in failures)
 
 
 # -- two workers with one client id ----------------------------------------------------------
 
 
 def test_a_second_worker_with_a_taken_client_id_refuses_and_the_first_keeps_working(
-        tmp_path: Path, broker_factory, pg_server: PgServer) -> None:
-    db = pg_server.new_database()
-    broker = broker_factory(persistence=True)
-    fleet = Fleet(tmp_path, db, 2)
+        rig: Rig) -> None:
+    fleet = rig.fleet(2)
     frames = fleet.seal(40)
-    pubs = None
-    first = start_serve(broker.url, db, fleet.twin_key, "--share", "g",  # type: ignore[arg-type]
-                        "--client-id", "same")
+    first = start_serve(rig.broker.url, rig.db, fleet.twin_key,  # type: ignore[arg-type]
+                        "--share", "g", "--client-id", "same")
     try:
-        pubs = Publishers(fleet, broker.url)
+        pubs = rig.publishers(fleet)
         pubs.send([f[:20] for f in frames])
-        second = Proc(["serve", "--mqtt", broker.url, "--db", db, "--twin-key",
+        second = Proc(["serve", "--mqtt", rig.broker.url, "--db", rig.db, "--twin-key",
                        str(fleet.twin_key), "--share", "g", "--client-id", "same"])
         assert second.wait(60) == 4
         err = second.stderr().strip().splitlines()
         assert len(err) == 1 and "client id 'same'" in err[0], err
         pubs.send([f[20:] for f in frames])
-        wait_until(lambda: pubs.pending() == 0, 60, 0.1, "the first worker to go on")  # type: ignore[union-attr]
+        wait_until(lambda: pubs.pending() == 0, 60, 0.1, "the first worker to go on")
         assert first.p.poll() is None
-        assert_exactly_once(db, fleet, 40)
+        assert_exactly_once(rig.db, fleet, 40)
     finally:
         first.terminate()
-        if pubs is not None:
-            pubs.close()
-        fleet.close()
 
 
-def test_serve_workers_refuses_count_and_reports_a_fatal_worker(
-        tmp_path: Path, broker_factory, pg_server: PgServer) -> None:
-    db = pg_server.new_database()
-    broker = broker_factory(persistence=True)
-    fleet = Fleet(tmp_path, db, 1)
-    try:
-        p = Proc(["serve", "--mqtt", broker.url, "--db", db, "--twin-key",
-                  str(fleet.twin_key), "--workers", "2", "--count", "5"])
-        assert p.wait(30) == 2 and "--count cannot be combined" in p.stderr()
-        # a worker that cannot start (wrong twin key file) stops the whole group
-        p = Proc(["serve", "--mqtt", broker.url, "--db", db, "--twin-key",
-                  str(tmp_path / "missing.key"), "--workers", "2"])
-        assert p.wait(60) == 3, p.stderr()
-        assert "stopping all workers" in p.stderr()
-    finally:
-        fleet.close()
+def test_serve_workers_refuses_count_and_reports_a_fatal_worker(rig: Rig) -> None:
+    fleet = rig.fleet(1)
+    p = Proc(["serve", "--mqtt", rig.broker.url, "--db", rig.db, "--twin-key",
+              str(fleet.twin_key), "--workers", "2", "--count", "5"])
+    assert p.wait(30) == 2 and "--count cannot be combined" in p.stderr()
+    # a worker that cannot start (a missing twin key file) stops the whole group
+    p = Proc(["serve", "--mqtt", rig.broker.url, "--db", rig.db, "--twin-key",
+              str(rig.root / "missing.key"), "--workers", "2"])
+    assert p.wait(60) == 3, p.stderr()
+    assert "stopping all workers" in p.stderr()

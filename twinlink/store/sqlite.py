@@ -761,6 +761,7 @@ class SQLiteStore(TwinStore):
     def take_ack_seq(self, kid: bytes) -> int:
         """Reserve the next twin→device sequence number (acknowledgements)."""
         with self._tx() as db:
+            self._lock_devices(db, [kid])  # else two ingests sharing a server read one number
             row = db.execute("SELECT ack_seq FROM devices WHERE kid=?", (kid,)).fetchone()
             if row is None:
                 raise UnknownDevice(f"no device with kid {kid.hex()} is registered")
