@@ -51,7 +51,8 @@ def test_migrate_moves_the_whole_twin_and_ingest_goes_on(tmp_path: Path,
         twin.store.rekey("valve", b"new-salt", None)
         twin.store.revoke("gate", "decommissioned")
         twin.store.set_retention(30, 400)
-        before = _snapshot(twin.store)
+    with SQLiteStore(str(db), readonly=True) as src:  # after the twin saved its detect state
+        before = _snapshot(src)
     url = pg_server.new_database()
     r = _migrate(db, url, "--json")
     assert r.returncode == 0, r.stderr
