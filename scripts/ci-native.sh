@@ -58,3 +58,10 @@ if ! make -s -C native fuzz FUZZ_SECONDS="$FUZZ_SECONDS" > native/build/fuzz.log
     exit 1
 fi
 grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)" native/build/fuzz.log
+# The update-manifest verifier in C (native/tl_update.c) gets its own bounded fuzz run.
+if ! make -s -C native fuzz-update FUZZ_SECONDS="$FUZZ_SECONDS" > native/build/fuzz-update.log 2>&1; then
+    tail -n 60 native/build/fuzz-update.log
+    echo "ci-native: UPDATE FUZZ FAILURE (crash input saved as native/crash-*)" >&2
+    exit 1
+fi
+grep -E "^(Done|stat::number_of_executed_units)" native/build/fuzz-update.log

@@ -266,7 +266,7 @@ def test_pg_schema_is_versioned_and_migrated_once(pg_server: PgServer) -> None:
         t.join(60)
     assert not errors
     rows = pg_server.sql(url, "SELECT version FROM twinlink_migrations")
-    assert rows == [(SCHEMA_VERSION,)]
+    assert sorted(rows) == [(v,) for v in range(3, SCHEMA_VERSION + 1)]
     with PostgresStore(url) as s:
         assert s.schema_version() == SCHEMA_VERSION
     pg_server.sql(url, "INSERT INTO twinlink_migrations VALUES (%s, 0)", (SCHEMA_VERSION + 1,))
@@ -307,6 +307,23 @@ def test_sqlite_version_2_database_migrates_to_current(tmp_path: Path) -> None:
         [e] = s.events()
         assert (e["type"], e["count"]) == ("frame.replay", 1)
     con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    con.close()
+
+
+def test_sqlite_version_3_database_gets_the_device_page_indexes(tmp_path: Path) -> None:
+    db = tmp_path / "v3.db"
+    open_store(str(db)).close()
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("DROP INDEX readings_kid_id")
+        con.execute("DROP INDEX events_kid_id")
+        con.execute("PRAGMA user_version=3")
+    con.close()
+    open_store(str(db)).close()
+    con = sqlite3.connect(db)
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"readings_kid_id", "events_kid_id"} <= names
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     con.close()
 

@@ -169,6 +169,9 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     expected = {"replay": 1, "bad_signature": 2, "unknown_device": 1, "line": 1, "revoked": 1}
     ok = accepted == 2 * count + 1 and refused == expected and flagged == 1
     say(f"\n{'demo passed' if ok else 'demo FAILED'}: expected {2 * count + 1} accepted (1 "
-        f"flagged) and {expected}"
-        + ("" if keep else f"\n(workspace {work} can be removed; use --keep DIR to choose it)"))
+        f"flagged) and {expected}")
+    say(f"see it in a browser: twinlink dashboard --db {db}   (then open "
+        "http://127.0.0.1:8080/; or run the demo with --dashboard)")
+    if not keep:
+        say(f"(workspace {work} can be removed; use --keep DIR to choose it)")
     return 0 if ok else 1

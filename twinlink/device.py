@@ -157,6 +157,17 @@ class Device:
         return _frame.seal_many(self._sk, self._ctx, first, plaintexts, self.stream,
                                 kid_context=self._kid_context)
 
+    def verify_update(self, manifest: bytes, image_path: str | os.PathLike[str],
+                      installer: Any = None) -> Any:
+        """Verify a signed update manifest and its image for this device, persist the new
+        update sequence number crash-safely, then call ``installer`` (see twinlink.update and
+        docs/UPDATES.md). Raises :class:`~twinlink.update.UpdateRefused` (nothing changed) or
+        :class:`~twinlink.update.InstallFailed`; returns the update result."""
+        from . import update
+
+        return update.verify_and_record(self.bundle, self.state_path.parent, manifest,
+                                        image_path, installer)
+
     def send(self, reading: Mapping[str, Any], **kw: Any) -> bytes:
         """Seal a reading and hand the frame to the attached link; return the frame."""
         if self.link is None:

@@ -38,6 +38,9 @@ def provision(
     chunk: int | None = None,
     force: bool = False,
     settings: dict[str, Any] | None = None,
+    update_keys: list[bytes] | None = None,
+    vendor: str | None = None,
+    device_class: str | None = None,
 ) -> keys.Bundle:
     """Create a device key pair and bundle in ``out``; register it in ``db`` if given.
 
@@ -46,6 +49,8 @@ def provision(
     and ``force`` is not set, or cannot be written), :class:`~twinlink.store.RegistryError`
     (name or kid taken), :class:`~twinlink.store.TwinKeyMismatch` (``db`` belongs to another
     twin key). On any failure nothing is registered and no existing file is changed.
+    ``update_keys`` (raw Ed25519 public keys of the offline update-signing key(s)), ``vendor``
+    and ``device_class`` put firmware-update trust into the bundle (docs/UPDATES.md).
     """
     paths = bundle_paths(name, out)
     if not force:
@@ -69,6 +74,12 @@ def provision(
         if chunk:
             bundle_settings["sequence_chunk"] = chunk
         bundle_settings.update(settings or {})
+        if update_keys:
+            from .update import add_update_trust
+
+            if not vendor or not device_class:
+                raise ValueError("update keys need a vendor and a device class")
+            add_update_trust(bundle_settings, update_keys, vendor, device_class)
         bundle = keys.Bundle(name, kid, twin_public, dk, bundle_settings)
         if lite:
             ctx = bundle.context()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
 from . import frame as _frame
-from . import keys, oscore, senml
+from . import keys, metrics, oscore, senml
 from .detect import DetectConfig, DetectionEvent, Detector
 from .errors import (
     BadSignature,
@@ -197,6 +197,7 @@ class Twin:
         workers: int | None = None,
         detect: bool | Detector = True,
         bind_key: bool = True,
+        clock: Callable[[], float] = _time.time,
     ) -> None:
         self.key = twin_key if isinstance(twin_key, keys.TwinKey) else keys.load_twin_key(twin_key)
         self.store: TwinStore = db if isinstance(db, TwinStore) else open_store(db)
@@ -221,6 +222,9 @@ class Twin:
         self._pool: ThreadPoolExecutor | None = None
         #: Refusals by reason and internal errors since start (for monitoring).
         self.counts: Counter[str] = Counter()
+        #: The twin's clock (arrival times, detection): the wall clock unless a replay of
+        #: recorded traffic or a benchmark gives its own.
+        self.clock = clock
         #: The detectors of authentic lies (value QC, stream, liveness); None if disabled.
         self.detector: Detector | None = None
         self._batch_events: list[tuple[int, Event]] = []
@@ -310,6 +314,7 @@ class Twin:
         (MQTT topic); a mismatch is refused as ``topic_mismatch``. Raises
         :class:`~twinlink.store.StorageError` only when the database cannot store the batch.
         """
+        started = _time.perf_counter()
         results: list[Result | None] = [None] * len(frames)
         events: list[tuple[int, Event]] = []
         jobs = [_Job(i, f) for i, f in enumerate(frames)]
@@ -359,8 +364,31 @@ class Twin:
                 for i, acc, dev in pending:
                     self._guard_detect(i, acc, dev, len(frames[i]), events)
             events.sort(key=lambda e: e[0])
-            self._commit(pending, [e for _, e in events], results)
+            stored_events = [e for _, e in events]
+            self._commit(pending, stored_events, results)
+        if metrics.enabled() is not None:
+            self._count(results, stored_events, started)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _count(results: list[Result], events: list[Event], started: float) -> None:
+        """Prometheus counters for one batch (only when metrics are enabled)."""
+        from .events import type_for_reason
+
+        stored = 0
+        for r in results:
+            if isinstance(r, Reading):
+                stored += 1
+                metrics.device_seen(r.device, _time.time())
+            else:
+                metrics.frame(r.reason)
+        if stored:
+            metrics.frame("stored", stored)
+            metrics.readings_stored(stored)
+        for e in events:
+            name = e.reason if "." in e.reason else type_for_reason(e.reason).name
+            metrics.event(name, e.count)
+        metrics.ingest_latency(_time.perf_counter() - started)
 
     def _guard(self, job: _Job, refuse: Callable[[_Job, TwinlinkError], None],
                step: Callable[..., None], *args: Any) -> None:
@@ -410,7 +438,7 @@ class Twin:
         if self.detector is None:
             return []
         with self._lock:
-            found = self.detector.sweep(now)
+            found = self.detector.sweep(self.clock() if now is None else now)
             self._touched.update(ev.device for ev in found)
             out = [_detection_event(ev, self._kid_of(ev.device), "") for ev in found]
             if out:
@@ -423,6 +451,10 @@ class Twin:
                     self.detector.configure(config)
             if self._touched and clock - self._saved_at >= 5.0:
                 self.flush_detections(learned=clock - self._saved_at >= 300.0)
+            if metrics.enabled() is not None:
+                metrics.devices(metrics.device_counts(self.store))
+                for e in out:
+                    metrics.event(e.reason, e.count)
             return out
 
     def flush_detections(self, learned: bool = True) -> None:
@@ -661,7 +693,8 @@ class Twin:
         lite = parsed.kind == KIND_LITE
         pending.append((job.index, Accepted(
             dev.kid, parsed.seq, dev.epoch, job.plaintext, payload, records, t,
-            "aead-only" if lite else "signed", source=source, digest=job.digest,
+            "aead-only" if lite else "signed", received_at=self.clock(), source=source,
+            digest=job.digest,
             payload_json=payload_json, master_salt=job.salt, id_context=kid_context,
             renew=job.renew), dev))
 

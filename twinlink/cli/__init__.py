@@ -64,7 +64,7 @@ _GROUPS = (("commands", "register"), ("twin_cmds", "register"), ("migrate_cmds",
            ("commands", "register_services"), ("serial_cmds", "register"),
            ("mqtt_cmds", "register"), ("events_cmds", "register"),
            ("commands", "register_tools"), ("update_cmds", "register"),
-           ("completion", "register"))
+           ("dashboard_cmds", "register"), ("completion", "register"))
 _REQUIRED = ("commands", "twin_cmds", "completion")
 
 

@@ -24,6 +24,7 @@ from .common import (
     add_command,
     add_db,
     add_json,
+    add_metrics,
     add_run_limits,
     fail,
     kid_arg,
@@ -31,6 +32,7 @@ from .common import (
     positive_int,
     say,
     seconds,
+    start_metrics,
 )
 from .jsonl import ReadingLines, bounded_lines, utf8_stdin
 
@@ -62,8 +64,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
+    update_keys = [keys.load_public(f, "ed25519") for f in args.update_key or []]
+    if update_keys and not (args.vendor and args.device_class):
+        raise fail("--update-key needs --vendor and --class", EXIT_USAGE)
     b = provision(
-        args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force
+        args.name, args.twin_pub, args.out, args.db, args.kid, args.lite, args.chunk, args.force,
+        update_keys=update_keys or None, vendor=args.vendor, device_class=args.device_class,
     )
     out = Path(args.out)
     bundle = out / (b.name + ".device")
@@ -187,19 +193,38 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if _transport(args, "serve") == "serial":
-        from . import serial_cmds
+    transport = _transport(args, "serve")
+    server = start_metrics(args)
+    try:
+        if transport == "serial":
+            from . import serial_cmds
 
-        return serial_cmds.serve_serial(args)
-    from . import mqtt_cmds
+            return serial_cmds.serve_serial(args)
+        from . import mqtt_cmds
 
-    return mqtt_cmds.serve_mqtt(args)
+        return mqtt_cmds.serve_mqtt(args)
+    finally:
+        if server is not None:
+            server.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
     from ..demo import run_demo
 
-    return run_demo(count=args.count, keep=args.keep, out=sys.stdout)
+    keep = args.keep or (tempfile.mkdtemp(prefix="twinlink-demo-") if args.dashboard else None)
+    rc = run_demo(count=args.count, keep=keep, out=sys.stdout)
+    if not args.dashboard:
+        return rc
+    from .dashboard_cmds import cmd_dashboard
+
+    dash = argparse.Namespace(
+        db=str(Path(str(keep)) / "twin.db"), listen=("127.0.0.1", args.port), token_file=None,
+        poll=0.5, silent_after=300.0, keepalive=15.0, verbose=getattr(args, "verbose", 0))
+    say("the dashboard runs until Ctrl-C")
+    cmd_dashboard(dash)
+    return rc
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -235,6 +260,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--force", action="store_true",
                    help="replace existing files (only after the new registration succeeded)")
     add_json(p, "also print what was created as one JSON object on stdout")
+    g = p.add_argument_group("firmware updates (docs/UPDATES.md)")
+    g.add_argument("--update-key", action="append", metavar="PUB",
+                   help="an offline update-signing public key the device trusts (repeat for "
+                        "rotation; default: none, no updates accepted)")
+    g.add_argument("--vendor", help="the device's vendor name for update manifests "
+                   "(default: none)")
+    g.add_argument("--class", dest="device_class", metavar="CLASS",
+                   help="the device's class name for update manifests (default: none)")
     p.set_defaults(func=cmd_provision)
 
     p = add_command(
@@ -325,6 +358,7 @@ def register_services(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--twin-key", required=True, metavar="FILE", help=TWIN_KEY_HELP)
     add_json(p, "print one JSON object per frame on stdout (as 'twinlink open')")
     add_run_limits(p, "frames (stored or refused; a batch in progress completes)")
+    add_metrics(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -345,5 +379,10 @@ def register_tools(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("--count", type=positive_int, default=10, help="readings per device")
     p.add_argument("--keep", metavar="DIR",
                    help="keep the demo's keys and database in DIR (default: a temporary "
-                        "directory, removed)")
+                        "directory)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="afterwards, show the twin in a browser: serve the dashboard on "
+                        "127.0.0.1:--port until Ctrl-C (needs the 'twin' extra)")
+    p.add_argument("--port", type=positive_int, default=8080,
+                   help="--dashboard: the loopback port")
     p.set_defaults(func=cmd_demo)

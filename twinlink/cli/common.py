@@ -235,3 +235,23 @@ class StopControl:
     @property
     def stopped(self) -> bool:
         return self.event.is_set()
+
+
+def add_metrics(parser: argparse.ArgumentParser) -> None:
+    """``--metrics HOST:PORT``: serve Prometheus metrics while the command runs."""
+    parser.add_argument(
+        "--metrics", metavar="HOST:PORT",
+        help="expose Prometheus metrics on http://HOST:PORT/metrics while running (default: "
+             "off); see monitoring/ for alert rules and a Grafana dashboard")
+
+
+def start_metrics(args: argparse.Namespace) -> Any:
+    """Start the metrics exporter if ``--metrics`` was given; return it (close it when done)
+    or None. Raises :class:`~twinlink.errors.TransportError` if the address is taken."""
+    if not getattr(args, "metrics", None):
+        return None
+    from .. import metrics
+
+    server = metrics.serve_metrics(args.metrics)
+    say(f"metrics on http://{args.metrics}/metrics")
+    return server

@@ -17,47 +17,16 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 from typing import Any, TextIO, Union
 
 from ..errors import TwinlinkError
 from ..naming import printable
 from ..store import DeviceRecord, DeviceStatus, EventRow, ReadingRow
+from ..timefmt import iso, parse_time  # noqa: F401  (the CLI shapes and reads times here)
 from ..twin import FrameInfo, Reading
 from ..values import to_json
 
 Result = Union[Reading, TwinlinkError]
-
-
-def iso(t: float | None) -> str | float | None:
-    """``t`` (seconds since the epoch) as ISO 8601 UTC with milliseconds; None stays None."""
-    if t is None:
-        return None
-    try:
-        dt = datetime.fromtimestamp(float(t), timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return t
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(text: str) -> float:
-    """Seconds since the epoch from ISO 8601 (``2026-11-30``, ``2026-11-30T16:38:27Z``,
-    ``…+02:00``; no offset means UTC) or from a plain number of epoch seconds.
-    Raises ValueError with what was expected."""
-    s = text.strip()
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    iso_text = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
-    try:
-        dt = datetime.fromisoformat(iso_text)
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 time or epoch seconds: {text!r} "
-                         "(e.g. 2026-11-30, 2026-11-30T16:38:27Z, 1796056707)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 def dumps(obj: Any) -> str:

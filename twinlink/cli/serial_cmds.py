@@ -29,12 +29,14 @@ from .common import (
     add_command,
     add_db,
     add_json,
+    add_metrics,
     add_run_limits,
     fail,
     open_twin_store,
     positive_int,
     positive_seconds,
     say,
+    start_metrics,
 )
 from .jsonl import ReadingLines, utf8_stdin
 
@@ -118,6 +120,15 @@ def serve_serial(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
+    server = start_metrics(args)
+    try:
+        return _monitor(args)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _monitor(args: argparse.Namespace) -> int:
     monitor = Monitor()
     done = threading.Event()
     emitted = [0]
@@ -183,6 +194,15 @@ def _table(monitor: Monitor, port: str, width: int = 100) -> str:
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
+    server = start_metrics(args) if not args.parse else None
+    try:
+        return _bridge_run(args)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _bridge_run(args: argparse.Namespace) -> int:
     cfg = _bridge.load_config(args.config)
     if args.parse:
         names = [s.name for s in cfg.sensors]
@@ -256,6 +276,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--baudrate", type=positive_int, default=115200, help="serial line speed")
     p.add_argument("--wait", action="store_true",
                    help="wait for the port to appear instead of failing at once")
+    add_metrics(p)
     p.set_defaults(func=cmd_monitor)
 
     p = add_command(
@@ -274,4 +295,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "(default: run the bridge)")
     p.add_argument("--sensor",
                    help="--parse: which sensor's format to use (default: the first)")
+    add_metrics(p)
     p.set_defaults(func=cmd_bridge)

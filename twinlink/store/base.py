@@ -31,7 +31,7 @@ PROFILE_SIGNED = "twinlink/1"
 PROFILE_LITE = "lite"
 
 #: Schema version this program reads and writes (SQLite ``PRAGMA user_version``).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Repeats of one refusal (same device, or same source for frames of no known device, and
 #: same type) within this many seconds are aggregated into one event row with a count.
@@ -299,12 +299,13 @@ class TwinStore(ABC):
         Raises :class:`UnknownDevice`."""
 
     @abstractmethod
-    def reanchor(self, name: str, floor: int, force: bool = False) -> int:
+    def reanchor(self, name: str, floor: int, force: bool = False, why: str = "") -> int:
         """Accept only sequence numbers >= ``floor`` from now on (after window state was lost).
 
         ``floor`` must lie in 0..2**40-1 and, unless ``force``, above every sequence number the
         current context has accepted (a lower floor would re-open numbers already used).
-        Atomic with its audit event; returns the previous window top. Raises
+        Atomic with its audit event (``why``, e.g. who asked, is appended to its detail);
+        returns the previous window top. Raises
         :class:`RegistryError` for a refused floor, :class:`UnknownDevice`.
         """
 

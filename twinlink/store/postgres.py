@@ -12,7 +12,8 @@ Any number of ingest processes on any number of hosts share one database:
   per process (each worker aggregates its own share, counts add up exactly).
 - The schema is versioned in the ``twinlink_migrations`` table and created and migrated by the
   program under an advisory lock (several workers starting at once migrate once). Versions
-  count like SQLite's ``user_version``; the first PostgreSQL schema is version 3.
+  count like SQLite's ``user_version``; the first PostgreSQL schema is version 3 (SQLite's 4
+  added indexes PostgreSQL already had).
 - A lost connection (server restart, network) is re-established on the next call; the call
   that met the failure raises :class:`~twinlink.store.StorageError` and nothing of its
   transaction was stored, so an ingest retries and loses nothing.
@@ -29,6 +30,7 @@ not in the URL, which other users can see in the process list. It is never shown
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import time as _time
@@ -65,6 +67,9 @@ SCHEMES = ("postgresql://", "postgres://")
 #: frozen inside a transaction would otherwise hold its devices' rows).
 _SESSION = ("SET statement_timeout = '60s'; SET lock_timeout = '30s';"
             " SET idle_in_transaction_session_timeout = '60s'")
+
+#: Seconds :meth:`PostgresStore.claim_ingest` waits for a client id held by another session.
+CLAIM_WAIT = 5.0
 
 #: Times :meth:`PostgresStore.commit` retries after a deadlock or serialization failure.
 _RETRIES = 5
@@ -161,6 +166,11 @@ CREATE TABLE retired_contexts (
     retired_at double precision NOT NULL,
     PRIMARY KEY (kid, context)
 )
+""",
+    # SQLite's version 4 added the (kid, id) indexes; the first PostgreSQL schema had them.
+    4: """
+CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
+CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id)
 """}
 
 #: Tables whose ``id`` an INSERT through :meth:`_Connection.execute` returns as ``lastrowid``.
@@ -459,11 +469,19 @@ class PostgresStore(SQLiteStore):
         def claim() -> None:
             if client_id in self._pg_claims:
                 return
-            if not _try_claim(self._db.conn, client_id):
-                raise ClientIdInUse(
-                    f"another ingest connected to {self.path} runs with client id "
-                    f"{client_id!r}; give every ingest process its own --client-id")
-            self._pg_claims.add(client_id)
+            # A holder that just died keeps the lock until the server notices its session
+            # ended (at once for a closed socket, a moment for a busy server): wait briefly.
+            deadline = _time.monotonic() + CLAIM_WAIT
+            while not _try_claim(self._db.conn, client_id):
+                if _time.monotonic() >= deadline:
+                    break
+                _time.sleep(0.2)
+            else:
+                self._pg_claims.add(client_id)
+                return
+            raise ClientIdInUse(
+                f"another ingest connected to {self.path} runs with client id {client_id!r}; "
+                "give every ingest process its own --client-id")
 
         self._guard(claim)
 
@@ -472,7 +490,12 @@ class PostgresStore(SQLiteStore):
             if not self._closed:
                 self._closed = True
                 if self._db is not None:
-                    self._db.close()  # also releases the advisory locks
+                    if self._pg_claims and not self._db.conn.broken:
+                        # Released now, not when the server notices the session ended: a
+                        # worker restarted at once must find its client id free.
+                        with contextlib.suppress(psycopg.Error):
+                            self._db.conn.execute("SELECT pg_advisory_unlock_all()")
+                    self._db.close()
                 self._pg_claims.clear()
 
     def __enter__(self) -> PostgresStore:

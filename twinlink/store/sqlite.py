@@ -130,6 +130,8 @@ CREATE TABLE IF NOT EXISTS events (
     final_after REAL
 );
 CREATE INDEX IF NOT EXISTS events_kid ON events (kid, at);
+CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id);
+CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 CREATE INDEX IF NOT EXISTS readings_received ON readings (received_at);
 CREATE TABLE IF NOT EXISTS qc_config (
     device TEXT NOT NULL DEFAULT '',
@@ -170,6 +172,12 @@ ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE events ADD COLUMN first_time REAL;
 ALTER TABLE events ADD COLUMN final_after REAL;
 ALTER TABLE readings ADD COLUMN flags TEXT;
+"""
+
+# Version 4: per-device pages and counts through (kid, id) indexes (created by _SCHEMA).
+_MIGRATE_3_TO_4 = """
+CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id);
+CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 """
 
 #: Rows one retention transaction deletes at most.
@@ -270,7 +278,7 @@ class SQLiteStore(TwinStore):
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='devices'").fetchone()
             if version == 0 and has_devices:  # twinlink 0.1's schema (version 1)
                 version = 1
-            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
             while version in steps:
                 for stmt in steps[version].strip().split(";"):
                     if stmt.strip():
@@ -418,7 +426,7 @@ class SQLiteStore(TwinStore):
                        (_time.time(), dev.kid))
             self._insert_events(db, [Event("revoked_by_operator", why or "revoked", dev.kid)])
 
-    def reanchor(self, name: str, floor: int, force: bool = False) -> int:
+    def reanchor(self, name: str, floor: int, force: bool = False, why: str = "") -> int:
         if type(floor) is not int or not 0 <= floor <= MAX_SEQ:
             raise RegistryError(f"floor must be an integer from 0 to {MAX_SEQ}")
         with self._tx() as db:
@@ -439,6 +447,8 @@ class SQLiteStore(TwinStore):
             detail = f"window re-anchored at {floor} (highest used {highest})"
             if floor <= highest:
                 detail += "; forced below numbers already used"
+            if why:
+                detail += f"; {why}"
             self._insert_events(db, [Event("reanchored", detail, dev.kid)])
             return int(row[0])
 
@@ -921,10 +931,16 @@ class SQLiteStore(TwinStore):
     def _page(self, select: str, alias: str, name: str | None, limit: int,
               after_id: int | None, extra: str = "", params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of ``select`` (its table as ``alias``, devices as ``d``), oldest first: the newest
-        ``limit`` matching, or the first ``limit`` after ``after_id``. ``extra`` is a condition
-        (`` AND …``) with ``params``."""
-        where, args = _name_filter(name)
-        where, args = where + extra, args + params
+        ``limit`` matching, or the first ``limit`` after ``after_id``. One device's rows are
+        found through the (kid, id) index, not by scanning the table for its name."""
+        if name is None:
+            where, args = f"1 = 1{extra}", tuple(params)
+        else:
+            row = self._guard(lambda: self._db.execute(
+                "SELECT kid FROM devices WHERE name=?", (name,)).fetchone())
+            if row is None:
+                return []
+            where, args = f"{alias}.kid = ?{extra}", (row[0], *params)
         if after_id is not None:
             q = f"{select} WHERE {where} AND {alias}.id > ? ORDER BY {alias}.id LIMIT ?"
             return self._guard(lambda: self._db.execute(q, (*args, after_id, limit)).fetchall())
@@ -985,17 +1001,22 @@ class SQLiteStore(TwinStore):
         return out
 
     def count_readings(self, name: str | None = None) -> int:
-        return self._count("SELECT COUNT(*) FROM readings r JOIN devices d ON d.kid = r.kid",
-                           name)
+        return self._count("readings", name)
 
     def count_events(self, name: str | None = None) -> int:
-        return self._count("SELECT COUNT(*) FROM events e LEFT JOIN devices d ON d.kid = e.kid",
-                           name)
+        return self._count("events", name)
 
-    def _count(self, select: str, name: str | None) -> int:
-        where, args = _name_filter(name)
-        return int(self._guard(lambda: self._db.execute(f"{select} WHERE {where}",
-                                                        args).fetchone()[0]))
+    def _count(self, table: str, name: str | None) -> int:
+        def q() -> int:
+            if name is None:
+                return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            row = self._db.execute("SELECT kid FROM devices WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return 0
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table} WHERE kid=?",
+                                        (row[0],)).fetchone()[0])
+
+        return self._guard(q)
 
     def close(self) -> None:
         with self._lock:
