@@ -55,7 +55,8 @@ def test_flood_becomes_a_handful_of_events_and_genuine_readings_are_stored(rig):
         assert len(events) <= 50, [(e["type"], e["count"]) for e in events]
         counts: dict[str, int] = {}
         for e in events:
-            counts[e["type"]] = counts.get(e["type"], 0) + e["count"]
+            if e["type"].startswith("frame."):  # refusals; detections depend on timing
+                counts[e["type"]] = counts.get(e["type"], 0) + e["count"]
         assert counts == {"frame.bad_signature": FORGED, "frame.unknown_device": UNKNOWN}
         assert twin.store.status("victim")["refused"] == FORGED  # exact, per device
     finally:
