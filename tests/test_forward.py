@@ -89,7 +89,7 @@ class Collector:
         while not self._stop.is_set():
             try:
                 conn, _ = self._lsock.accept()
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError only from Python 3.10
                 continue
             except OSError:
                 return
@@ -111,7 +111,7 @@ class Collector:
             while not self._stop.is_set():
                 try:
                     chunk = conn.recv(65536)
-                except (TimeoutError, ssl.SSLWantReadError):
+                except (socket.timeout, ssl.SSLWantReadError):
                     continue
                 if not chunk:
                     return
