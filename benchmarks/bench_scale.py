@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,6 +192,7 @@ def run_one(store: str, workers: int, frames: int, devices: int, window: int,
         broker.kill()
         if pg is not None:
             pg.destroy()
+        shutil.rmtree(work, ignore_errors=True)
     assert result["left"] == 0, result
     n = per_device * devices
     k = 1000.0 / n
