@@ -231,7 +231,7 @@ def test_bash_completion_follows_the_parser():
     assert "complete -o filenames -F _twinlink twinlink" in script
     assert _bash_complete(script, "twinlink", "se") == ["seal", "send", "serve"]
     assert _bash_complete(script, "twinlink", "twin", "re") == [
-        "readings", "register", "revoke", "reanchor", "rekey"]
+        "readings", "register", "revoke", "reanchor", "rekey", "retention"]
     assert _bash_complete(script, "twinlink", "twin", "--db", "x.db", "readings", "--format",
                           "") == ["table", "csv", "jsonl"]
     assert _bash_complete(script, "twinlink", "--debug", "twin", "rekey", "--b") == ["--bundle"]

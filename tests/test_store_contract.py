@@ -13,10 +13,11 @@ import sqlite3
 import stat
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import pytest
 from conftest import CLI, cli_env
+from pg import pg_server, pg_url, requires_postgres  # noqa: F401 - fixtures
 
 import twinlink
 from twinlink import frame, keys, senml
@@ -40,9 +41,10 @@ from twinlink.store import (
     StorageError,
     TwinStore,
 )
+from twinlink.store.postgres import PostgresStore
 from twinlink.twin import Twin, frame_digest
 
-STORES = ["sqlite"]
+STORES = ["sqlite", pytest.param("postgres", marks=requires_postgres)]
 
 
 @pytest.fixture(params=STORES)
@@ -51,13 +53,16 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_store(store_kind: str, tmp_path: Path):
+def make_store(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest):
     """Open (or reopen) the test's store; every store opened is closed at the end."""
     opened: list[TwinStore] = []
+    url = request.getfixturevalue("pg_url") if store_kind == "postgres" else None
 
     def make(**kw) -> TwinStore:
         if store_kind == "sqlite":
             s: TwinStore = SQLiteStore(str(tmp_path / "twin.db"), **kw)
+        elif store_kind == "postgres":
+            s = PostgresStore(url, **kw)
         else:  # pragma: no cover - a new implementation adds its branch here
             raise AssertionError(store_kind)
         opened.append(s)
@@ -125,9 +130,61 @@ def _sqlite_fault(store: TwinStore, prefix: str) -> _FaultyConnection:
     return conn
 
 
+class _PgFault:
+    """The real PostgreSQL refusing a statement: a trigger that raises disk_full (53100), or,
+    for COMMIT, a deferred constraint trigger that fires at commit. Trips are counted in a
+    sequence (sequences ignore rollbacks)."""
+
+    TRIGGERS: ClassVar[dict[str, str]] = {
+        "INSERT INTO readings": "BEFORE INSERT ON readings FOR EACH STATEMENT",
+        "INSERT INTO state": "BEFORE INSERT ON state FOR EACH STATEMENT",
+        "INSERT INTO events": "BEFORE INSERT ON events FOR EACH STATEMENT",
+        "UPDATE devices SET win_top": "BEFORE UPDATE OF win_top ON devices FOR EACH STATEMENT",
+        "UPDATE devices SET accepted": "BEFORE UPDATE OF accepted ON devices FOR EACH STATEMENT",
+        "COMMIT": "AFTER INSERT ON readings DEFERRABLE INITIALLY DEFERRED FOR EACH ROW",
+    }
+
+    def __init__(self, store: PostgresStore, prefix: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(store._conninfo, autocommit=True)
+        constraint = "CONSTRAINT " if prefix == "COMMIT" else ""
+        self.table = self.TRIGGERS[prefix].split(" ON ")[1].split()[0]
+        self.conn.execute("CREATE SEQUENCE IF NOT EXISTS fault_trips")
+        self.conn.execute("""CREATE OR REPLACE FUNCTION fault() RETURNS trigger AS $$
+            BEGIN PERFORM nextval('fault_trips');
+            RAISE EXCEPTION 'could not extend file (injected)' USING ERRCODE = '53100';
+            END $$ LANGUAGE plpgsql""")
+        self.conn.execute(f"CREATE {constraint}TRIGGER fault {self.TRIGGERS[prefix]} "
+                          "EXECUTE FUNCTION fault()")
+        self._armed = True
+
+    @property
+    def tripped(self) -> int:
+        row = self.conn.execute("SELECT last_value, is_called FROM fault_trips").fetchone()
+        return int(row[0]) if row[1] else 0
+
+    @property
+    def armed(self) -> bool:
+        return self._armed
+
+    @armed.setter
+    def armed(self, on: bool) -> None:
+        if self._armed and not on:
+            self.conn.execute(f"DROP TRIGGER fault ON {self.table}")
+            self.conn.close()
+        self._armed = on
+
+
+def _pg_fault(store: TwinStore, prefix: str) -> _PgFault:
+    assert isinstance(store, PostgresStore)
+    return _PgFault(store, prefix)
+
+
 #: store kind -> function(store, statement prefix) arming a fault; returns an object with
 #: ``armed`` (set False to disarm) and ``tripped`` (how often it fired).
-FAULTS: dict[str, Callable[[TwinStore, str], _FaultyConnection]] = {"sqlite": _sqlite_fault}
+FAULTS: dict[str, Callable[[TwinStore, str], Any]] = {"sqlite": _sqlite_fault,
+                                                      "postgres": _pg_fault}
 
 
 @pytest.fixture

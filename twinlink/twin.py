@@ -398,6 +398,8 @@ class Twin:
                step: Callable[..., None], *args: Any) -> None:
         try:
             step(*args)
+        except StorageError:
+            raise  # not this frame's fault: the whole batch waits for the database
         except TwinlinkError as exc:
             refuse(job, exc)
         except Exception as exc:  # a bug or resource failure: this frame only
@@ -722,6 +724,10 @@ class Twin:
         accepted = [p[1] for p in pending]
         try:
             return self.store.commit(accepted, events)
+        except StorageError:
+            # The database refuses (down, disk full, permission, constraint): no reading can be
+            # refused for that and acknowledged; the caller retries the whole batch.
+            raise
         except Exception as exc:
             if len(pending) == 0:
                 raise

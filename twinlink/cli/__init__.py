@@ -60,7 +60,7 @@ _HINTS: list[tuple[type[BaseException], int, str]] = [
 
 # (module, function): the order is the order of ``twinlink --help``. Options of ``send`` and
 # ``serve`` are added by the transport modules after the commands exist.
-_GROUPS = (("commands", "register"), ("twin_cmds", "register"),
+_GROUPS = (("commands", "register"), ("twin_cmds", "register"), ("migrate_cmds", "register"),
            ("commands", "register_services"), ("serial_cmds", "register"),
            ("mqtt_cmds", "register"), ("events_cmds", "register"),
            ("commands", "register_tools"), ("update_cmds", "register"),
@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``twinlink`` command; return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # serve --workers re-runs it
     _logging(args.verbose)
     func: Callable[[argparse.Namespace], int | None] = args.func
     try:

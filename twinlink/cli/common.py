@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from .. import __version__, oscore
 from .. import backends as backend
-from ..store import StorageError, TwinStore, open_store
+from ..store import StorageError, StoreUnavailable, TwinStore, open_store
 
 #: Exit codes, stable and documented (docs/CLI.md).
 EXIT_OK = 0
@@ -70,9 +70,12 @@ def say(message: str) -> None:
 
 
 def open_twin_store(path: str, must_exist: bool = True) -> TwinStore:
-    """The twin database at ``path``; a missing or unreadable one is exit code 7."""
+    """The twin database at ``path``; a missing or unreadable one is exit code 7, a database
+    server that cannot be reached or refuses the credentials is exit code 5."""
     try:
         return open_store(path, must_exist=must_exist)
+    except StoreUnavailable as exc:
+        raise fail(str(exc), EXIT_TRANSPORT) from None
     except StorageError as exc:
         raise fail(str(exc), EXIT_REGISTRY) from None
 
@@ -175,7 +178,8 @@ def add_json(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--jsonl", dest="json", action="store_true", help=argparse.SUPPRESS)
 
 
-def add_db(parser: argparse.ArgumentParser, what: str = "twin database (SQLite file)",
+def add_db(parser: argparse.ArgumentParser,
+           what: str = "twin database (SQLite file or postgresql:// URL)",
            *, default: Any = None) -> None:
     """``--db PATH`` defaulting to ``$TWINLINK_DB``, else ``twin.db`` (documented in help)."""
     if default is None:

@@ -17,6 +17,7 @@ from .. import keys, transport
 from ..device import Device, state_path
 from ..mqtt_link import MqttLink
 from ..outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
+from ..store import ClientIdInUse
 from ..transport.mqtt import TOPIC_ROOT, MqttOptions, check_topic_root, connect_options
 from . import output
 from .commands import STATE_HELP
@@ -24,6 +25,7 @@ from .common import (
     EXIT_PENDING,
     EXIT_REFUSED,
     EXIT_REGISTRY,
+    EXIT_STATE,
     EXIT_TRANSPORT,
     EXIT_USAGE,
     StopControl,
@@ -137,6 +139,14 @@ def serve_mqtt(args: argparse.Namespace) -> int:
     if args.ready_timeout_deprecated is not None:
         say("serve --timeout is deprecated: use --ready-timeout")
         args.ready_timeout = args.ready_timeout_deprecated
+    if args.workers > 1:
+        from .workers import supervise
+
+        root = _root(args.topic_root)
+        if root is None:
+            with open_twin_store(args.db) as store:
+                root = store.topic_root() or TOPIC_ROOT
+        return supervise(args, root)
     with StopControl(args.count, args.duration) as stop:
         twin = Twin(open_twin_store(args.db), args.twin_key)
         recorded = twin.store.topic_root()
@@ -157,11 +167,12 @@ def serve_mqtt(args: argparse.Namespace) -> int:
                          options=_options(args), share=args.share,
                          session_expiry=args.session_expiry, batch_wait=args.batch_ms / 1000.0,
                          on_results=on_results, topic_root=root)
+        where = getattr(twin.store, "path", "the twin database")  # never a URL's password
 
         def _ready() -> None:
             if (ing.subscribed.wait(args.ready_timeout if args.ready_timeout else None)
                     and not stop.stopped):
-                say(f"serving {ing.sub_topic} on {args.mqtt} into {args.db}")
+                say(f"serving {ing.sub_topic} on {args.mqtt} into {where}")
             elif not stop.stopped:
                 say(f"not subscribed after {args.ready_timeout:g}s ({ing.last_error}); "
                     "still retrying")
@@ -171,6 +182,8 @@ def serve_mqtt(args: argparse.Namespace) -> int:
             st = ing.run(stop.event)
         except TopicRootTaken as exc:
             raise fail(str(exc), EXIT_REGISTRY) from None
+        except ClientIdInUse as exc:
+            raise fail(str(exc), EXIT_STATE) from None
         finally:
             twin.close()
     extra = "".join(f", {n} {what}" for n, what in (
@@ -274,6 +287,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     g.add_argument("--share", metavar="GROUP",
                    help="use the shared subscription $share/GROUP/twinlink/+/t (several "
                         "ingest processes split the load; default: a plain subscription)")
+    g.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="run N ingest processes on one shared subscription (--share, default "
+                        "group 'twinlink'), client ids CLIENT_ID-1..N; a worker that dies is "
+                        "restarted and its broker session resumes (needs a database several "
+                        "processes share: PostgreSQL, or SQLite on one host)")
     g.add_argument("--session-expiry", type=positive_int, default=3600, metavar="S",
                    help="seconds the broker keeps the session and its queue while we are away")
     g.add_argument("--batch-ms", type=float, default=5.0, metavar="MS",

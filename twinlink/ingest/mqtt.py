@@ -72,7 +72,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from .. import frame as _frame
-from .. import keys
+from .. import keys, metrics
 from ..backoff import Backoff
 from ..errors import TwinlinkError
 from ..store import Event, StorageError
@@ -105,6 +105,8 @@ def default_client_id(root: str = TOPIC_ROOT) -> str:
     if root == TOPIC_ROOT:
         return DEFAULT_CLIENT_ID
     return f"{DEFAULT_CLIENT_ID}-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
+
+
 #: Times a message must fail alone, each right after another message went in, to be set aside.
 POISON_STRIKES = 2
 #: Presence payload: this prefix, then the twin public key's fingerprint.
@@ -153,10 +155,13 @@ class MqttIngest:
                  max_packet_size: int = MAX_PACKET, batch_max: int = 1024,
                  batch_wait: float = 0.005, retry_min: float = 0.5, retry_max: float = 30.0,
                  on_results: Callable[[list[Result]], None] | None = None,
-                 topic_root: str = TOPIC_ROOT, presence: bool = True) -> None:
+                 topic_root: str = TOPIC_ROOT, presence: bool = True,
+                 prune_every: float = 3600.0) -> None:
         self.twin = twin
         self.root = check_topic_root(topic_root)
-        client_id = client_id or default_client_id(self.root)
+        self.client_id = client_id = client_id or default_client_id(self.root)
+        #: Seconds between two applications of the store's retention limits (0: never).
+        self.prune_every = prune_every
         self.sub_topic = (f"$share/{share}/{self.root}/+/t" if share else f"{self.root}/+/t")
         #: Seals this process's acks (its own random twin Sender ID, PIVs in memory).
         self.acknowledger = Acknowledger(twin)
@@ -188,6 +193,8 @@ class MqttIngest:
         self._streak = 0  # consecutive failed attempts
         self._last_exc: BaseException = RuntimeError("no failure yet")
         self._unconfirmed: deque[mqtt.MQTTMessageInfo] = deque()  # acks not yet PUBACKed
+        self._next_prune = time.monotonic() + min(60.0, prune_every)
+        self._outage: tuple[float, str] | None = None  # storage failing since, first error
 
     def __repr__(self) -> str:
         return f"MqttIngest({self.transport!r}, {self.sub_topic!r})"
@@ -236,8 +243,11 @@ class MqttIngest:
     def run(self, stop: threading.Event) -> IngestStats:
         """Serve until ``stop`` is set; then finish the messages in hand (one attempt each, no
         retries), let the last acks go out, disconnect. Never raises for a message or a
-        failing database; raises :class:`TopicRootTaken` (before anything is processed) if
-        another twin serves this topic root."""
+        failing database. Raises :class:`TopicRootTaken` (before anything is processed)
+        if another twin serves this topic root, and
+        :class:`~twinlink.store.ClientIdInUse` if another live ingest on this database has
+        the same client id (they would take the broker session from each other in turn)."""
+        self.twin.store.claim_ingest(self.client_id)
         if self._presence:
             self._claim_presence(stop)
         self.transport.start()
@@ -245,6 +255,7 @@ class MqttIngest:
             while not stop.is_set():
                 try:
                     self._step(stop)
+                    self._maintain()
                 except Exception as exc:  # a bug of ours: log it, never die on it
                     log.exception("ingest: unexpected error; carrying on")
                     self._last_exc = exc
@@ -330,8 +341,35 @@ class MqttIngest:
         if self._streak:
             log.warning("ingest: the twin accepts messages again after %d failed attempt(s)",
                         self._streak)
+        if self._outage is not None:
+            since, first = self._outage
+            self._outage = None
+            self._record(Event("ingest.storage_failure",
+                               f"the twin database refused to store for {time.time() - since:.1f}"
+                               f" s ({self._streak} attempt(s), first: {first}); nothing was "
+                               "acknowledged meanwhile", source="mqtt", at=since))
         self._streak = 0
         self._retry.reset()
+
+    def _record(self, event: Event) -> None:
+        try:
+            self.twin.store.record_events([event])
+        except Exception:
+            log.exception("ingest: recording %s failed", event.reason)
+
+    def _maintain(self) -> None:
+        """Apply the store's retention limits every ``prune_every`` seconds."""
+        if not self.prune_every or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.prune_every
+        try:
+            readings, events = self.twin.store.prune()
+        except Exception:
+            log.exception("ingest: applying the retention limits failed; next try in %.0f s",
+                          self.prune_every)
+            return
+        if readings or events:
+            log.info("ingest: retention removed %d reading(s) and %d event(s)", readings, events)
 
     def _wait(self, stop: threading.Event) -> None:
         delay = self._retry.next()
@@ -390,6 +428,12 @@ class MqttIngest:
         self.stats.failed_batches += 1
         self._last_exc = exc
         self._streak += 1
+        if isinstance(exc, StorageError) and self._outage is None:
+            # ingest.storage_failure: logged and counted now, stored once the database is back.
+            self._outage = (time.time(), str(exc))
+            metrics.event("ingest.storage_failure")
+            log.error("ingest.storage_failure: %s; nothing is acknowledged until it stores "
+                      "again", exc)
         if self._streak == 1:
             log.error("ingest: opening a batch of %d message(s) failed; not acknowledged to the "
                       "broker, retrying one by one with backoff", n, exc_info=exc)

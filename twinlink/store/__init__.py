@@ -2,8 +2,9 @@
 
 :class:`TwinStore` (in :mod:`twinlink.store.base`) is the interface every caller uses — the
 twin, the CLI, the demo and the tests; :class:`SQLiteStore` (:mod:`twinlink.store.sqlite`,
-WAL, the embedded default) implements it. A second implementation is a new module here, chosen
-by :func:`open_store` from the ``--db`` value.
+WAL, the embedded default) and :class:`~twinlink.store.postgres.PostgresStore` (shared by many
+ingest processes; the ``pg`` extra) implement it, chosen by :func:`open_store` from the
+``--db`` value.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from .base import (
     PROFILE_SIGNED,
     SCHEMA_VERSION,
     Accepted,
+    ClientIdInUse,
     DeviceRecord,
     DeviceStatus,
     Event,
     EventRow,
     ReadingRow,
     RegistryError,
+    Retention,
     SeriesState,
     StorageError,
+    StoreUnavailable,
     TwinKeyMismatch,
     TwinStore,
     WindowState,
@@ -37,15 +41,18 @@ __all__ = [
     "PROFILE_SIGNED",
     "SCHEMA_VERSION",
     "Accepted",
+    "ClientIdInUse",
     "DeviceRecord",
     "DeviceStatus",
     "Event",
     "EventRow",
     "ReadingRow",
     "RegistryError",
+    "Retention",
     "SQLiteStore",
     "SeriesState",
     "StorageError",
+    "StoreUnavailable",
     "TwinKeyMismatch",
     "TwinStore",
     "WindowState",
@@ -56,11 +63,17 @@ __all__ = [
 
 def open_store(db: str | os.PathLike[str], *, readonly: bool = False,
                must_exist: bool = False) -> TwinStore:
-    """The store a ``--db`` value names: a file path (or ``sqlite:///path``) is SQLite.
+    """The store a ``--db`` value names: a file path (or ``sqlite:///path``) is SQLite, a
+    ``postgresql://`` URL is PostgreSQL (:mod:`twinlink.store.postgres`).
 
-    ``must_exist`` refuses to create a new database (:class:`StorageError` with a hint).
+    ``must_exist`` refuses to create a new database (:class:`StorageError` with a hint);
+    :class:`StoreUnavailable` when a database server cannot be reached or refuses us.
     """
     text = os.fspath(db)
+    if text.lower().startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore(text, readonly=readonly, must_exist=must_exist)
     if text.startswith("sqlite://"):
         # SQLAlchemy's form: sqlite:///relative.db, sqlite:////absolute/path.db
         text = text[len("sqlite://"):]
@@ -68,7 +81,7 @@ def open_store(db: str | os.PathLike[str], *, readonly: bool = False,
     elif "://" in text:
         scheme = text.split("://", 1)[0]
         raise StorageError(f"unsupported database URL scheme {scheme!r}; give a SQLite file "
-                           "path")
+                           "path or a postgresql:// URL")
     if (must_exist or readonly) and not os.path.exists(text):
         raise StorageError(f"no twin database at {text} — create one with 'twinlink provision "
                            "NAME --db PATH …' or give the right --db")

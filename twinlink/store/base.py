@@ -24,14 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, TypedDict
 
 from .. import keys as _keys
-from ..errors import TwinlinkError, UnknownDevice
+from ..errors import TransportError, TwinlinkError, UnknownDevice
 from ..replay import DEFAULT_WINDOW, ReplayWindow
 
 PROFILE_SIGNED = "twinlink/1"
 PROFILE_LITE = "lite"
 
 #: Schema version this program reads and writes (SQLite ``PRAGMA user_version``).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Repeats of one refusal (same device, or same source for frames of no known device, and
 #: same type) within this many seconds are aggregated into one event row with a count.
@@ -43,6 +43,18 @@ class StorageError(TwinlinkError):
     or a schema this program does not know). Nothing of the failed operation was stored."""
 
     reason = "storage_failure"
+
+
+class StoreUnavailable(StorageError, TransportError):
+    """The database server cannot be reached or refuses us (down, wrong address, wrong
+    credentials). The CLI reports it as "link unavailable" (exit 5); an ingest waits it out."""
+
+
+class ClientIdInUse(TwinlinkError):
+    """Another live ingest process holds this MQTT client id on this database (two processes
+    with one client id would take the broker session from each other in turn)."""
+
+    reason = "client_id_in_use"
 
 
 class RegistryError(TwinlinkError, ValueError):
@@ -191,6 +203,13 @@ class EventRow(TypedDict):
     detail: str
     source: str
     final_after: Optional[float]
+
+
+class Retention(TypedDict):
+    """How long readings and security events are kept, in days (None: forever)."""
+
+    readings_days: Optional[float]
+    events_days: Optional[float]
 
 
 class SeriesState(TypedDict):
@@ -394,6 +413,30 @@ class TwinStore(ABC):
         except UnknownDevice:
             return set()
         return set(self.stored(kid, epoch, seqs))
+
+    @abstractmethod
+    def claim_ingest(self, client_id: str) -> None:
+        """Claim ``client_id`` for this process's ingest until :meth:`close` (or the process
+        ends). Raises :class:`ClientIdInUse` while another live process holds it."""
+
+    # -- retention ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def set_retention(self, readings_days: float | None, events_days: float | None) -> None:
+        """Keep readings (by ``received_at``) and security events (by their last time) this
+        many days; None keeps them forever. Stored in the database, so every process sharing
+        it applies the same limits. Raises ValueError for a limit that is not > 0."""
+
+    @abstractmethod
+    def retention(self) -> Retention:
+        """The limits :meth:`set_retention` stored (both None on a new database)."""
+
+    @abstractmethod
+    def prune(self, now: float | None = None) -> tuple[int, int]:
+        """Delete readings and events older than the retention limits; returns how many of
+        each. Runs in short transactions so that an ingest keeps committing meanwhile. Audit
+        events (:data:`AUDIT_REASONS`), the registry, the windows and the latest values
+        (``status``) are never pruned. An ingest calls it periodically."""
 
     # -- detection (twinlink.detect) ---------------------------------------------------------
 

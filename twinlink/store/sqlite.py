@@ -9,7 +9,12 @@ The schema carries its version in ``PRAGMA user_version`` and migrates forward i
 
 from __future__ import annotations
 
+import fcntl
+import glob
+import hashlib
 import json
+import math
+import os
 import sqlite3
 import threading
 import time as _time
@@ -41,12 +46,14 @@ from .base import (
     PROFILE_SIGNED,
     SCHEMA_VERSION,
     Accepted,
+    ClientIdInUse,
     DeviceRecord,
     DeviceStatus,
     Event,
     EventRow,
     ReadingRow,
     RegistryError,
+    Retention,
     StorageError,
     TwinKeyMismatch,
     TwinStore,
@@ -168,6 +175,15 @@ ALTER TABLE events ADD COLUMN final_after REAL;
 ALTER TABLE readings ADD COLUMN flags TEXT;
 """
 
+# Version 4: per-device pages and counts through (kid, id) indexes (created by _SCHEMA).
+_MIGRATE_3_TO_4 = """
+CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id);
+CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
+"""
+
+#: Rows one retention transaction deletes at most.
+PRUNE_BATCH = 5000
+
 _SAME: Any = object()  # "the event's own kid"
 
 _DEVICE_COLS = (
@@ -214,14 +230,7 @@ class SQLiteStore(TwinStore):
         aggregate: bool = True,
     ) -> None:
         self.path = str(path)
-        #: Aggregate floods of one refusal on the ingest path (off: one row per refusal).
-        self.aggregate = aggregate
-        self.max_events = max_events
-        self.readonly = readonly
-        self._agg: dict[tuple[Any, ...], list[Any]] = {}  # key -> [window end, aggregate row]
-        self._capped = False
-        self._lock = threading.RLock()
-        self._closed = False
+        self._setup(max_events, readonly, aggregate)
         try:
             self._db = _sqlite.connect(self.path, timeout=timeout, synchronous=synchronous,
                                        readonly=readonly)
@@ -235,6 +244,18 @@ class SQLiteStore(TwinStore):
         except sqlite3.Error as exc:
             self._db.close()
             raise StorageError(f"cannot open twin database {self.path}: {exc}") from None
+
+    def _setup(self, max_events: int, readonly: bool, aggregate: bool) -> None:
+        """The state every store object has before it connects (shared with subclasses)."""
+        #: Aggregate floods of one refusal on the ingest path (off: one row per refusal).
+        self.aggregate = aggregate
+        self.max_events = max_events
+        self.readonly = readonly
+        self._agg: dict[tuple[Any, ...], list[Any]] = {}  # key -> [window end, aggregate row]
+        self._capped = False
+        self._lock = threading.RLock()
+        self._closed = False
+        self._claims: dict[str, int] = {}  # ingest lock file -> fd
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -258,7 +279,7 @@ class SQLiteStore(TwinStore):
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='devices'").fetchone()
             if version == 0 and has_devices:  # twinlink 0.1's schema (version 1)
                 version = 1
-            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
             while version in steps:
                 for stmt in steps[version].strip().split(";"):
                     if stmt.strip():
@@ -294,6 +315,23 @@ class SQLiteStore(TwinStore):
                     yield db
             except sqlite3.Error as exc:
                 raise StorageError(f"twin database {self.path}: {exc}") from None
+
+    def _lock_devices(self, db: Any, kids: Iterable[bytes]) -> dict[bytes, Any]:
+        """The device rows of ``kids`` (``_DEVICE_COLS``, win_top, win_bits, win_lost), read
+        in one go and locked for the rest of the transaction before their windows are used
+        (here ``BEGIN IMMEDIATE`` already holds the whole database's write lock)."""
+        return self._device_rows(db, kids, "")
+
+    @staticmethod
+    def _device_rows(db: Any, kids: Iterable[bytes], suffix: str) -> dict[bytes, Any]:
+        want, out = sorted(kids), {}
+        for i in range(0, len(want), 500):
+            part = want[i:i + 500]
+            for r in db.execute(f"SELECT {_DEVICE_COLS}, win_top, win_bits, win_lost FROM devices"
+                                f" WHERE kid IN ({','.join('?' * len(part))}) ORDER BY kid"
+                                f"{suffix}", part):
+                out[bytes(r[1])] = r
+        return out
 
     def _device_row(self, db: sqlite3.Connection, name_or_kid: str | bytes) -> DeviceRecord:
         col = "name" if isinstance(name_or_kid, str) else "kid"
@@ -533,6 +571,8 @@ class SQLiteStore(TwinStore):
                 careful: bool) -> list[TwinlinkError | None]:
         results: list[TwinlinkError | None] = []
         with self._tx() as db:
+            locked = self._lock_devices(db, {a.kid for a in accepted}
+                                        | {e.kid for e in events if e.kid is not None})
             devs: dict[bytes, list[Any]] = {}  # kid -> [record, window, lost]
             rows: list[tuple[Any, ...]] = []
             extra = list(events)
@@ -541,8 +581,7 @@ class SQLiteStore(TwinStore):
             for a in accepted:
                 entry = devs.get(a.kid)
                 if entry is None:
-                    r = db.execute(f"SELECT {_DEVICE_COLS}, win_top, win_bits, win_lost FROM "
-                                   "devices WHERE kid=?", (a.kid,)).fetchone()
+                    r = locked.get(a.kid)
                     if r is None:
                         gone = UnknownDevice("device was removed")
                         results.append(gone)
@@ -645,13 +684,13 @@ class SQLiteStore(TwinStore):
                 [(k, n, dumps_json(v), u, t, q, e, r)
                  for k, n, v, u, t, q, e, r in state_rows.values()],
             )
-            for kid, (_dev, win, _lost) in devs.items():
-                db.execute("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
-                           (win.top, win.to_bytes(), kid))
-            for kid, (acc, seen, seq) in counts.items():
-                db.execute(
-                    "UPDATE devices SET accepted=accepted+?, last_seen=?, last_seq=? WHERE kid=?",
-                    (acc, seen, seq, kid))
+            # One statement per kind, not per device (a round trip each on a database server).
+            db.executemany("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
+                           [(win.top, win.to_bytes(), kid)
+                            for kid, (_dev, win, _lost) in sorted(devs.items())])
+            db.executemany(
+                "UPDATE devices SET accepted=accepted+?, last_seen=?, last_seq=? WHERE kid=?",
+                [(acc, seen, seq, kid) for kid, (acc, seen, seq) in sorted(counts.items())])
             self._insert_events(db, extra, aggregate=self.aggregate)
         return results
 
@@ -687,7 +726,7 @@ class SQLiteStore(TwinStore):
         for key, evs in groups.items():
             self._aggregate(db, key, evs)
         db.executemany("UPDATE devices SET refused=refused+? WHERE kid=?",
-                       [(n, k) for k, n in refused.items()])
+                       [(n, k) for k, n in sorted(refused.items())])
         over = db.execute("SELECT EXISTS (SELECT 1 FROM events WHERE id <= "
                           "(SELECT MAX(id) FROM events) - ?)", (self.max_events,)).fetchone()[0]
         if over and not self._capped:
@@ -762,6 +801,68 @@ class SQLiteStore(TwinStore):
             return found
 
         return self._guard(q) if want else {}
+
+    def claim_ingest(self, client_id: str) -> None:
+        """A lock file beside the database per client id, held until :meth:`close`."""
+        path = ingest_lock_path(self.path, client_id)
+        with self._lock:
+            if path in self._claims:
+                return
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StorageError(f"cannot create the ingest lock {path}: {exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise ClientIdInUse(
+                    f"another ingest on {self.path} runs with client id {client_id!r}; give "
+                    "every ingest process its own --client-id") from None
+            self._claims[path] = fd
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def set_retention(self, readings_days: float | None, events_days: float | None) -> None:
+        for days in (readings_days, events_days):
+            if days is not None and not 0 < days < math.inf:
+                raise ValueError("a retention limit must be a number of days > 0 (or none)")
+        with self._tx() as db:
+            for key, days in (("retention_readings_days", readings_days),
+                              ("retention_events_days", events_days)):
+                db.execute("DELETE FROM meta WHERE key=?", (key,))
+                if days is not None:
+                    db.execute("INSERT INTO meta VALUES (?, ?)", (key, repr(float(days))))
+
+    def retention(self) -> Retention:
+        rows = dict(self._guard(lambda: self._db.execute(
+            "SELECT key, value FROM meta WHERE key IN ('retention_readings_days',"
+            " 'retention_events_days')").fetchall()))
+        got = {k: None if v is None else float(v) for k, v in rows.items()}
+        return {"readings_days": got.get("retention_readings_days"),
+                "events_days": got.get("retention_events_days")}
+
+    def prune(self, now: float | None = None) -> tuple[int, int]:
+        limits = self.retention()
+        now = _time.time() if now is None else now
+        done = [0, 0]
+        audit = ",".join("?" * len(AUDIT_REASONS))
+        for i, (days, sql, extra) in enumerate((
+                (limits["readings_days"], "SELECT id FROM readings WHERE received_at < ?", ()),
+                (limits["events_days"], f"SELECT id FROM events WHERE at < ? AND reason NOT IN"
+                                        f" ({audit})", tuple(sorted(AUDIT_REASONS))))):
+            if days is None:
+                continue
+            table = "readings" if i == 0 else "events"
+            args = (now - days * 86400.0, *extra, PRUNE_BATCH)
+            while True:  # short transactions: the ingest's commits go on in between
+                with self._tx() as db:
+                    n = db.execute(f"DELETE FROM {table} WHERE id IN ({sql} LIMIT ?)",
+                                   args).rowcount
+                done[i] += n
+                if n < PRUNE_BATCH:
+                    break
+        return done[0], done[1]
 
     # -- detection ----------------------------------------------------------------------------
 
@@ -838,7 +939,7 @@ class SQLiteStore(TwinStore):
         ``limit`` matching, or the first ``limit`` after ``after_id``. One device's rows are
         found through the (kid, id) index, not by scanning the table for its name."""
         if name is None:
-            where, args = f"1{extra}", tuple(params)
+            where, args = f"1 = 1{extra}", tuple(params)
         else:
             row = self._guard(lambda: self._db.execute(
                 "SELECT kid FROM devices WHERE name=?", (name,)).fetchone())
@@ -864,9 +965,7 @@ class SQLiteStore(TwinStore):
         rows = self._page(
             "SELECT r.id, d.name, r.seq, r.epoch, r.received_at, r.time, r.provenance, r.source,"
             " r.payload, r.flags FROM readings r JOIN devices d ON d.kid = r.kid",
-            "r", name, limit, after_id,
-            " AND (? IS NULL OR r.received_at >= ?) AND (? IS NULL OR r.received_at < ?)",
-            (since, since, until, until),
+            "r", name, limit, after_id, *_time_filter(since, until),
         )
         out: list[ReadingRow] = []
         for i, n, s, e, ra, t, p, src, pl, fl in rows:
@@ -929,6 +1028,9 @@ class SQLiteStore(TwinStore):
             if not self._closed:
                 self._closed = True
                 self._db.close()
+                for fd in self._claims.values():
+                    os.close(fd)  # releases the flock
+                self._claims.clear()
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -957,6 +1059,34 @@ def _transport(source: str) -> str | None:
     """The transport a source names: the part before its first ':' (``mqtt:<topic>``)."""
     head = source.split(":", 1)[0]
     return head if head in ("mqtt", "serial", "stdin", "api") else None
+
+
+def ingest_lock_path(db_path: str, client_id: str) -> str:
+    """The lock file an ingest with ``client_id`` holds beside the SQLite file while it runs."""
+    return f"{db_path}.ingest-{hashlib.sha256(client_id.encode()).hexdigest()[:16]}.lock"
+
+
+def ingest_lock_glob(db_path: str) -> str:
+    """A glob matching every ingest lock file of ``db_path``."""
+    return f"{glob.escape(db_path)}.ingest-*.lock"
+
+
+def _name_filter(name: str | None) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE condition on the device name (``d.name``), or none: built here rather than as
+    ``? IS NULL OR …`` so that an index can serve it and every SQL database can type it."""
+    return ("d.name = ?", (name,)) if name is not None else ("1 = 1", ())
+
+
+def _time_filter(since: float | None, until: float | None) -> tuple[str, tuple[Any, ...]]:
+    """`` AND`` conditions on ``r.received_at`` in [since, until) and their parameters."""
+    where, args = "", []  # type: tuple[str, list[Any]]
+    if since is not None:
+        where += " AND r.received_at >= ?"
+        args.append(since)
+    if until is not None:
+        where += " AND r.received_at < ?"
+        args.append(until)
+    return where, tuple(args)
 
 
 def _check_context(master_salt: bytes, id_context: bytes | None) -> None:
