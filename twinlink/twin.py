@@ -38,6 +38,7 @@ from .errors import (
     InternalError,
     MalformedFrame,
     MalformedPayload,
+    Replay,
     ReplayError,
     RevokedDevice,
     TopicMismatch,
@@ -713,9 +714,12 @@ class Twin:
                 info = _info(err)
                 info.kid, info.seq, info.device = acc.kid, acc.seq, dev.name
                 info.digest, info.id_context = acc.digest, acc.id_context
+                info.epoch = acc.epoch
                 info.authenticated = True
-                if isinstance(err, ReplayError):
-                    info.duplicate = not isinstance(err, Conflict)
+                # Another writer stored this number first (a race between workers, or a
+                # redelivery). A *candidate* duplicate only: whoever acknowledges it compares
+                # the stored digest for this epoch first (a different frame is a conflict).
+                info.duplicate = type(err) is Replay
                 self.counts[err.reason] += 1
                 results[i] = err
 
