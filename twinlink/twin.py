@@ -104,11 +104,8 @@ class Reading:
 
 
 def refusal_json(err: TwinlinkError) -> dict[str, Any]:
-    """A JSON-ready dict of a refusal: the reason, and the device and sequence number where the
-    frame named them.
-
-    Deprecated: the CLI's copy is ``twinlink.cli.output.refusal_json``; this stays for
-    ``monitor.py`` and ``serve.py``'s ``jsonl`` until they move."""
+    """A refused frame as JSON (``open``, ``monitor --jsonl``, ``serve --jsonl``): the reason,
+    the device, kid and sequence number where the frame named them, and a human ``detail``."""
     out: dict[str, Any] = {"ok": False, "error": err.reason}
     info = getattr(err, "frame", None)
     if isinstance(info, FrameInfo):

@@ -23,7 +23,7 @@ from ..errors import TwinlinkError
 from ..naming import printable
 from ..store import DeviceRecord, DeviceStatus, EventRow, ReadingRow
 from ..timefmt import iso, parse_time  # noqa: F401  (the CLI shapes and reads times here)
-from ..twin import FrameInfo, Reading
+from ..twin import Reading, refusal_json
 from ..values import to_json
 
 Result = Union[Reading, TwinlinkError]
@@ -54,22 +54,6 @@ def reading_json(r: Reading) -> dict[str, Any]:
                            "payload": to_json(r.payload), "provenance": r.provenance}
     if r.time is not None:
         out["time"] = iso(r.time)
-    return out
-
-
-def refusal_json(err: TwinlinkError) -> dict[str, Any]:
-    """A refused frame (or a damaged serial record, ``error: "line"``): the reason, the device,
-    kid and sequence number where the frame named them, and a human ``detail``."""
-    out: dict[str, Any] = {"ok": False, "error": err.reason}
-    info = getattr(err, "frame", None)
-    if isinstance(info, FrameInfo):
-        if info.device is not None:
-            out["device"] = info.device
-        if info.kid is not None:
-            out["kid"] = info.kid.hex()
-        if info.seq is not None:
-            out["seq"] = info.seq
-    out["detail"] = str(err)
     return out
 
 
