@@ -274,6 +274,84 @@ def test_no_token_wrong_token_read_token_admin_token(secured, fed):
     assert ADMIN_TOKEN not in log and READ_TOKEN not in log
 
 
+QC = "/api/v1/devices/pump-17/qc"
+BAD_QC_BODIES = [
+    ({"series": {"temp": {"min": 1, "mx": 2}}}, "unknown key 'mx'"),
+    ({"serie": {"temp": {"min": 1}}}, "unknown key 'serie'"),
+    ('{"series": {"temp": {"min": NaN}}}', "min must be finite"),
+    ('{"series": {"temp": {"max": Infinity}}}', "max must be finite"),
+    ('{"series": {"temp": {"min": -1e999}}}', "min must be finite"),
+    ({"series": {"temp": {"min": 10**400}}}, "out of range"),
+    ({"series": {"temp": {"min": 1e301}}}, "out of range"),
+    ({"series": {"temp": {"min": 5, "max": 1}}}, "min 5 is above max 1"),
+    ({"series": {"temp": {"suspect_min": 5, "suspect_max": 1}}}, "suspect_min 5 is above"),
+    ({"series": {"temp": {"min": 1e20}}}, "above max"),  # above the inherited default max
+    ({"series": {"temp": {"min": "1"}}}, "min must be a number"),
+    ({"series": {"temp": {"min": True}}}, "min must be a number"),
+    ({"series": {"temp": [1, 2]}}, "give an object of bounds"),
+    ({"series": {}}, "series must be an object"),
+    ({}, "series must be an object"),
+    ({"series": {"x" * 1025: {"min": 0}}}, "1 to 1024 characters"),
+    ({"series": {f"s{i}": {"min": 0} for i in range(257)}}, "too many series"),
+    ({"series": {"temp": {"min": 0}}, "reason": 5}, "reason must be a string"),
+    ([{"series": {}}], "must be a JSON object"),
+    ("{not json", "not JSON"),
+]
+
+
+def test_admin_sets_qc_bounds_and_every_refusal_stores_nothing(secured, fed):
+    d = secured
+    _, ing = fed
+    store = ing.twin.store
+    store.set_qc_config({"series": {"pump-17": {"temp": {"spike_k": 5.0}}}})  # as twin qc
+    before = store.qc_config()
+    body = {"series": {"temp": {"min": -20, "max": 150}}, "reason": "spec sheet <b>"}
+    code, headers, _ = d.request("PUT", QC, body)
+    assert code == 401 and headers["www-authenticate"].startswith("Bearer")
+    code, _, _ = d.request("PUT", QC, body, token="x" * 40)
+    assert code == 401
+    code, _, out = d.request("PUT", QC, body, token=READ_TOKEN)
+    assert code == 403 and b"admin" in out
+    for bad, message in BAD_QC_BODIES:
+        code, _, out = d.request("PUT", QC, bad, token=ADMIN_TOKEN)
+        assert code == 400 and message in json.loads(out)["error"], (bad, out[:200])
+        assert len(json.loads(out)["error"]) < 200  # a giant name is never echoed whole
+    code, _, _ = d.request("PUT", QC, "min=1", {"Content-Type": "text/plain"},
+                           token=ADMIN_TOKEN)
+    assert code == 415
+    code, _, _ = d.request("PUT", "/api/v1/devices/nope/qc", body, token=ADMIN_TOKEN)
+    assert code == 404
+    assert store.qc_config() == before  # nothing of the refused requests was stored
+    audit = d.get_json("/api/v1/events?type=device.qc_configured", token=ADMIN_TOKEN)["events"]
+    assert len(audit) == 1 and "dashboard" not in audit[0]["detail"]  # only the setup's
+
+    code, _, out = d.request("PUT", QC, body, token=ADMIN_TOKEN)
+    assert code == 200, out
+    view = json.loads(out)
+    assert view["series"]["temp"]["set"] == {"min": -20.0, "max": 150.0}
+    assert view["series"]["temp"]["effective"] == {"min": -20.0, "max": 150.0,
+                                                   "suspect_min": None, "suspect_max": None}
+    assert d.get_json(QC, token=READ_TOKEN) == view
+    assert store.qc_config() == {"series": {"pump-17": {"temp": {
+        "spike_k": 5.0, "min": -20.0, "max": 150.0}}}}  # the other setting is kept
+    [ev] = [e for e in d.get_json("/api/v1/events?type=device.qc_configured",
+                                  token=READ_TOKEN)["events"] if "dashboard" in e["detail"]]
+    assert ev["device"] == "pump-17" and ev["audit"] is True
+    assert ev["detail"] == "QC bounds of temp set by dashboard token alice: spec sheet <b>"
+
+    # a running twin's detector applies the new bounds on its next sweep, without a restart
+    [r] = ing.send("pump-17", {"temp": 151.0})
+    assert (r.flags or {}).get("temp") != 4
+    ing.twin.sweep()
+    [r] = ing.send("pump-17", {"temp": 151.0})
+    assert r.flags == {"temp": 4}
+
+    # null clears the series' bounds; its other settings stay
+    code, _, out = d.request("PUT", QC, {"series": {"temp": None}}, token=ADMIN_TOKEN)
+    assert code == 200 and json.loads(out)["series"]["temp"]["set"] == {}
+    assert store.qc_config() == before
+
+
 def test_browser_session_is_same_origin_only(secured):
     d = secured
     code, headers, _ = d.request("POST", "/login", f"token={READ_TOKEN}&next=/events",

@@ -301,7 +301,7 @@ def test_admin_forms_only_for_admin_tokens_and_audited_with_the_token_name(tab, 
         page.click("button[type=submit]")
         page.wait_for_url(d.url + "devices/valve-3")
         tab.live()
-        assert page.locator("form#revoke, form#reanchor").count() == 0
+        assert page.locator("form#revoke, form#reanchor, form#qc").count() == 0
         page.click("header form button")  # log out
         page.wait_for_url(d.url + "login")
         page.goto(d.url + "login?next=/devices/valve-3")
@@ -321,5 +321,49 @@ def test_admin_forms_only_for_admin_tokens_and_audited_with_the_token_name(tab, 
         assert "by dashboard token alice" in page.text_content(
             "#events tbody tr:first-child .detail")
         assert tab.errors == []
+    finally:
+        d.stop()
+
+
+def test_admin_form_sets_qc_bounds_and_the_page_shows_them(tab, fed, tmp_path):
+    rig, ing = fed
+    tokens = write_tokens(tmp_path / "tokens.txt", [("alice", "admin", ADMIN_TOKEN)])
+    d = Dash(rig.db, "--token-file", str(tokens)).start()
+    try:
+        page = tab.page
+        page.goto(d.url + "login?next=/devices/pump-17")
+        page.fill("input[name=token]", ADMIN_TOKEN)
+        page.click("button[type=submit]")
+        page.wait_for_url(d.url + "devices/pump-17")
+        tab.live()
+        cell = "#qc-bounds tr[data-series='temp'] [data-field={}]"
+        assert page.locator(cell.format("min")).get_attribute("class") == "num muted"
+        page.fill("form#qc input[name=series]", "temp")
+        page.fill("form#qc input[name=min]", "-20")
+        page.fill("form#qc input[name=max]", "150.5")
+        page.fill("form#qc input[name=suspect_max]", "90")
+        page.fill("form#qc input[name=reason]", "<i>spec sheet</i>")
+        page.click("form#qc button")
+        page.wait_for_url(d.url + "devices/pump-17?done=qc")
+        assert page.text_content("p.done") == "Done: QC bounds set."
+        shown = {k: page.text_content(cell.format(k)) for k in
+                 ("min", "max", "suspect_min", "suspect_max")}
+        assert shown == {"min": "-20", "max": "150.5", "suspect_min": "—",
+                         "suspect_max": "90"}
+        assert page.locator(cell.format("max")).get_attribute("class") == "num set"
+        assert page.text_content("#events tbody tr:first-child .detail") == (
+            "QC bounds of temp set by dashboard token alice: <i>spec sheet</i>")
+        assert ing.twin.store.qc_config() == {"series": {"pump-17": {"temp": {
+            "min": -20.0, "max": 150.5, "suspect_max": 90.0}}}}
+        assert tab.errors == []
+        page.fill("form#qc input[name=series]", "temp")
+        page.fill("form#qc input[name=min]", "7")
+        page.fill("form#qc input[name=max]", "3")
+        with page.expect_navigation() as nav:
+            page.click("form#qc button")
+        assert nav.value.status == 400
+        assert "min 7 is above max 3" in page.text_content("main")  # the error page says why
+        assert ing.twin.store.qc_config()["series"]["pump-17"]["temp"]["min"] == -20.0
+        assert all("status of 400" in e for e in tab.errors)  # only the refused post's
     finally:
         d.stop()

@@ -348,6 +348,20 @@ def test_revoke(store: TwinStore, twin_key, make_twin, tmp_path):
         store.revoke("nobody")
 
 
+def test_qc_config_audit_event_names_the_device_or_stores_nothing(store: TwinStore):
+    store.register("alpha", keys.DeviceKey.generate().public)
+    cfg = {"series": {"alpha": {"temp": {"min": 0.0, "max": 100.0}}}}
+    store.set_qc_config(cfg, why="bounds by alice", device="alpha")
+    assert store.qc_config() == cfg
+    ev = store.events("alpha")[-1]
+    assert (ev["reason"], ev["detail"]) == ("qc_configured", "bounds by alice")
+    with pytest.raises(UnknownDevice):
+        store.set_qc_config({}, why="x", device="nobody")
+    assert store.qc_config() == cfg
+    assert [e["detail"] for e in store.events(None) if e["reason"] == "qc_configured"] == [
+        "bounds by alice"]
+
+
 # -- reanchor --------------------------------------------------------------------------------
 
 

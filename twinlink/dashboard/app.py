@@ -3,10 +3,11 @@
 Routes (docs/API.md is the reference, :mod:`.openapi` the machine-readable description):
 
 - pages: ``/`` (fleet), ``/devices/{name}``, ``/devices/{name}/plot.svg``, ``/events``,
-  ``/login``, ``/logout``; admin forms ``POST /devices/{name}/revoke|reanchor``;
+  ``/login``, ``/logout``; admin forms ``POST /devices/{name}/revoke|reanchor|qc``;
 - JSON: ``/api/v1/devices``, ``/api/v1/devices/{name}``, ``/api/v1/devices/{name}/readings``,
   ``/api/v1/readings``, ``/api/v1/events``, ``/api/v1/stream``, ``/api/v1/whoami``,
-  ``/api/v1/openapi.json``; admin ``POST /api/v1/devices/{name}/revoke|reanchor``;
+  ``/api/v1/devices/{name}/qc``, ``/api/v1/openapi.json``; admin
+  ``POST /api/v1/devices/{name}/revoke|reanchor`` and ``PUT /api/v1/devices/{name}/qc``;
 - ``/metrics`` (Prometheus), ``/healthz``, ``/static/…``.
 
 Every store query runs on a small thread pool, each thread with its own read-only store object
@@ -41,7 +42,7 @@ from .. import metrics as _metrics
 from ..errors import TwinlinkError, UnknownDevice
 from ..naming import printable
 from ..store import RegistryError, StorageError, TwinStore, open_store
-from . import model, plot, stream
+from . import model, plot, qcbounds, stream
 from .auth import ANONYMOUS, SESSION_COOKIE, Principal, Tokens, bearer_token, same_origin
 from .openapi import spec as openapi_spec
 
@@ -166,6 +167,15 @@ def _value_text(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
 
 
+def _bound_text(v: Any) -> str:
+    """A QC bound as the page shows it: -20 rather than -20.0, every digit of 0.1 + 0.2."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "—"
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(float(v))
+
+
 # -- the application ------------------------------------------------------------------------------
 
 
@@ -188,6 +198,7 @@ class Dashboard:
             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
             lstrip_blocks=True)
         self.jinja.globals.update(iso=_iso, qc_labels=model.QC_LABELS, value_text=_value_text,
+                                  bound_text=_bound_text,
                                   quote=lambda s: quote(str(s), safe=""),
                                   periods=list(plot.PERIODS), version=__version__)
         self.static = _load_static()
@@ -396,6 +407,10 @@ def _limit(q: Mapping[str, str], default: int = 100) -> int:
     return n
 
 
+#: ``?done=`` of a page after an admin form, and what the page says.
+DONE = {"revoked": "revoked", "reanchored": "re-anchored", "qc": "QC bounds set"}
+
+
 def routes(dash: Dashboard) -> web.RouteTableDef:
     r = web.RouteTableDef()
     settings = dash.settings
@@ -431,13 +446,13 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
             raise ApiError(400, f"period must be one of {', '.join(plot.PERIODS)}")
 
         def data(s: TwinStore) -> tuple[dict[str, Any], list[dict[str, Any]],
-                                        list[dict[str, Any]]]:
+                                        list[dict[str, Any]], dict[str, Any]]:
             rows = s.readings(name, 50)
             detail = model.device_detail(s, name, settings.silent_after, recent=rows)
             readings = [model.reading(x) for x in rows]
             events = model.newest_events(s, model.EventFilter(name), 50)[0]
-            return detail, readings, events
-        before, (detail, readings, events), after = await snapshot(data)
+            return detail, readings, events, qcbounds.view(s, name)
+        before, (detail, readings, events, bounds), after = await snapshot(data)
         # a plot for every series whose latest value is a number (the script adds plots for
         # series that turn up later)
         numeric = [x for x in detail["series"] if plot.is_number(x["value"])]
@@ -445,8 +460,8 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
         return dash.render(request, "device.html", d=detail, readings=list(reversed(readings)),
                            events=list(reversed(events)), before=before, after=after,
                            period=period, plots=numeric, stream_url="/api/v1/stream?" + q,
-                           done=request.query.get("done", "") if request.query.get("done")
-                           in ("revoked", "reanchored") else "")
+                           bounds=bounds["series"], bound_keys=qcbounds.BOUND_KEYS,
+                           done=DONE.get(request.query.get("done", ""), ""))
 
     @r.get("/devices/{name}/plot.svg")
     async def plot_svg(request: web.Request) -> web.Response:
@@ -539,6 +554,23 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
         await _reanchor(request, floor, form.get("force") == "1")
         raise web.HTTPSeeOther(f"/devices/{quote(_name(request), safe='')}?done=reanchored")
 
+    @r.post("/devices/{name}/qc")
+    async def qc_form(request: web.Request) -> web.Response:
+        _admin(request)  # before reading the form: a read token learns nothing from a 400
+        form = await request.post()
+        bounds: dict[str, Any] = {}
+        for key in qcbounds.BOUND_KEYS:
+            text = str(form.get(key, "")).strip()
+            if text:
+                try:
+                    bounds[key] = float(text)
+                except ValueError:
+                    raise ApiError(400, f"{key} must be a number") from None
+        body = {"series": {str(form.get("series", "")).strip(): bounds or None},
+                "reason": str(form.get("reason", ""))}
+        await _set_bounds(request, body)
+        raise web.HTTPSeeOther(f"/devices/{quote(_name(request), safe='')}?done=qc")
+
     # -- admin actions --------------------------------------------------------------------
 
     async def _revoke(request: web.Request, reason: str) -> None:
@@ -559,6 +591,23 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
             raise ApiError(409, str(exc)) from None
         log.info("dashboard: token %s re-anchored %s at %d", p.name, printable(name), floor)
         return prev
+
+    async def _set_bounds(request: web.Request, body: Any) -> dict[str, Any]:
+        p = _admin(request)
+        name = _name(request)
+        try:
+            changes, reason = qcbounds.parse(body)
+        except qcbounds.BoundsError as exc:
+            raise ApiError(400, str(exc)) from None
+        why = (f"QC bounds of {qcbounds.describe(changes)} set by dashboard token {p.name}"
+               + (f": {reason[:200]}" if reason else ""))
+        try:
+            view: dict[str, Any] = await dash.admin(
+                lambda s: qcbounds.set_bounds(s, name, changes, why))
+        except qcbounds.BoundsError as exc:
+            raise ApiError(400, str(exc)) from None
+        log.info("dashboard: token %s set QC bounds of %s", p.name, printable(name))
+        return view
 
     @r.post("/api/v1/devices/{name}/revoke")
     async def api_revoke(request: web.Request) -> web.Response:
@@ -642,6 +691,17 @@ def routes(dash: Dashboard) -> web.RouteTableDef:
             lambda s: model.events_after(s, flt, after_id, limit))
         return _json({"events": events, "next": _next(request, cursor, limit), "more": more,
                       "complete": True})
+
+    @r.get("/api/v1/devices/{name}/qc")
+    async def api_qc(request: web.Request) -> web.Response:
+        name = _name(request)
+        return _json(await dash.q(lambda s: qcbounds.view(s, name)))
+
+    @r.put("/api/v1/devices/{name}/qc")
+    async def api_set_qc(request: web.Request) -> web.Response:
+        _admin(request)
+        body = await _json_body(request)
+        return _json(await _set_bounds(request, body))
 
     @r.get("/api/v1/whoami")
     async def whoami(request: web.Request) -> web.Response:

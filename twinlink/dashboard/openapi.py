@@ -14,6 +14,7 @@ from typing import Any
 from .. import __version__
 from .. import events as _events
 from .model import HEALTH, QC_LABELS
+from .qcbounds import BOUND_KEYS, MAX_NAME, MAX_REASON, MAX_SERIES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -148,6 +149,25 @@ def spec() -> dict[str, Any]:
                       "audit": {"type": "boolean", "description": "an operator action or a "
                                 "context change (not a refusal or a detection)"}}},
     }
+    bound = {"type": ["number", "null"], "minimum": -1e300, "maximum": 1e300}
+    schemas["QcBounds"] = {
+        "type": "object", "additionalProperties": False,
+        "description": "gross range (min, max: a reading outside fails, flag 4) and suspect "
+                       "span (suspect_min, suspect_max: outside is suspect, flag 3); finite; "
+                       "min <= max and suspect_min <= suspect_max; null or absent: the default",
+        "properties": {k: bound for k in BOUND_KEYS}}
+    schemas["QcBoundsView"] = {
+        "type": "object", "required": ["device", "series"], "properties": {
+            "device": {"type": "string"},
+            "series": {"type": "object", "description": "series name -> its bounds: every "
+                       "series the device reported or that has bounds set",
+                       "additionalProperties": {"type": "object", "properties": {
+                           "unit": {"type": ["string", "null"]},
+                           "set": {**_ref("QcBounds"),
+                                   "description": "set for this device and series"},
+                           "effective": {**_ref("QcBounds"), "description": "what the "
+                                         "detectors apply (set, else the inherited default)"},
+                       }}}}}
     paths: dict[str, Any] = {
         "/api/v1/devices": _get("every device with health, counters and QC state",
                                 _ok({"type": "object", "properties": {"devices": {
@@ -216,6 +236,28 @@ def spec() -> dict[str, Any]:
                 **({"409": {"description": "floor refused (not above the numbers used)",
                             "content": {"application/json": {"schema": _ref("Error")}}}}
                    if action == "reanchor" else {})}}}
+    paths["/api/v1/devices/{name}/qc"] = {
+        **_get("one device's QC bounds per series: set here and effective",
+               _ok(_ref("QcBoundsView")), [_NAME], _NOT_FOUND),
+        "put": {
+            "summary": "admin: set the QC bounds of some of the device's series (others and "
+                       "non-bound settings are kept); recorded as the audit event "
+                       "device.qc_configured naming the token; running ingests apply it "
+                       "within 5 s",
+            "parameters": [_NAME],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["series"], "additionalProperties": False,
+                "properties": {
+                    "series": {"type": "object", "minProperties": 1,
+                               "maxProperties": MAX_SERIES,
+                               "propertyNames": {"minLength": 1, "maxLength": MAX_NAME},
+                               "description": "series name -> its new bounds (replacing "
+                                              "its old ones; null or {} clears them)",
+                               "additionalProperties": {"oneOf": [_ref("QcBounds"),
+                                                                  {"type": "null"}]}},
+                    "reason": {"type": "string", "maxLength": MAX_REASON}}}}}},
+            "responses": {"200": _ok(_ref("QcBoundsView"), "the device's bounds after"),
+                          **_ERRORS, **_ADMIN_ERRORS, **_NOT_FOUND}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "twinlink dashboard API", "version": __version__,

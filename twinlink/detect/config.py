@@ -74,6 +74,8 @@ def _check_number(key: str, value: Any, where: str) -> Any:
         raise DetectConfigError(f"{where}: {key} must be a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise DetectConfigError(f"{where}: {key} must be finite")
+    if abs(value) > 1e300:  # before int()/float(): a huge JSON integer overflows a float
+        raise DetectConfigError(f"{where}: {key} is out of range")
     if key in _INT_KEYS:
         if value != int(value):
             raise DetectConfigError(f"{where}: {key} must be a whole number")
@@ -84,8 +86,6 @@ def _check_number(key: str, value: Any, where: str) -> Any:
         raise DetectConfigError(f"{where}: {key} must be positive")
     if key in _NON_NEGATIVE and value < 0:
         raise DetectConfigError(f"{where}: {key} must not be negative")
-    if abs(value) > 1e300:
-        raise DetectConfigError(f"{where}: {key} is out of range")
     return value
 
 

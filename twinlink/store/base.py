@@ -445,9 +445,12 @@ class TwinStore(ABC):
         """The detection configuration document (DetectConfig JSON; ``{}``: the defaults)."""
 
     @abstractmethod
-    def set_qc_config(self, config: dict[str, Any], why: str = "") -> None:
+    def set_qc_config(self, config: dict[str, Any], why: str = "",
+                      device: str | None = None) -> None:
         """Replace the detection configuration, atomically with its audit event. The caller
-        validates it (``DetectConfig.from_json``); ingests pick it up on their next sweep."""
+        validates it (``DetectConfig.from_json``); ingests pick it up on their next sweep.
+        With ``device`` the audit event names that device; :class:`UnknownDevice` (and nothing
+        stored) if it is not registered."""
 
     @abstractmethod
     def save_detect_state(self, learned: dict[str, Any] | None,

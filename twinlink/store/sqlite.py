@@ -871,14 +871,16 @@ class SQLiteStore(TwinStore):
             "SELECT config FROM qc_config WHERE device='' AND series=''").fetchone())
         return {} if row is None else dict(json.loads(row[0]))
 
-    def set_qc_config(self, config: dict[str, Any], why: str = "") -> None:
+    def set_qc_config(self, config: dict[str, Any], why: str = "",
+                      device: str | None = None) -> None:
         text = json.dumps(config, sort_keys=True, allow_nan=False, separators=(",", ":"))
         with self._tx() as db:
+            kid = None if device is None else self._device_row(db, device).kid
             db.execute("INSERT INTO qc_config VALUES ('', '', ?, ?) ON CONFLICT (device, series)"
                        " DO UPDATE SET config=excluded.config, updated_at=excluded.updated_at",
                        (text, _time.time()))
             self._insert_events(db, [Event("qc_configured", why or "detection configuration "
-                                           f"replaced ({len(text)} bytes)")])
+                                           f"replaced ({len(text)} bytes)", kid)])
 
     def save_detect_state(self, learned: dict[str, Any] | None,
                           views: dict[str, dict[str, Any]]) -> None:
