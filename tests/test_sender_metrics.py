@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.request
 
 import pytest
 from conftest import CLI, cli_env
@@ -25,6 +24,7 @@ from mosquitto import (
     wait_until,
 )
 from test_bridge import _pty
+from test_metrics_live import _scrape
 
 from twinlink import keys
 
@@ -35,12 +35,9 @@ pytestmark = [pytest.mark.mqtt,
               pytest.mark.skipif(os.name != "posix", reason="needs POSIX ptys")]
 
 
-def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return r.read().decode()
-
-
 def _value(text: str, series: str) -> float:
+    """The series' value; a series missing from the scrape fails (test_metrics_live's reads
+    it as 0)."""
     for line in text.splitlines():
         if line.startswith(series + " "):
             return float(line.split()[-1])
