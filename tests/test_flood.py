@@ -77,7 +77,12 @@ def test_repeats_aggregate_into_one_row_per_window_with_exact_counts(tmp_path):
         later = [Event("bad_signature", "forged late", b"\x01", 999, "mqtt:twinlink/01/t",
                        at=t0 + 60)]
         store.record_events(later)
-        rows = store.events(limit=100)
+        every = store.events(limit=100)
+        # The burst (500 in 5 s) is a flood episode: raised once, cleared by the next refusal
+        # a window later (tests/test_flood_episodes.py covers episodes).
+        assert [r["type"] for r in every if r["outcome"] != "blocked"] == [
+            "ingest.flood", "ingest.flood.cleared"]
+        rows = [r for r in every if r["outcome"] == "blocked"]
         assert [r["count"] for r in rows] == [1, 499, 1]  # first alone, then one aggregate
         assert rows[0]["final_after"] is None and rows[2]["final_after"] is None
         assert rows[1]["final_after"] == t0 + 10.0  # final when its window ends
@@ -100,6 +105,9 @@ def test_frames_of_no_known_device_aggregate_per_transport(tmp_path):
         store.record_events([Event("unknown_device", "no such kid", b"\xee", 0,
                                    "serial:/dev/ttyUSB0")])
         rows = store.events(limit=100)
+        floods = [r for r in rows if r["type"] == "ingest.flood"]
+        assert len(floods) == 1 and floods[0]["kid"] is None  # one episode, per transport
+        rows = [r for r in rows if r["outcome"] == "blocked"]
         assert sum(r["count"] for r in rows) == 201
         assert len(rows) == 3  # mqtt: first + aggregate; serial: first
         assert rows[1]["kid"] is None  # an aggregate of many kids names none

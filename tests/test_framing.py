@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twinlink.errors import LineError
+from twinlink.errors import LineError, RecordTooLong
 from twinlink.transport import framing
 
 
@@ -105,7 +105,7 @@ def test_oversized_record_is_bounded_and_reported_once():
     items = list(dec.feed(b"\x01" * 100_000))
     assert items == [] and len(dec._buf) <= dec.max_record
     items = list(dec.feed(b"\x01" * 1000 + b"\x00" + framing.encode_record(b"ok")))
-    assert [type(i) for i in items] == [LineError, bytes] and items[1] == b"ok"
+    assert [type(i) for i in items] == [RecordTooLong, bytes] and items[1] == b"ok"
     assert dec.line_errors == 1
 
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from . import ack as _ack
-from . import keys, oscore
+from . import keys, metrics, oscore
 from .errors import TransportError, TwinlinkError
 from .outbox import Outbox, OutboxFull
 
@@ -138,6 +138,7 @@ class DeliveryStats:
     released: int = 0  # frames removed from the outbox as stored (or hop-acked, gateway mode)
     refused: int = 0  # frames the twin refused for good: moved to the dead letters
     forged_acks: int = 0  # acks that failed to parse or authenticate (ack.forged)
+    stale_acks: int = 0  # authentic acks naming nothing queued (duplicate or replayed)
     conflicts: int = 0  # ack entries naming a queued seq with another digest (ack.conflict)
 
 
@@ -190,6 +191,7 @@ class Delivery:
         self._dirty = True  # the outbox head may hold frames not yet sent
         self._next_due = float("inf")
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        metrics.track_sender(self)
 
     @property
     def e2e(self) -> bool:
@@ -232,6 +234,20 @@ class Delivery:
     def pending(self) -> int:
         """Frames queued and not yet released."""
         return len(self.outbox)
+
+    def metrics_snapshot(self) -> dict[str, Any] | None:
+        """What :mod:`twinlink.metrics` exposes for this sender (None once closed): outbox
+        depth, oldest queued time, dead letters, delivery counters and acks by result
+        (``accepted`` = authentic acks that settled something). Reads the outbox; any thread."""
+        if self._closed:
+            return None
+        st = self.stats
+        return {"frames": len(self.outbox), "oldest": self.outbox.oldest_added(),
+                "dead_letters": self.outbox.count_dead_letters(), "sent": st.sent,
+                "resent": st.resent, "released": st.released, "refused": st.refused,
+                "conflicts": st.conflicts,
+                "acks": {"accepted": st.acks - st.stale_acks, "stale": st.stale_acks,
+                         "forged": st.forged_acks}}
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait until the outbox is empty or ``timeout`` passes (default: ``self.timeout``);
@@ -355,6 +371,8 @@ class Delivery:
             return
         ctx = b"" if a.kid_context is None else a.kid_context
         done = self.outbox.settle(kid, a.kid_context, a.stored, a.refused)
+        if not (done.released or done.dead or done.conflicts):
+            self.stats.stale_acks += 1
         self.stats.acks += 1
         self.stats.released += len(done.released)
         self.stats.refused += len(done.dead)

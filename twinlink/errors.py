@@ -142,3 +142,8 @@ class LineError(TwinlinkError, ValueError):
     """A serial record failed COBS decoding or its CRC: line noise, not an attack."""
 
     reason = "line"
+
+
+class RecordTooLong(LineError):
+    """A serial record longer than the link's maximum frame: discarded unread. The twin's
+    serial ingest refuses it as ``too_large`` (``frame.oversize``), not as line noise."""

@@ -294,8 +294,14 @@ register_type("ingest.storage_full", outcome="info", severity=6, ecs_kind="event
                           "dropped (counters keep the totals)")
 register_type("ingest.flood", outcome="detected", severity=7,
               ecs_category=("intrusion_detection", "network"), ecs_type=("info",),
-              description="Refusals from one source arrive faster than the flood threshold; "
-                          "they are aggregated")
+              description="Refusals of one type from one device or source reached the flood "
+                          "threshold (100 in 10 s): raised once per episode; the refusals are "
+                          "aggregated")
+register_type("ingest.flood.cleared", outcome="info", severity=1, ecs_kind="event",
+              ecs_category=("intrusion_detection", "network"), ecs_type=("info",),
+              reason="flood_cleared", ocsf_activity=3,
+              description="A flood of refusals from one source ended: a whole window stayed "
+                          "below the flood threshold (detail gives its totals)")
 register_type("event.unclassified", outcome="info", severity=5, ecs_kind="event",
               ecs_category=("host",), ecs_type=("info",), ecs_outcome="unknown",
               description="An event whose reason this twinlink version does not catalogue "
@@ -490,3 +496,120 @@ def normalise(row: Mapping[str, Any]) -> dict[str, Any]:
 #: The keys of a normalised event record, in documentation order.
 RECORD_KEYS = ("id", "time", "first_time", "last_time", "count", "type", "outcome", "severity",
                "reason", "device", "kid", "seq", "transport", "source", "rule", "detail")
+
+
+# -- flood episodes --------------------------------------------------------------------------
+
+#: Refusals with one key (kid or source, type) within one window that make a flood episode.
+FLOOD_THRESHOLD = 100
+
+
+@dataclass
+class _FloodKey:
+    window_end: float
+    count: int = 0  # refusals in the current window
+    started: Optional[float] = None  # the open episode's first refusal, None: no episode
+    total: int = 0  # refusals since the episode's window began
+    last: float = 0.0
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class FloodNotice:
+    """An ``ingest.flood`` (episode began) or ``ingest.flood.cleared`` (it ended) to record:
+    ``key`` is (kid bytes or transport, refusal type)."""
+
+    type: str
+    key: tuple[Any, ...]
+    source: str
+    detail: str
+    at: float
+
+
+class FloodWatch:
+    """Flood episodes per aggregation key, from counts the store already has in hand: no
+    query, O(1) per (key, batch), memory bounded by the keys active in the last window.
+
+    An episode begins when one key collects ``threshold`` refusals within one ``window``
+    (reported once, :data:`FLOOD_THRESHOLD` per 10 s by default) and ends at the first window
+    that closes below the threshold (reported with the episode's totals). An end is noticed
+    by :meth:`observe` or :meth:`expire`, i.e. at the next event the store handles: an idle
+    twin reports it late, never wrongly. Not thread-safe: the caller serialises (the store
+    calls it inside its write transaction).
+    """
+
+    def __init__(self, threshold: int = FLOOD_THRESHOLD, window: float = 10.0) -> None:
+        if threshold < 1 or window <= 0:
+            raise ValueError("flood threshold must be >= 1 and the window > 0 s")
+        self.threshold, self.window = threshold, window
+        self._keys: dict[tuple[Any, ...], _FloodKey] = {}
+        self._next_sweep = 0.0
+
+    def observe(self, key: tuple[Any, ...], n: int, first: float, last: float,
+                source: str) -> list[FloodNotice]:
+        """Count ``n`` refusals with ``key`` seen from ``first`` to ``last`` (epoch s);
+        return the notices they cause (an episode that ended, one that began)."""
+        out: list[FloodNotice] = []
+        st = self._keys.get(key)
+        if st is None or first >= st.window_end:
+            if st is not None and st.started is not None:
+                self._roll(key, st, first, out)
+            if st is None or st.started is None:
+                st = self._keys[key] = _FloodKey(first + self.window)
+        st.count += n
+        st.last, st.source = last, source
+        if st.started is not None:
+            st.total += n
+        elif st.count >= self.threshold:
+            st.started, st.total = st.window_end - self.window, st.count
+            out.append(FloodNotice(
+                "ingest.flood", key, source,
+                f"{st.count} {key[1]} refusals within {self.window:g} s from {_who(key)} "
+                f"(threshold {self.threshold}); they are aggregated", last))
+        return out
+
+    def expire(self, now: float) -> list[FloodNotice]:
+        """End the episodes whose window closed below the threshold by ``now`` and forget
+        idle keys; does the work at most once per second."""
+        if now < self._next_sweep:
+            return []
+        self._next_sweep = now + 1.0
+        out: list[FloodNotice] = []
+        for key, st in list(self._keys.items()):
+            if now < st.window_end:
+                continue
+            if st.started is not None:
+                self._roll(key, st, now, out)
+                if st.started is not None:
+                    continue
+            del self._keys[key]
+        return out
+
+    def _roll(self, key: tuple[Any, ...], st: _FloodKey, now: float,
+              out: list[FloodNotice]) -> None:
+        """Move an episode's key past its closed window at ``now`` (in O(1)): a closed window
+        at or above the threshold with ``now`` inside the next keeps the episode open; else
+        the closed window, or the empty one after it, stayed below and the episode ended."""
+        if now < st.window_end:
+            return
+        if st.count >= self.threshold and now < st.window_end + self.window:
+            st.window_end += self.window
+            st.count = 0
+            return
+        out.append(FloodNotice(
+            "ingest.flood.cleared", key, st.source,
+            f"flood of {key[1]} refusals from {_who(key)} ended: {st.total} refusals "
+            f"from {_rfc3339(st.started or st.last)} to {_rfc3339(st.last)}", now))
+        st.started, st.total = None, 0
+        st.window_end, st.count = now + self.window, 0
+
+
+def _who(key: tuple[Any, ...]) -> str:
+    k = key[0]
+    return f"kid {bytes(k).hex()}" if isinstance(k, (bytes, bytearray)) else f"{k or 'any'} sources"
+
+
+def _rfc3339(t: float) -> str:
+    from .timefmt import iso
+
+    return str(iso(t))

@@ -332,6 +332,13 @@ class Outbox:
                                float(a), float(t))
                     for k, c, s, r, d, f, a, t in self._db.execute(q, args)]
 
+    def oldest_added(self) -> float | None:
+        """When the oldest queued frame was queued (epoch seconds), None if the outbox is
+        empty."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(added) FROM frames").fetchone()
+            return None if row[0] is None else float(row[0])
+
     def count_dead_letters(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])

@@ -35,6 +35,7 @@ from .errors import (
     Conflict,
     ContextRetired,
     DecryptionFailed,
+    FrameTooLarge,
     InternalError,
     MalformedFrame,
     MalformedPayload,
@@ -43,9 +44,10 @@ from .errors import (
     RevokedDevice,
     TopicMismatch,
     TwinlinkError,
+    UnknownDevice,
     WindowLost,
 )
-from .frametypes import KIND_LITE
+from .frametypes import KIND_LITE, MAX_FRAME
 from .replay import ReplayWindow
 from .store import (
     PROFILE_LITE,
@@ -501,11 +503,29 @@ class Twin:
         return InternalError(f"unexpected {type(exc).__name__} while processing the frame; "
                              "see the twin's log")
 
+    def _oversize(self, job: _Job, expect_kids: Sequence[bytes | None] | None) -> None:
+        """Refuse a frame above MAX_FRAME as ``too_large`` (``frame.oversize``) unparsed. The
+        kid its address (MQTT topic) claims is named only if it is a registered device, so a
+        flood on made-up topics aggregates per source, not per made-up kid."""
+        err = FrameTooLarge(f"frame of {len(job.frame)} bytes exceeds the maximum of "
+                            f"{MAX_FRAME}")
+        claimed = expect_kids[job.index] if expect_kids is not None else None
+        if claimed is not None:
+            try:
+                job.dev = self.store.lookup(claimed).device  # not cached: no window is read
+            except UnknownDevice:
+                pass
+            else:
+                _info(err).kid = claimed
+        raise err
+
     def _precheck(self, job: _Job, expect_kids: Sequence[bytes | None] | None,
                   windows: dict[tuple[bytes, bytes, bytes | None], ReplayWindow],
                   replays: list[_Job], crypto: list[_Job]) -> None:
         job.digest = frame_digest(job.frame) if isinstance(job.frame, (bytes, bytearray)) \
             else b""
+        if isinstance(job.frame, (bytes, bytearray)) and len(job.frame) > MAX_FRAME:
+            self._oversize(job, expect_kids)
         parsed = job.parsed = _frame.parse(job.frame)
         kid = parsed.kid
         if expect_kids is not None:
@@ -855,15 +875,16 @@ def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[Result]:
     """Open hex frames one a line (the ``twinlink open`` filter); yield each frame's result:
     the :class:`Reading`, or the :class:`~twinlink.errors.TwinlinkError` that refused it.
 
-    A line that is not hex, or longer than :data:`MAX_LINE`, is refused as ``malformed`` and
-    recorded; the next line is processed.
+    A line that is not hex is refused as ``malformed``, one longer than :data:`MAX_LINE` (or
+    a frame above MAX_FRAME) as ``too_large``; either is recorded and the next line processed.
     """
     for line in lines:
         text = line.strip()
         if not text:
             continue
+        err: TwinlinkError
         if len(text) > MAX_LINE:
-            err = MalformedFrame(f"line of {len(text)} characters exceeds the longest frame")
+            err = FrameTooLarge(f"line of {len(text)} characters exceeds the longest frame")
         else:
             try:
                 frame = bytes.fromhex(text)

@@ -25,7 +25,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from ..errors import LineError, TwinlinkError
+from .. import metrics
+from ..errors import FrameTooLarge, LineError, RecordTooLong, TwinlinkError
+from ..store import Event
 from ..transport.serial import Item, SerialLink
 from .acks import Acknowledger
 
@@ -48,7 +50,9 @@ class SerialReceiver:
 
     ``on_result`` gets, on the link's I/O thread and in wire order, a :class:`Reading` for each
     stored frame, the :class:`TwinlinkError` that refused a frame (a security rejection), and a
-    :class:`LineError` for each damaged record (line noise, never shown to the twin).
+    :class:`LineError` for each damaged record (line noise, never shown to the twin), and
+    :class:`FrameTooLarge` for a record longer than the maximum frame (a ``frame.oversize``
+    security event, counted as ``too_large``).
     ``counts`` tallies them by reason (``"ok"``, ``"line"``, ``"replay"``, …). ``acks``: write
     end-to-end acks back on the port (see the module docstring); ``acks_sent`` counts them.
     """
@@ -69,13 +73,15 @@ class SerialReceiver:
         return f"SerialReceiver({self.url!r}, {self.total} results)"
 
     def _deliver(self, items: Sequence[Item]) -> None:
+        oversize = self._refuse_oversize(items)
         frames = [it for it in items if isinstance(it, bytes)]
         results = self.twin.open_many(frames, source=self.source) if frames else []
         if self.acknowledger is not None and results:
             self._write_acks(results)
         opened = iter(results)
         for it in items:
-            res: Result = it if isinstance(it, LineError) else next(opened)
+            res: Result = (oversize[id(it)] if id(it) in oversize
+                           else it if isinstance(it, LineError) else next(opened))
             with self._cond:
                 self.counts[_reason(res)] += 1
                 self._cond.notify_all()
@@ -84,6 +90,22 @@ class SerialReceiver:
                     self.on_result(res)
                 except Exception:  # a callback bug must not kill the port's only reader
                     log.exception("serial ingest %s: on_result failed", self.url)
+
+    def _refuse_oversize(self, items: Sequence[Item]) -> dict[int, FrameTooLarge]:
+        """Refuse the records longer than the link's maximum frame as ``too_large`` security
+        events (``frame.oversize``: nothing sane sends them, so they are not line noise);
+        recorded in one transaction (aggregated by the store like every refusal). Returns the
+        refusal per item (by ``id``). Raises :class:`~twinlink.store.StorageError` as
+        :meth:`Twin.open_many` does."""
+        long = [it for it in items if isinstance(it, RecordTooLong)]
+        if not long:
+            return {}
+        out = {id(it): FrameTooLarge(str(it)) for it in long}
+        self.twin.store.record_events(
+            [Event(err.reason, str(err), source=self.source) for err in out.values()])
+        metrics.frame(FrameTooLarge.reason, len(out))
+        metrics.event("frame.oversize", len(out))
+        return out
 
     def _write_acks(self, results: Sequence[Result]) -> None:
         assert self.acknowledger is not None

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from .. import _sqlite
 from .. import events as _events
 from .. import keys as _keys
+from .. import metrics as _metrics
 from ..errors import (
     Conflict,
     ContextRetired,
@@ -252,6 +253,8 @@ class SQLiteStore(TwinStore):
         self.max_events = max_events
         self.readonly = readonly
         self._agg: dict[tuple[Any, ...], list[Any]] = {}  # key -> [window end, aggregate row]
+        #: Flood episodes per aggregation key (ingest.flood); set ``threshold`` to tune.
+        self._floods = _events.FloodWatch(window=AGGREGATION_WINDOW)
         self._capped = False
         self._lock = threading.RLock()
         self._closed = False
@@ -725,6 +728,10 @@ class SQLiteStore(TwinStore):
             db.executemany(_INSERT_EVENT, rows)
         for key, evs in groups.items():
             self._aggregate(db, key, evs)
+        if aggregate:  # flood episodes describe the aggregation (after the refusals)
+            floods = self._flood_rows(groups)
+            if floods:
+                db.executemany(_INSERT_EVENT, floods)
         db.executemany("UPDATE devices SET refused=refused+? WHERE kid=?",
                        [(n, k) for k, n in sorted(refused.items())])
         over = db.execute("SELECT EXISTS (SELECT 1 FROM events WHERE id <= "
@@ -745,6 +752,24 @@ class SQLiteStore(TwinStore):
         if over:
             db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
                        (self.max_events,))
+
+    def _flood_rows(self, groups: dict[tuple[Any, ...], list[Event]]) -> list[tuple[Any, ...]]:
+        """``ingest.flood`` / ``ingest.flood.cleared`` rows for the flood episodes these
+        refusals (grouped by aggregation key) begin or end (:class:`twinlink.events.FloodWatch`:
+        counts in memory, no query)."""
+        notices = [n for key, evs in groups.items()
+                   for n in self._floods.observe(key, sum(e.count for e in evs), evs[0].at,
+                                                 evs[-1].at, evs[-1].source)]
+        # The clock of the refusals themselves (the wall clock when there are none).
+        now = max((evs[-1].at for evs in groups.values()), default=_time.time())
+        notices += self._floods.expire(now)
+        out = []
+        for n in notices:
+            kid = n.key[0] if isinstance(n.key[0], bytes) else None
+            e = Event(n.type, n.detail, kid, None, n.source, n.at)
+            out.append(self._event_row(e, _event_type(n.type), 1, n.at, None))
+            _metrics.event(n.type)
+        return out
 
     def _aggregate(self, db: sqlite3.Connection, key: tuple[Any, ...], evs: list[Event]) -> None:
         window = self._agg.get(key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Iterator
 
-from ..errors import LineError
+from ..errors import LineError, RecordTooLong
 
 DELIMITER = b"\x00"
 #: Largest frame carried (the twinlink/1 parser's own limit is 65535 bytes).
@@ -83,7 +83,7 @@ def decode_record(record: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     if crc16(frame) != crc:
         raise LineError("CRC mismatch")
     if len(frame) > max_frame:
-        raise LineError("frame exceeds the maximum frame size")
+        raise RecordTooLong(f"frame of {len(frame)} bytes exceeds the maximum of {max_frame}")
     return frame
 
 
@@ -120,7 +120,8 @@ class Decoder:
             if self._overflow:
                 self._overflow = False
                 self.line_errors += 1
-                yield LineError("record longer than the maximum frame size")
+                yield RecordTooLong(f"record longer than the maximum frame of {self.max_frame} "
+                                    "bytes")
                 continue
             if not self._buf:
                 continue  # empty record: two delimiters in a row, or a flush prefix
