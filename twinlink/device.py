@@ -231,9 +231,10 @@ class Device:
             state = downlink.DownlinkState(self.state_path.with_suffix(".downlink"))
             self._downlink = downlink.DownlinkReceiver(
                 self.kid, state, lambda: (ctx, kid_context), on_event=self._downlink_event)
-            attach = getattr(self.link, "set_downlink", None)
-            if attach is not None:
-                attach(self.handle_downlink)
+        # Attach (again: idempotent) to the current link, which may have been set meanwhile.
+        attach = getattr(self.link, "set_downlink", None)
+        if attach is not None:
+            attach(self.handle_downlink)
         return self._downlink
 
     def _downlink_event(self, kind: str, detail: str) -> None:
