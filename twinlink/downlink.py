@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import threading
 import time as _time
@@ -564,3 +565,56 @@ class DownlinkReceiver:
 
 def _short(exc: BaseException) -> str:
     return str(exc).replace("\n", " ")[:120] or type(exc).__name__
+
+
+class Dispatcher:
+    """Hands downlink frames from a transport's I/O thread to ``handler`` on a thread of its
+    own (``twinlink-downlink``), one at a time, so an application's handler never stalls the
+    transport. A :class:`TwinlinkError` from the handler (a refused frame) is logged as a
+    warning, any other exception with its traceback."""
+
+    def __init__(self) -> None:
+        self.handler: Any = None
+        self._q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def set(self, handler: Any) -> None:
+        """Deliver from now on to ``handler(data)``; starts the thread on first use."""
+        self.handler = handler
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="twinlink-downlink",
+                                            daemon=True)
+            self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        """Queue one frame (any thread; returns at once)."""
+        if self.handler is not None:
+            self._q.put(bytes(data))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the thread after the frames queued so far."""
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            data = self._q.get()
+            if data is None:
+                return
+            try:
+                self.handler(data)
+            except TwinlinkError as exc:
+                log.warning("downlink frame refused: %s", exc)
+            except Exception:
+                log.exception("downlink handler failed")
+
+
+def is_downlink(data: bytes) -> bool:
+    """True if ``data`` parses as a downlink frame (not an ack: those carry a 6-byte Sender
+    ID); used by links that carry both on one stream (serial)."""
+    try:
+        parse_downlink(data)
+    except TwinlinkError:
+        return False
+    return True

@@ -21,16 +21,14 @@ Usually opened with :func:`twinlink.transport.open` (``mqtt://`` or ``mqtts://``
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .delivery import AckOpener, Delivery, DeliveryLink
-from .errors import TwinlinkError
+from .downlink import Dispatcher
 from .keys import Bundle
 from .outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
 from .transport.mqtt import (
@@ -48,8 +46,6 @@ from .transport.mqtt import (
 )
 
 __all__ = ["MqttLink", "OutboxFull", "for_device", "open_url"]
-
-log = logging.getLogger("twinlink.mqtt")
 
 
 class MqttLink(DeliveryLink):
@@ -102,9 +98,7 @@ class MqttLink(DeliveryLink):
             max_inflight=max(20, window), will=(self.status_topic, b"offline"),
             on_message=self._on_message, on_up=self._on_up, on_down=self._on_down,
             on_published=self.delivery.hop_acked, on_subscribed=self._on_subscribed)
-        self._downlink: Callable[[bytes], Any] | None = None
-        self._downlink_q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._downlink_thread: threading.Thread | None = None
+        self._downlink = Dispatcher()
         self._downlink_mid = -1
         self._sub_lock = threading.Lock()  # a SUBACK may beat subscribe()'s return
         #: Set once the broker confirmed the subscription to this device's downlink topic.
@@ -157,11 +151,7 @@ class MqttLink(DeliveryLink):
         exception from it is logged (the device's receiver raises for refused frames)."""
         if self.kid is None:
             raise ValueError("a downlink needs the device's bundle")
-        self._downlink = handler
-        if self._downlink_thread is None:
-            self._downlink_thread = threading.Thread(target=self._run_downlink,
-                                                     name="twinlink-downlink", daemon=True)
-            self._downlink_thread.start()
+        self._downlink.set(handler)
         if self.transport.connected:
             self._subscribe_downlink()
 
@@ -170,26 +160,11 @@ class MqttLink(DeliveryLink):
         with self._sub_lock:
             self._downlink_mid = self.transport.subscribe(topic(self.kid, "c", self.root), qos=1)
 
-    def _run_downlink(self) -> None:
-        while True:
-            data = self._downlink_q.get()
-            handler = self._downlink
-            if data is None or handler is None:
-                return
-            try:
-                handler(data)
-            except TwinlinkError as exc:
-                log.warning("downlink frame refused: %s", exc)
-            except Exception:
-                log.exception("downlink handler failed")
-
     def close(self, timeout: float | None = None) -> None:
         """Stop publishing, say ``offline``, disconnect and close the outbox; queued frames stay
         for the next run. Waits at most about ``timeout`` seconds (default: the link's)."""
         t = self.timeout if timeout is None else timeout
-        if self._downlink_thread is not None:
-            self._downlink_q.put(None)
-            self._downlink_thread.join(t)
+        self._downlink.close(t)
         self.delivery.close(t)
         self.transport.stop(t, before=self._last_words)
 
@@ -204,7 +179,7 @@ class MqttLink(DeliveryLink):
         # Subscribe before any frame goes out, or the first acks could precede the subscription.
         if self.kid is not None and self.e2e:
             self.transport.subscribe(topic(self.kid, "a", self.root), qos=1)
-        if self.kid is not None and self._downlink is not None:
+        if self.kid is not None and self._downlink.handler is not None:
             self._subscribe_downlink()
         self.delivery.link_up()
         self.transport.publish(self.status_topic, b"online", qos=1, retain=True)
@@ -226,8 +201,8 @@ class MqttLink(DeliveryLink):
         kid = topic_kid(msg.topic, "a", self.root)
         if kid is not None and kid == self.kid:
             self.delivery.ack_arrived(kid, msg.payload)
-        elif self._downlink is not None and topic_kid(msg.topic, "c", self.root) == self.kid:
-            self._downlink_q.put(msg.payload)
+        elif topic_kid(msg.topic, "c", self.root) == self.kid:
+            self._downlink.put(msg.payload)
 
     def _last_words(self) -> None:
         info = self.transport.publish(self.status_topic, b"offline", qos=1, retain=True)

@@ -12,12 +12,14 @@ caller thread (the ingest's).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterable
 
 from .. import downlink as _dl
 from ..twin import Twin
 
-__all__ = ["Downlinker"]
+__all__ = ["Downlinker", "PortDownlink"]
 
 log = logging.getLogger("twinlink.ingest")
 
@@ -34,15 +36,16 @@ class Downlinker:
         #: Frames sealed (first sends and resends).
         self.sent = 0
 
-    def due(self) -> list[tuple[bytes, bytes]]:
-        """(device kid, downlink frame) pairs to send now. Never raises: a failing store or a
+    def due(self, kids: Iterable[bytes] | None = None) -> list[tuple[bytes, bytes]]:
+        """(device kid, downlink frame) pairs to send now (only for ``kids`` if given). Never
+        raises: a failing store or a
         frame that cannot be sealed is logged (the store resends it later)."""
         now = time.monotonic()
         if now < self._next:
             return []
         self._next = now + self.poll
         try:
-            jobs = self.twin.store.downlink_due(self.resend_after)
+            jobs = self.twin.store.downlink_due(self.resend_after, kids=kids)
         except Exception:
             log.exception("ingest: reading the due downlink frames failed")
             return []
@@ -63,3 +66,39 @@ class Downlinker:
                 log.exception("ingest: sealing a %s for device %s failed", job.kind,
                               job.kid.hex())
         return out
+
+
+class PortDownlink:
+    """Downlink over one serial port: a thread (``twinlink-downlink``) that every ``poll``
+    seconds writes the due frames of the devices heard on this port (:meth:`heard`) with
+    ``send`` (the port's thread-safe write). A write that fails is logged; the store resends
+    it after ``resend_after`` seconds."""
+
+    def __init__(self, twin: Twin, send: Callable[[bytes], None], *, resend_after: float = 5.0,
+                 poll: float = 0.2) -> None:
+        self.downlinker = Downlinker(twin, resend_after, poll=0.0)
+        self.poll = poll
+        self._send = send
+        self._kids: set[bytes] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="twinlink-downlink", daemon=True)
+        self._thread.start()
+
+    def heard(self, kids: Iterable[bytes]) -> None:
+        """Devices whose frames arrived on this port (they can be reached on it)."""
+        self._kids.update(kids)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll):
+            if not self._kids:
+                continue
+            for kid, frame in self.downlinker.due(set(self._kids)):
+                try:
+                    self._send(frame)
+                except Exception as exc:
+                    log.warning("serial ingest: writing a downlink frame to %s failed: %s",
+                                kid.hex(), exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Union
 from ..errors import LineError, TwinlinkError
 from ..transport.serial import Item, SerialLink
 from .acks import Acknowledger
+from .downlink import PortDownlink
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..twin import Reading, Twin
@@ -64,6 +65,8 @@ class SerialReceiver:
         self.acks_sent = 0
         self._cond = threading.Condition()
         self.link = SerialLink(url, on_batch=self._deliver, **link_kw)
+        #: With acks, desired state and commands go down this port too (PROTOCOL.md §20).
+        self.downlink = PortDownlink(twin, self.link.send) if acks else None
 
     def __repr__(self) -> str:
         return f"SerialReceiver({self.url!r}, {self.total} results)"
@@ -73,6 +76,9 @@ class SerialReceiver:
         results = self.twin.open_many(frames, source=self.source) if frames else []
         if self.acknowledger is not None and results:
             self._write_acks(results)
+        if self.downlink is not None:
+            self.downlink.heard(r.kid for r in results if getattr(r, "kid", None) and not
+                                isinstance(r, TwinlinkError))
         opened = iter(results)
         for it in items:
             res: Result = it if isinstance(it, LineError) else next(opened)
@@ -108,6 +114,8 @@ class SerialReceiver:
             return self._cond.wait_for(lambda: sum(self.counts.values()) >= n, timeout)
 
     def close(self) -> None:
+        if self.downlink is not None:
+            self.downlink.close()
         self.link.close()
 
     def __enter__(self) -> SerialReceiver:

@@ -479,7 +479,7 @@ class TwinStore(ABC):
         raise NotImplementedError
 
     def downlink_due(self, resend_after: float, now: float | None = None,
-                     limit: int = 256) -> list[Any]:
+                     limit: int = 256, kids: Iterable[bytes] | None = None) -> list[Any]:
         """Downlink frames due now (marked sent, PIVs drawn, in one transaction)."""
         raise NotImplementedError
 

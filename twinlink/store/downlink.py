@@ -228,10 +228,12 @@ class DownlinkTables:
         db.execute("INSERT INTO downlink (kid) VALUES (?) ON CONFLICT (kid) DO NOTHING", (kid,))
 
     def downlink_due(self, resend_after: float, now: float | None = None,
-                     limit: int = 256) -> list[DownlinkJob]:
+                     limit: int = 256, kids: Iterable[bytes] | None = None
+                     ) -> list[DownlinkJob]:
         """The downlink frames due now: each device's desired state while it has not reported
         its version, and each pending command before its deadline, first sent or last sent more
-        than ``resend_after`` seconds ago. Marks them sent and draws their PIVs
+        than ``resend_after`` seconds ago (only those of ``kids`` if given: a serial port
+        reaches only the devices heard on it). Marks them sent and draws their PIVs
         (:func:`twinlink.downlink.next_piv`) in one transaction, so two ingest workers never
         send the same due frame twice nor share a PIV. Commands past their deadline become
         ``expired``."""
@@ -250,6 +252,10 @@ class DownlinkTables:
                 "SELECT c.id, c.kid, c.method, c.args, c.deadline FROM commands c JOIN devices v "
                 "ON v.kid = c.kid WHERE c.status=? AND v.status = 'active' AND c.sent_at <= ? "
                 "ORDER BY c.id LIMIT ?", (PENDING, before, limit)).fetchall()
+            only = None if kids is None else {bytes(k) for k in kids}
+            if only is not None:
+                want = [w for w in want if bytes(w[0]) in only]
+                cmds = [c for c in cmds if bytes(c[1]) in only]
             for kid, version in want[:limit]:
                 kid = bytes(kid)
                 values = {k: json.loads(v) for k, v in db.execute(
