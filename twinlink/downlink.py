@@ -550,7 +550,9 @@ class DownlinkReceiver:
         if self.desired_handler is None:
             return reports
         try:
-            rejected = self.desired_handler(dict(s.desired)) or {}
+            rejected = self.desired_handler(dict(s.desired))
+            if not isinstance(rejected, Mapping):  # None (all applied), or not a verdict
+                rejected = {}
         except Rejected as exc:
             reports[f"{REPORT_PREFIX}rejected"] = _short(exc)
             rejected = {}
