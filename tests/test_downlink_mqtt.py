@@ -164,3 +164,43 @@ def test_broker_only_attacker_changes_nothing(tmp_path: Path, broker_factory) ->
         raw.loop_stop()
         dev.close()
         twin.close()
+
+
+def test_raspberry_pi_example_changes_its_interval_live(tmp_path: Path,
+                                                        broker_factory) -> None:  # noqa: F811
+    """The Pi app samples every hour; ``twin set pi interval=0.05`` makes it sample every 50 ms
+    at once (readings arrive), an out-of-range interval is rejected and reported."""
+    import os
+    import signal
+    import sys
+
+    from mosquitto import stored_count
+
+    root = Path(__file__).resolve().parent.parent
+    rig = twin_rig(tmp_path, ("pi",), window=64)
+    broker = broker_factory()
+    serve = start_serve(broker.url, rig.db, rig.twin_key)
+    envp = {**os.environ, "PYTHONPATH": str(root)}
+    app = subprocess.Popen(
+        [sys.executable, str(root / "firmware_examples" / "raspberry_pi" / "twinlink_pi.py"),
+         "--bundle", str(rig.bundle("pi")), "--state", str(rig.state), "--mqtt", broker.url,
+         "--source", "simulated", "--interval", "3600"],
+        env={k: v for k, v in envp.items() if not k.startswith("TL_")},
+        stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: stored_count(rig.db) >= 1, 30, what="the first reading")
+        assert _cli("twin", "set", "pi", "interval=0.05", "--db", str(rig.db)).returncode == 0
+        # Only a live change of the interval can bring more readings within the wait.
+        wait_until(lambda: stored_count(rig.db) >= 10, 60, what="readings at the new interval")
+        wait_until(lambda: _show(rig.db, "pi")["desired"][0]["status"] == "in sync", 30,
+                   what="the interval reported in sync")
+        assert _cli("twin", "set", "pi", "interval=-1", "--db", str(rig.db)).returncode == 0
+        wait_until(lambda: _show(rig.db, "pi")["desired"][0]["status"].startswith("rejected"),
+                   30, what="the bad interval rejected")
+        p = _cli("twin", "command", "pi", "ping", "--db", str(rig.db))
+        assert (p.returncode, p.stdout.strip()) == (0, '"pong 0.05"'), p.stderr
+    finally:
+        app.send_signal(signal.SIGTERM)
+        _, err = app.communicate(timeout=60)
+        serve.terminate()
+    assert "interval now 0.05 s (set by the twin)" in err, err
