@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from . import frame as _frame
 from . import keys, oscore, senml
-from .errors import FrameTooLarge
+from .errors import FrameTooLarge, TwinlinkError
 from .replay import DEFAULT_CHUNK, SequenceStore
 
 log = logging.getLogger("twinlink.device")
@@ -111,6 +111,7 @@ class Device:
             self._ctx = bundle.context(self.id_context)
             self._kid_context = None if self._lite else self.id_context
             self._downlink: Any = None  # twinlink.downlink.DownlinkReceiver, on first use
+            self._closed = False
             #: ``on_event(type, detail)``: device security events of the downlink.
             self.on_event: Callable[[str, str], None] | None = None
         except BaseException:
@@ -278,15 +279,20 @@ class Device:
 
     def _flush_reports(self) -> None:
         dl = self._downlink
-        if self.link is not None and dl is not None and dl.state.s.reports:
+        if self.link is not None and dl is not None and dl.state.s.reports \
+                and not self._closed:
             try:
                 self.send({})
-            except Exception:  # the next reading carries them
+            except TwinlinkError as exc:  # persisted: the next reading carries them
+                log.warning("%s: sending downlink reports failed (%s); they ride on the next "
+                            "reading", self.name, exc)
+            except Exception:
                 log.exception("%s: sending downlink reports failed; they ride on the next "
                               "reading", self.name)
 
     def close(self) -> None:
         """Release the sequence lock (and close the link if it has ``close``)."""
+        self._closed = True  # a downlink frame handled meanwhile keeps its reports for later
         self.seq.close()
         close = getattr(self.link, "close", None)
         if close is not None:
