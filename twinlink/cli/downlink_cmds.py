@@ -16,7 +16,7 @@ from typing import Any
 from .. import downlink
 from ..store import TwinStore
 from . import output
-from .common import EXIT_FAILURE, EXIT_OK, EXIT_PENDING, say
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_PENDING, add_json, say
 
 #: Seconds a command may wait for its device by default.
 DEFAULT_DEADLINE = 30.0
@@ -112,7 +112,7 @@ def register(action: Any) -> None:
     p.add_argument("name", help="device name")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
                    help="keys of 1-64 of A-Z a-z 0-9 _ . : -")
-    p.add_argument("--json", action="store_true", help="print the version as one JSON object")
+    add_json(p, "print the version as one JSON object")
 
     p = action("command", "send a device a one-shot command and wait for its result",
                cmd_command,
@@ -133,5 +133,5 @@ def register(action: Any) -> None:
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="only queue it and print its id")
     p.add_argument("--timeout", type=float, metavar="S",
-                   help="stop waiting after S seconds (default: the deadline)")
-    p.add_argument("--json", action="store_true", help="print the command as one JSON object")
+                   help="seconds to wait for the result (default: the deadline)")
+    add_json(p, "print the command as one JSON object")
