@@ -79,3 +79,12 @@ def test_device_opens_the_vector(v: dict, tmp_path: Path) -> None:
     else:
         assert got == [msg.args] and reports == {f"tl:cmd:{msg.id}": "ok",
                                                  f"tl:cmd:{msg.id}:result": "done"}
+
+
+def test_c_header_is_generated_from_the_vectors() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "gen_downlink_golden", ROOT / "native" / "tests" / "gen_downlink_golden.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.render() == (ROOT / "native" / "tests" / "downlink_golden.h").read_text()
