@@ -299,3 +299,31 @@ def test_sigkill_while_applying_desired_state_reapplies_it_at_start(pair) -> Non
         assert dev2._downlink.state.s.reports == {"tl:desired": 600}
     finally:
         dev2.close()
+
+
+def test_reports_are_batched_and_results_bounded(pair) -> None:
+    twin, dev, _ = pair
+    sent: list[bytes] = []
+
+    class Link:
+        def send(self, frame: bytes) -> None:
+            sent.append(frame)
+
+    dev.link = Link()
+    dev.on_command("big", lambda a: "x" * 1000)
+    dev.on_command("ok", lambda a: None)
+    dl = int(time.time()) + 60
+    r = dev.handle_downlink(_seal(twin, dev, 10, encode_command(1, "big", None, dl)))
+    assert r == {"tl:cmd:1": "error: result of 1000 characters exceeds 256"}
+    for i in range(2, 80):  # many answers waiting: no reading may grow past its limits
+        dev._downlink.handle(_seal(twin, dev, 10 + i, encode_command(i, "ok", None, dl)))
+    n = len(dev._downlink.state.s.reports)
+    assert n > downlink.REPORTS_PER_READING
+    while dev._downlink.state.s.reports:
+        dev.send({"temp": 1.0})
+    got: set[str] = set()
+    for f in sent:
+        payload = twin.open(f).payload
+        assert len(payload) <= downlink.REPORTS_PER_READING + 1
+        got |= {k for k in payload if k.startswith("tl:cmd:")}
+    assert got == {f"tl:cmd:{i}" for i in range(1, 80)}

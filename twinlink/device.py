@@ -210,8 +210,19 @@ class Device:
             return frame
         with dl.state.lock:
             reports = dl.state.take_reports()
-            frame = self.seal({**reading, **reports}, **kw)
+            extra = None
+            try:
+                frame = self.seal({**reading, **reports}, **kw)
+            except ValueError:
+                if not reports:
+                    raise
+                # The reading leaves no room for the reports (or is itself refused): the
+                # reading alone raises then; else the reports follow in a reading of their own.
+                frame = self.seal(reading, **kw)
+                extra = self.seal(reports, **kw)
             self.link.send(frame)
+            if extra is not None:
+                self.link.send(extra)
             if reports:
                 for k in reports:
                     dl.state.s.reports.pop(k, None)
@@ -255,7 +266,7 @@ class Device:
             dl.desired_handler = handler
             reports = dl.apply_desired()
             if reports:
-                dl.state.s.reports.update(reports)
+                dl.state.add_reports(reports)
                 dl.state.save()
         self._flush_reports()
 

@@ -321,6 +321,13 @@ class _Persisted:
     reports: dict[str, Any] = field(default_factory=dict)  # not yet handed to telemetry
 
 
+#: Reports one reading carries at most (entries, and approximate bytes); the rest wait.
+REPORTS_PER_READING, REPORT_BYTES = 32, 1024
+#: Reports a device keeps waiting at most (the oldest are dropped: the twin resends).
+MAX_REPORTS = 256
+#: Longest command result reported (characters of its text form); longer is an error.
+MAX_RESULT = 256
+
 #: Command outcomes a device remembers (to answer a resent command without running it again).
 KEEP_COMMANDS = 64
 
@@ -397,9 +404,25 @@ class DownlinkState:
             self.s.started.pop(next(iter(self.s.started)))
 
     def take_reports(self) -> dict[str, Any]:
-        """The pending reports (in memory; the caller clears them durably with :meth:`save`
-        once they are sealed)."""
-        return dict(self.s.reports)
+        """The oldest pending reports that fit one reading (at most :data:`REPORTS_PER_READING`
+        entries, about :data:`REPORT_BYTES` bytes; in memory: the caller clears them durably with
+        :meth:`save` once they are sealed)."""
+        out: dict[str, Any] = {}
+        size = 0
+        for k, v in self.s.reports.items():
+            size += len(k) + len(str(v)) + 8
+            if len(out) >= REPORTS_PER_READING or (out and size > REPORT_BYTES):
+                break
+            out[k] = v
+        return out
+
+    def add_reports(self, reports: Mapping[str, Any]) -> None:
+        """Queue reports (in memory), dropping the oldest beyond :data:`MAX_REPORTS`."""
+        for k, v in reports.items():
+            self.s.reports.pop(k, None)  # re-reported: now the newest
+            self.s.reports[k] = v
+        while len(self.s.reports) > MAX_REPORTS:
+            self.s.reports.pop(next(iter(self.s.reports)))
 
 
 def report_value(value: Any) -> Any:
@@ -488,7 +511,7 @@ class DownlinkReceiver:
             return self._desired(msg, too_large)
 
     def _report(self, reports: dict[str, Any]) -> dict[str, Any]:
-        self.state.s.reports.update(reports)
+        self.state.add_reports(reports)
         self.state.save()
         return reports
 
@@ -517,7 +540,11 @@ class DownlinkReceiver:
             result = handler(cmd.args)
             outcome = "ok"
             if result is not None:
-                reports[name + ":result"] = report_value(result)
+                value = report_value(result)
+                if len(str(value)) > MAX_RESULT:
+                    outcome = f"error: result of {len(str(value))} characters exceeds {MAX_RESULT}"
+                else:
+                    reports[name + ":result"] = value
         except Rejected as exc:
             outcome = f"error: {_short(exc)}"
         except Exception as exc:  # the application's bug: reported, never fatal here
