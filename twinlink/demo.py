@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import tempfile
 import time
@@ -78,7 +79,8 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
             results.append({"ok": False, "error": r.reason})
 
     receiver = SerialReceiver(cable.b, twin, on_result=on_result)
-    link = SerialLink(cable.a)
+    downlinked: queue.SimpleQueue[bytes] = queue.SimpleQueue()  # frames the device side read
+    link = SerialLink(cable.a, on_frame=downlinked.put)
 
     def wire(frame: bytes, raw: bytes | None = None) -> None:
         # Wait for the twin's verdict so the story prints in order (the link itself is async).
@@ -128,6 +130,7 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     wire(b"", bytes(noisy))
     say("  an authentic lie: pump-17 itself signs a temperature of 900 °C (a tampered sensor):")
     wire(pump.seal({"temp": 900.0, "rpm": 1400 + count}))
+    in_sync, forged_refused = _downlink_story(say, twin, pump, receiver, downlinked, wire)
     say("  revoking valve-3, then it sends again:")
     twin.revoke("valve-3", "demo: device reported stolen")
     wire(valve.seal({"open": False}))
@@ -167,11 +170,58 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
         "ocsf; 'twinlink events forward' sends them to a collector)")
     twin.close()
     expected = {"replay": 1, "bad_signature": 2, "unknown_device": 1, "line": 1, "revoked": 1}
-    ok = accepted == 2 * count + 1 and refused == expected and flagged == 1
-    say(f"\n{'demo passed' if ok else 'demo FAILED'}: expected {2 * count + 1} accepted (1 "
-        f"flagged) and {expected}")
+    ok = (accepted == 2 * count + 2 and refused == expected and flagged == 1 and in_sync
+          and forged_refused)
+    say(f"\n{'demo passed' if ok else 'demo FAILED'}: expected {2 * count + 2} accepted (1 "
+        f"flagged), {expected}, the desired state in sync and the forged command refused")
     say(f"see it in a browser: twinlink dashboard --db {db}   (then open "
         "http://127.0.0.1:8080/; or run the demo with --dashboard)")
     if not keep:
         say(f"(workspace {work} can be removed; use --keep DIR to choose it)")
     return 0 if ok else 1
+
+
+def _downlink_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
+                    downlinked: queue.SimpleQueue[bytes], wire: Any) -> tuple[bool, bool]:
+    """The twin changes pump-17's sampling interval (authenticated end to end, back over the
+    same cable); then someone on the line forges a command. Returns (the twin shows the desired
+    state in sync, the device refused the forged command)."""
+    from . import downlink
+    from .ingest.downlink import Downlinker
+    from .oscore import derive_context
+
+    say("  the twin sets pump-17's sampling interval to 5 s (desired state, sent down the "
+        "cable):")
+    seen: list[str] = []
+    pump.on_event = lambda kind, detail: seen.append(kind)
+
+    def apply(values: dict[str, Any]) -> None:
+        say(f"    pump-17 applies {json.dumps(values)}")
+
+    pump.on_desired(apply)
+    twin.store.set_desired("pump-17", {"interval": 5})
+    for _kid, frame in Downlinker(twin, poll=0.0).due(kids=[pump.kid]):
+        receiver.link.send(frame)
+    reports: dict[str, Any] = {}
+    try:
+        reports = pump.handle_downlink(downlinked.get(timeout=5))
+    except (queue.Empty, TwinlinkError) as exc:
+        say(f"    the desired state did not arrive ({exc or 'timeout'})")
+    wire(pump.seal({"temp": 21.4, **reports}))  # the device reports what it applied
+    view = twin.store.desired_view("pump-17")
+    in_sync = [r["status"] for r in view] == ["in sync"]
+    say(f"    twin: interval desired {view[0]['desired']}, reported {view[0]['reported']}: "
+        f"{view[0]['status']}")
+    say("  someone on the line sends pump-17 a forged 'open_valve' command (no key):")
+    fake = derive_context(os.urandom(32), downlink.DOWNLINK_SID, b"", pump.id_context)
+    command = downlink.encode_command(1, "open_valve", None, int(time.time()) + 60)
+    forged = downlink.seal_downlink(fake, pump.kid, downlink.next_piv(None), command,
+                                    pump.id_context)
+    receiver.link.send(forged)
+    try:
+        pump.handle_downlink(downlinked.get(timeout=5))
+    except queue.Empty:
+        pass
+    except TwinlinkError as exc:
+        say(f"    ✗ pump-17 refused it: {seen[-1] if seen else exc.reason} ({exc})")
+    return in_sync, seen[-1:] == ["downlink.forged"]

@@ -14,13 +14,13 @@ import hashlib
 import logging
 import os
 import time as _time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from . import frame as _frame
 from . import keys, oscore, senml
-from .errors import FrameTooLarge
+from .errors import FrameTooLarge, TwinlinkError
 from .replay import DEFAULT_CHUNK, SequenceStore
 
 log = logging.getLogger("twinlink.device")
@@ -110,6 +110,10 @@ class Device:
                             self.renewed)
             self._ctx = bundle.context(self.id_context)
             self._kid_context = None if self._lite else self.id_context
+            self._downlink: Any = None  # twinlink.downlink.DownlinkReceiver, on first use
+            self._closed = False
+            #: ``on_event(type, detail)``: device security events of the downlink.
+            self.on_event: Callable[[str, str], None] | None = None
         except BaseException:
             self.seq.close()
             raise
@@ -194,15 +198,112 @@ class Device:
                                         image_path, installer)
 
     def send(self, reading: Mapping[str, Any], **kw: Any) -> bytes:
-        """Seal a reading and hand the frame to the attached link; return the frame."""
+        """Seal a reading and hand the frame to the attached link; return the frame. Pending
+        downlink reports (``tl:*``, :mod:`twinlink.downlink`) ride along and are cleared once
+        the link took the frame."""
         if self.link is None:
             raise RuntimeError("no link attached: Device.load(..., link=...) or device.link = ...")
-        frame = self.seal(reading, **kw)
-        self.link.send(frame)
+        dl = self._downlink
+        if dl is None:
+            frame = self.seal(reading, **kw)
+            self.link.send(frame)
+            return frame
+        with dl.state.lock:
+            reports = dl.state.take_reports()
+            extra = None
+            try:
+                frame = self.seal({**reading, **reports}, **kw)
+            except ValueError:
+                if not reports:
+                    raise
+                # The reading leaves no room for the reports (or is itself refused): the
+                # reading alone raises then; else the reports follow in a reading of their own.
+                frame = self.seal(reading, **kw)
+                extra = self.seal(reports, **kw)
+            self.link.send(frame)
+            if extra is not None:
+                self.link.send(extra)
+            if reports:
+                for k in reports:
+                    dl.state.s.reports.pop(k, None)
+                dl.state.save()
         return frame
+
+    # -- downlink: desired state and commands (twinlink.downlink) -------------------------------
+
+    def _receiver(self) -> Any:
+        if self._downlink is None:
+            from . import downlink
+
+            if self._lite or self._sk is None:
+                raise RuntimeError("desired state and commands need the device's own key "
+                                   "(not a lite bundle)")
+            ctx = self.bundle.ack_context(self.id_context, downlink.DOWNLINK_SID)
+            kid_context = self.id_context
+            state = downlink.DownlinkState(self.state_path.with_suffix(".downlink"))
+            self._downlink = downlink.DownlinkReceiver(
+                self.kid, state, lambda: (ctx, kid_context), on_event=self._downlink_event)
+        # Attach (again: idempotent) to the current link, which may have been set meanwhile.
+        attach = getattr(self.link, "set_downlink", None)
+        if attach is not None:
+            attach(self.handle_downlink)
+        return self._downlink
+
+    def _downlink_event(self, kind: str, detail: str) -> None:
+        log.warning("%s: %s: %s", self.name, kind, detail)
+        if self.on_event is not None:
+            self.on_event(kind, detail)
+
+    def on_desired(self, handler: Callable[[dict[str, Any]], Any]) -> None:
+        """Call ``handler(values)`` with the whole desired state each time the twin sends a newer
+        version, and once now with the last applied one (desired state is a state: applying it
+        again is harmless, and it survives a restart). ``handler`` returns None (all applied) or
+        ``{key: reason}`` for keys it rejects, or raises :class:`twinlink.downlink.Rejected`;
+        the outcome is reported to the twin in the next telemetry (``tl:desired``,
+        ``tl:rejected:<key>``). Runs on the thread that delivers downlink frames."""
+        dl = self._receiver()
+        with dl.state.lock:
+            dl.desired_handler = handler
+            reports = dl.apply_desired()
+            if reports:
+                dl.state.add_reports(reports)
+                dl.state.save()
+        self._flush_reports()
+
+    def on_command(self, method: str, handler: Callable[[Any], Any]) -> None:
+        """Run ``handler(args)`` for each command ``method`` the twin sends, at most once per
+        command (even across crashes: see :mod:`twinlink.downlink`); its return value (if not
+        None) is reported as the result, :class:`twinlink.downlink.Rejected` or any other
+        exception as ``error: <reason>``."""
+        from . import downlink
+
+        downlink._check_name(method, "a method")
+        self._receiver().commands[method] = handler
+
+    def handle_downlink(self, data: bytes) -> dict[str, Any]:
+        """Process one downlink frame from any transport and, with a link attached, send its
+        reports at once. Returns the reports; raises the frame's :class:`TwinlinkError` if it
+        was refused (nothing changed; the device event was raised)."""
+        reports = self._receiver().handle(data)
+        self._flush_reports()
+        return reports
+
+    def _flush_reports(self) -> None:
+        dl = self._downlink
+        if self.link is not None and dl is not None and dl.state.s.reports \
+                and not self._closed:
+            try:
+                self.send({})
+            except TwinlinkError as exc:  # persisted: the next reading carries them
+                log.warning("%s: sending downlink reports failed (%s); they ride on the next "
+                            "reading", self.name, exc)
+            except Exception:
+                log.exception("%s: sending downlink reports failed; they ride on the next "
+                              "reading", self.name)
 
     def close(self) -> None:
         """Release the sequence lock (and close the link if it has ``close``)."""
+        self._closed = True  # a downlink frame handled meanwhile keeps its reports for later
         self.seq.close()
         close = getattr(self.link, "close", None)
         if close is not None:

@@ -28,7 +28,8 @@ OUTCOMES = ("blocked", "detected", "info")
 
 #: Namespaces a type name may start with. ``value``, ``stream`` are reserved for the
 #: detection work (behaviour and data-quality anomalies); ``device`` is shared with it.
-NAMESPACES = ("frame", "ingest", "device", "window", "ack", "seq", "value", "stream", "event")
+NAMESPACES = ("frame", "ingest", "device", "window", "ack", "seq", "value", "stream", "event",
+              "downlink")
 
 #: Which side of the link emits a type.
 SIDES = ("twin", "device")
@@ -353,6 +354,25 @@ register_type("ack.conflict", outcome="detected", severity=8, side="device",
               reason="ack_conflict",
               description="Device got an authentic acknowledgement naming a frame it never "
                           "sent (another sender uses its identity)")
+register_type("downlink.forged", outcome="blocked", severity=8, side="device",
+              ecs_category=("intrusion_detection", "network"), ecs_type=("denied",),
+              reason="downlink_forged",
+              description="Device refused a downlink frame (desired state or command) that does "
+                          "not parse or authenticate, or is addressed to another device")
+register_type("downlink.replay", outcome="blocked", severity=6, side="device",
+              ecs_category=("intrusion_detection", "network"), ecs_type=("denied",),
+              reason="downlink_replay",
+              description="Device refused an authentic downlink frame seen before or below its "
+                          "downlink replay window")
+register_type("downlink.expired", outcome="blocked", severity=3, side="device",
+              ecs_kind="event", ecs_category=("network",), ecs_type=("denied",),
+              reason="downlink_expired",
+              description="Device refused an authentic command that arrived after its deadline")
+register_type("downlink.rejected", outcome="info", severity=2, side="device",
+              ecs_kind="event", ecs_category=("configuration",), ecs_type=("info",),
+              reason="downlink_rejected",
+              description="Device rejected an authentic desired state or command (unknown "
+                          "method, too large, malformed): reported to the twin")
 register_type("seq.persist_failure", outcome="info", severity=8, side="device",
               ecs_kind="event", ecs_category=("host",), ecs_type=("info",),
               ecs_outcome="failure", reason="seq_persist_failure",

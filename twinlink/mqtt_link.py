@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .delivery import AckOpener, Delivery, DeliveryLink
+from .downlink import Dispatcher
 from .keys import Bundle
 from .outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
 from .transport.mqtt import (
@@ -97,6 +98,11 @@ class MqttLink(DeliveryLink):
             max_inflight=max(20, window), will=(self.status_topic, b"offline"),
             on_message=self._on_message, on_up=self._on_up, on_down=self._on_down,
             on_published=self.delivery.hop_acked, on_subscribed=self._on_subscribed)
+        self._downlink = Dispatcher()
+        self._downlink_mid = -1
+        self._sub_lock = threading.Lock()  # a SUBACK may beat subscribe()'s return
+        #: Set once the broker confirmed the subscription to this device's downlink topic.
+        self.downlink_subscribed = threading.Event()
         #: Set once the broker confirmed the subscription to this device's ack topic.
         self.ack_subscribed = threading.Event()
         if start:
@@ -139,10 +145,26 @@ class MqttLink(DeliveryLink):
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self.transport.wait_connected(self.timeout if timeout is None else timeout)
 
+    def set_downlink(self, handler: Callable[[bytes], Any]) -> None:
+        """Subscribe to this device's downlink topic ``<root>/<kid hex>/c`` and pass each frame
+        to ``handler`` on a thread of its own (``twinlink-downlink``), one at a time; an
+        exception from it is logged (the device's receiver raises for refused frames)."""
+        if self.kid is None:
+            raise ValueError("a downlink needs the device's bundle")
+        self._downlink.set(handler)
+        if self.transport.connected:
+            self._subscribe_downlink()
+
+    def _subscribe_downlink(self) -> None:
+        assert self.kid is not None
+        with self._sub_lock:
+            self._downlink_mid = self.transport.subscribe(topic(self.kid, "c", self.root), qos=1)
+
     def close(self, timeout: float | None = None) -> None:
         """Stop publishing, say ``offline``, disconnect and close the outbox; queued frames stay
         for the next run. Waits at most about ``timeout`` seconds (default: the link's)."""
         t = self.timeout if timeout is None else timeout
+        self._downlink.close(t)
         self.delivery.close(t)
         self.transport.stop(t, before=self._last_words)
 
@@ -157,21 +179,30 @@ class MqttLink(DeliveryLink):
         # Subscribe before any frame goes out, or the first acks could precede the subscription.
         if self.kid is not None and self.e2e:
             self.transport.subscribe(topic(self.kid, "a", self.root), qos=1)
+        if self.kid is not None and self._downlink.handler is not None:
+            self._subscribe_downlink()
         self.delivery.link_up()
         self.transport.publish(self.status_topic, b"online", qos=1, retain=True)
 
     def _on_down(self) -> None:
         self.ack_subscribed.clear()
+        self.downlink_subscribed.clear()
         self.delivery.link_down()
 
     def _on_subscribed(self, mid: int, granted: bool) -> None:
-        if granted:
+        with self._sub_lock:
+            downlink = mid == self._downlink_mid
+        if granted and downlink:
+            self.downlink_subscribed.set()
+        elif granted:
             self.ack_subscribed.set()
 
     def _on_message(self, msg: Message) -> None:
         kid = topic_kid(msg.topic, "a", self.root)
         if kid is not None and kid == self.kid:
             self.delivery.ack_arrived(kid, msg.payload)
+        elif topic_kid(msg.topic, "c", self.root) == self.kid:
+            self._downlink.put(msg.payload)
 
     def _last_words(self) -> None:
         info = self.transport.publish(self.status_topic, b"offline", qos=1, retain=True)

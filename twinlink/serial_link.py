@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .delivery import AckOpener, Delivery, DeliveryLink
+from .downlink import Dispatcher, is_downlink
 from .keys import Bundle
 from .outbox import DEFAULT_CAPACITY, Outbox, OutboxFull
 from .transport.serial import SerialLink
@@ -49,6 +50,7 @@ class SerialAckLink(DeliveryLink):
                  when_full: str = "refuse", window: int = 64, resend_after: float = 10.0,
                  on_event: Callable[[str, str], None] | None = None, **serial_kw: Any) -> None:
         acks = AckOpener(bundle)
+        self._downlink = Dispatcher()
         self.bundle, self.kid, self.url = bundle, bundle.kid, url
         box = outbox if isinstance(outbox, Outbox) else Outbox(Path(outbox), capacity)
         try:
@@ -81,6 +83,7 @@ class SerialAckLink(DeliveryLink):
         """Stop writing, close the port and the outbox; queued frames stay for the next run."""
         self.delivery.close(self.delivery.timeout if timeout is None else timeout)
         self.serial.close()
+        self._downlink.close(1.0)
 
     # -- the Carrier interface (delivery thread) -------------------------------------------------
 
@@ -90,7 +93,15 @@ class SerialAckLink(DeliveryLink):
 
     # -- the serial link's I/O thread ------------------------------------------------------------
 
+    def set_downlink(self, handler: Callable[[bytes], Any]) -> None:
+        """Pass the twin's downlink frames (desired state, commands: :mod:`twinlink.downlink`),
+        which arrive on the same line as its acks, to ``handler`` on a thread of its own."""
+        self._downlink.set(handler)
+
     def _on_frame(self, data: bytes) -> None:
+        if self._downlink.handler is not None and is_downlink(data):
+            self._downlink.put(data)
+            return
         self.delivery.ack_arrived(self.kid, data)
 
     def _on_state(self, state: str) -> None:

@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 EXIT_SENSOR = 3
 THERMAL_PATH = "/sys/class/thermal/thermal_zone0/temp"
@@ -148,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"twinlink-pi: NOTICE: no sensor found (tried {args.w1_glob} and {args.thermal}); "
               "sending SIMULATED readings", file=sys.stderr)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    wake = threading.Event()  # set to cut the current wait short (a new interval, a signal)
+    signal.signal(signal.SIGTERM, lambda *_: (stop.set(), wake.set()))
+    signal.signal(signal.SIGINT, lambda *_: (stop.set(), wake.set()))
     try:
         dev = Device.load(args.bundle, args.state)
         dev.link = link = _link(args, dev)
@@ -158,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"twinlink-pi: {dev!r} streaming {source} to {args.serial or args.mqtt}",
           file=sys.stderr)
+    if hasattr(link, "set_downlink"):  # MQTT (or serial with acks): the twin can configure us
+        remote_config(dev, args, wake)
     sent = failures = 0
     try:
         while not stop.is_set() and (not args.count or sent < args.count):
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 dev.send({key: value})
                 sent += 1
             if not args.count or sent < args.count:
-                stop.wait(args.interval)
+                wake.wait(args.interval)  # args.interval may change meanwhile (desired state)
+                wake.clear()
         link.flush(args.flush_timeout)  # type: ignore[attr-defined]
         outcome = delivery(link, sent)
     except TwinlinkError as exc:
@@ -180,6 +185,32 @@ def main(argv: list[str] | None = None) -> int:
         dev.close()
     print(f"twinlink-pi: {outcome} ({failures} sensor read failures)", file=sys.stderr)
     return 0
+
+
+#: The sampling intervals the twin may set (seconds).
+MIN_INTERVAL, MAX_INTERVAL = 0.01, 86400.0
+
+
+def remote_config(dev: Any, args: argparse.Namespace, wake: threading.Event) -> None:
+    """Let the twin change the sampling interval live (``twinlink twin set NAME interval=S``,
+    authenticated end to end: docs/PROTOCOL.md §20) and answer a ``ping`` command. An interval
+    outside [MIN_INTERVAL, MAX_INTERVAL] is rejected and the rejection reported to the twin."""
+    def desired(values: dict[str, Any]) -> dict[str, str] | None:
+        value = values.get("interval")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not MIN_INTERVAL <= value <= MAX_INTERVAL:
+            return {"interval": f"out of range {MIN_INTERVAL:g}..{MAX_INTERVAL:g} s"}
+        if float(value) != args.interval:
+            args.interval = float(value)
+            print(f"twinlink-pi: interval now {args.interval:g} s (set by the twin)",
+                  file=sys.stderr, flush=True)
+            wake.set()
+        return None
+
+    dev.on_desired(desired)
+    dev.on_command("ping", lambda _args: f"pong {args.interval:g}")
 
 
 def delivery(link: object, handed: int) -> str:

@@ -20,7 +20,7 @@ from .. import keys
 from ..oscore import MAX_SEQ
 from ..store import PROFILE_LITE, PROFILE_SIGNED, ReadingRow, RegistryError, TwinStore
 from ..values import to_json
-from . import output
+from . import downlink_cmds, output
 from .common import (
     EXIT_USAGE,
     add_command,
@@ -68,8 +68,9 @@ def cmd_list(store: TwinStore, args: argparse.Namespace) -> None:
 
 def cmd_show(store: TwinStore, args: argparse.Namespace) -> None:
     st = output.status_json(store.status(args.name))
+    desired, desired_text = downlink_cmds.desired_lines(store, args.name)
     if args.json:
-        output.emit(st)
+        output.emit({**st, "desired": desired})
         return
     for k, v in st.items():
         if k not in ("state", "qc"):
@@ -84,6 +85,9 @@ def cmd_show(store: TwinStore, args: argparse.Namespace) -> None:
                 else "  [QC: learning]" if q and not q.get("baseline") else "")
         print(f"  {output.text(n):18} {output.value_text(s['value'])}{unit} (seq {s['seq']}"
               f"{', at ' + str(s['time']) if s['time'] is not None else ''}){flag}")
+    if desired_text:
+        print("desired (vs reported):")
+        print("\n".join(desired_text))
     opened = qc.get("open") or []
     print("open detections: " + (", ".join(map(output.text, opened)) if opened else
                                  "none" if qc else "none recorded (no ingest with detection "
@@ -320,10 +324,10 @@ def _switch_context(store: TwinStore, name: str, salt: bytes, id_context: bytes 
 def _run(args: argparse.Namespace) -> int:
     store = open_twin_store(args.db, must_exist=args.twin_action != "register")
     try:
-        args.twin_func(store, args)
+        rc = args.twin_func(store, args)
     finally:
         store.close()
-    return 0
+    return rc or 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -472,6 +476,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="the device's bundle file to rewrite as well; --bundle is the same option "
                         "(default: only the database changes)")
     add_json(p, "print the device's record as one JSON object")
+
+    downlink_cmds.register(action)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:

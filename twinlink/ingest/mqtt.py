@@ -89,6 +89,7 @@ from ..transport.mqtt import (
 )
 from ..twin import Result, Twin
 from .acks import Acknowledger
+from .downlink import Downlinker
 
 __all__ = ["DEFAULT_CLIENT_ID", "IngestStats", "MqttIngest", "TopicRootTaken",
            "default_client_id", "serve"]
@@ -165,6 +166,8 @@ class MqttIngest:
         self.sub_topic = (f"$share/{share}/{self.root}/+/t" if share else f"{self.root}/+/t")
         #: Seals this process's acks (its own random twin Sender ID, PIVs in memory).
         self.acknowledger = Acknowledger(twin)
+        #: Seals due desired state and commands, sent on ``<root>/<kid hex>/c`` (§20).
+        self.downlinker = Downlinker(twin)
         self.fingerprint = keys.fingerprint(twin.key.public)
         self.presence_topic = presence_topic(self.root)
         self._presence = presence
@@ -256,6 +259,7 @@ class MqttIngest:
                 try:
                     self._step(stop)
                     self._maintain()
+                    self._send_downlink()
                 except Exception as exc:  # a bug of ours: log it, never die on it
                     log.exception("ingest: unexpected error; carrying on")
                     self._last_exc = exc
@@ -370,6 +374,15 @@ class MqttIngest:
             return
         if readings or events:
             log.info("ingest: retention removed %d reading(s) and %d event(s)", readings, events)
+
+    def _send_downlink(self) -> None:
+        """Publish the due downlink frames (QoS 1, not retained); the store resends what the
+        device has not reported, so a frame lost here is only late."""
+        for kid, frame in self.downlinker.due():
+            try:
+                self.transport.publish(topic(kid, "c", self.root), frame, qos=1)
+            except Exception:
+                log.exception("ingest: publishing a downlink frame to %s failed", kid.hex())
 
     def _wait(self, stop: threading.Event) -> None:
         delay = self._retry.next()

@@ -30,6 +30,7 @@ from ..errors import FrameTooLarge, LineError, RecordTooLong, TwinlinkError
 from ..store import Event
 from ..transport.serial import Item, SerialLink
 from .acks import Acknowledger
+from .downlink import PortDownlink
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..twin import Reading, Twin
@@ -68,6 +69,8 @@ class SerialReceiver:
         self.acks_sent = 0
         self._cond = threading.Condition()
         self.link = SerialLink(url, on_batch=self._deliver, **link_kw)
+        #: With acks, desired state and commands go down this port too (PROTOCOL.md §20).
+        self.downlink = PortDownlink(twin, self.link.send) if acks else None
 
     def __repr__(self) -> str:
         return f"SerialReceiver({self.url!r}, {self.total} results)"
@@ -78,6 +81,9 @@ class SerialReceiver:
         results = self.twin.open_many(frames, source=self.source) if frames else []
         if self.acknowledger is not None and results:
             self._write_acks(results)
+        if self.downlink is not None:
+            self.downlink.heard(r.kid for r in results if getattr(r, "kid", None) and not
+                                isinstance(r, TwinlinkError))
         opened = iter(results)
         for it in items:
             res: Result = (oversize[id(it)] if id(it) in oversize
@@ -130,6 +136,8 @@ class SerialReceiver:
             return self._cond.wait_for(lambda: sum(self.counts.values()) >= n, timeout)
 
     def close(self) -> None:
+        if self.downlink is not None:
+            self.downlink.close()
         self.link.close()
 
     def __enter__(self) -> SerialReceiver:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time as _time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, TypedDict
 
@@ -31,7 +31,7 @@ PROFILE_SIGNED = "twinlink/1"
 PROFILE_LITE = "lite"
 
 #: Schema version this program reads and writes (SQLite ``PRAGMA user_version``).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Repeats of one refusal (same device, or same source for frames of no known device, and
 #: same type) within this many seconds are aggregated into one event row with a count.
@@ -461,6 +461,30 @@ class TwinStore(ABC):
     @abstractmethod
     def detect_state(self) -> dict[str, Any] | None:
         """What :meth:`save_detect_state` stored as ``learned`` (None if nothing)."""
+
+    # -- downlink: desired state and commands (twinlink.store.downlink) -------------------------
+
+    def set_desired(self, name: str, values: Mapping[str, Any], now: float | None = None) -> int:
+        """Record a new desired-state version of device ``name``; return the version."""
+        raise NotImplementedError
+
+    def queue_command(self, name: str, method: str, args: Any, deadline: int,
+                      now: float | None = None) -> int:
+        """Queue a command for device ``name``; return its id."""
+        raise NotImplementedError
+
+    def command(self, command_id: int) -> dict[str, Any]:
+        """One command's record and status; KeyError if there is none."""
+        raise NotImplementedError
+
+    def desired_view(self, name: str) -> list[dict[str, Any]]:
+        """Desired vs reported state per key of device ``name``."""
+        raise NotImplementedError
+
+    def downlink_due(self, resend_after: float, now: float | None = None,
+                     limit: int = 256, kids: Iterable[bytes] | None = None) -> list[Any]:
+        """Downlink frames due now (marked sent, PIVs drawn, in one transaction)."""
+        raise NotImplementedError
 
     # -- queries ------------------------------------------------------------------------------
 

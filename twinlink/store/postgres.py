@@ -57,6 +57,7 @@ from .base import (
     StorageError,
     StoreUnavailable,
 )
+from .downlink import SCHEMA_POSTGRES
 from .sqlite import SQLiteStore
 
 __all__ = ["PostgresStore", "UnstorableValue", "is_postgres_url", "redact_url"]
@@ -171,7 +172,9 @@ CREATE TABLE retired_contexts (
     4: """
 CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id)
-"""}
+""",
+    # Version 5: the downlink tables (desired state, reports, commands).
+    5: SCHEMA_POSTGRES}
 
 #: Tables whose ``id`` an INSERT through :meth:`_Connection.execute` returns as ``lastrowid``.
 _ID_TABLES = ("events", "readings")

@@ -40,6 +40,7 @@ from ..oscore import MAX_KID_LEN, MAX_SEQ
 from ..replay import DEFAULT_WINDOW, ReplayWindow
 from ..transport.topics import check_topic_root
 from ..values import dumps_json
+from . import downlink as _downlink
 from .base import (
     AGGREGATION_WINDOW,
     AUDIT_REASONS,
@@ -182,6 +183,9 @@ CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id);
 CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 """
 
+# Version 5: the downlink tables (desired state, reports, commands; twinlink.store.downlink).
+_MIGRATE_4_TO_5 = _downlink.SCHEMA_SQLITE
+
 #: Rows one retention transaction deletes at most.
 PRUNE_BATCH = 5000
 
@@ -209,7 +213,7 @@ def _record(row: Sequence[Any]) -> DeviceRecord:
     )
 
 
-class SQLiteStore(TwinStore):
+class SQLiteStore(_downlink.DownlinkTables, TwinStore):
     """The embedded :class:`TwinStore` (see the module docstring).
 
     ``max_events`` bounds the event table (a flood of garbage frames must not fill the disk:
@@ -282,13 +286,14 @@ class SQLiteStore(TwinStore):
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='devices'").fetchone()
             if version == 0 and has_devices:  # twinlink 0.1's schema (version 1)
                 version = 1
-            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
+            steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4,
+                     4: _MIGRATE_4_TO_5}
             while version in steps:
                 for stmt in steps[version].strip().split(";"):
                     if stmt.strip():
                         db.execute(stmt)
                 version += 1
-            for stmt in _SCHEMA.strip().split(";"):
+            for stmt in (_SCHEMA + ";" + _downlink.SCHEMA_SQLITE).strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -581,6 +586,7 @@ class SQLiteStore(TwinStore):
             extra = list(events)
             state_rows: dict[tuple[bytes, str], tuple[Any, ...]] = {}
             counts: dict[bytes, list[Any]] = {}
+            reports: list[tuple[bytes, dict[str, Any]]] = []
             for a in accepted:
                 entry = devs.get(a.kid)
                 if entry is None:
@@ -661,7 +667,10 @@ class SQLiteStore(TwinStore):
                                     else {"f": a.flags})
                 rows.append((a.kid, epoch, a.seq, a.received_at, a.time, a.provenance, a.source,
                              a.payload_json or dumps_json(a.payload), a.plaintext, a.digest, qc))
-                for rec in a.records:
+                records, rep = _downlink.split_reports(a.records)
+                if rep:  # a device's downlink reports (tl:*): applied below, not state
+                    reports.append((a.kid, rep))
+                for rec in records:
                     name, value, unit, t = rec[0], rec[1], rec[2], rec[3]
                     # Newest (epoch, seq) per (device, name) within the batch: one upsert each.
                     prev = state_rows.get((a.kid, name))
@@ -687,6 +696,8 @@ class SQLiteStore(TwinStore):
                 [(k, n, dumps_json(v), u, t, q, e, r)
                  for k, n, v, u, t, q, e, r in state_rows.values()],
             )
+            if reports:
+                self._apply_reports(db, reports, _time.time())
             # One statement per kind, not per device (a round trip each on a database server).
             db.executemany("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
                            [(win.top, win.to_bytes(), kid)

@@ -8,6 +8,7 @@ bundle carries it (settings ``topic_root``) and every MQTT command takes ``--top
 |------------------------------|--------------------|--------------------------------------|
 | ``<root>/<kid hex>/t``       | device             | one frame (QoS 1)                    |
 | ``<root>/<kid hex>/a``       | twin (ingest)      | one ack (docs/PROTOCOL.md §15.1)     |
+| ``<root>/<kid hex>/c``       | twin (ingest)      | one downlink frame (PROTOCOL.md §20) |
 | ``<root>/<kid hex>/status``  | device, retained   | ``online`` / last will ``offline``   |
 | ``<root>/_twin``             | twin, retained     | presence: the twin key's fingerprint |
 
@@ -49,7 +50,8 @@ def check_topic_root(root: object) -> str:
 
 
 def topic(kid: bytes, stream: str, root: str = TOPIC_ROOT) -> str:
-    """``<root>/<kid hex>/<stream>``: ``t`` telemetry, ``a`` acks, ``status`` liveness."""
+    """``<root>/<kid hex>/<stream>``: ``t`` telemetry, ``a`` acks, ``c`` downlink,
+    ``status`` liveness."""
     return f"{root}/{kid.hex()}/{stream}"
 
 

@@ -1,0 +1,137 @@
+"""``twinlink twin set`` and ``twinlink twin command``: desired state and commands for a device
+(docs/PROTOCOL.md §20), and the desired-vs-reported part of ``twinlink twin show``.
+
+Both only write the twin database; the serving ingest (``twinlink serve``) seals the frames,
+sends them on ``<root>/<kid hex>/c`` and resends until the device reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .. import downlink
+from ..store import TwinStore
+from . import output
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_PENDING, add_json, say
+
+#: Seconds a command may wait for its device by default.
+DEFAULT_DEADLINE = 30.0
+
+
+def parse_value(text: str) -> Any:
+    """A value from the command line: JSON if it parses as JSON, else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``key=value`` arguments as a dict; raise ValueError naming a bad one."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not key=value")
+        downlink._check_name(key, "a desired key")
+        out[key] = parse_value(value)
+    downlink.encode_desired(0, out)  # the same checks and size limit the frame will have
+    return out
+
+
+def cmd_set(store: TwinStore, args: argparse.Namespace) -> int:
+    values = parse_assignments(args.assignments)
+    version = store.set_desired(args.name, values)
+    if args.json:
+        output.emit({"device": args.name, "version": version, "desired": values})
+    else:
+        say(f"desired state of {output.text(args.name)} is version {version}; "
+                  "the serving twin sends it until the device reports")
+    return EXIT_OK
+
+
+def cmd_command(store: TwinStore, args: argparse.Namespace) -> int:
+    arg = parse_value(args.args) if args.args is not None else None
+    deadline = int(time.time() + args.deadline + 0.999)
+    downlink.encode_command(0, args.method, arg, deadline)  # checks before anything is stored
+    cid = store.queue_command(args.name, args.method, arg, deadline)
+    if not args.wait:
+        if args.json:
+            output.emit(store.command(cid))
+        else:
+            print(cid)
+        return EXIT_OK
+    give_up = time.monotonic() + (args.timeout if args.timeout is not None else args.deadline)
+    while True:
+        c = store.command(cid)
+        if c["status"] != "pending" or time.monotonic() > give_up:
+            break
+        time.sleep(0.05)  # polls the database: the answer arrives through another process
+    if args.json:
+        output.emit(c)
+    if c["status"] == "ok":
+        if not args.json:
+            print(json.dumps(c["result"]))
+        return EXIT_OK
+    if c["status"] == "error":
+        print(f"twinlink: {output.text(args.name)} rejected command {cid} "
+              f"({output.text(args.method)}): {output.text(c['result'])}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"twinlink: no answer from {output.text(args.name)} to command {cid} "
+          f"({output.text(args.method)}) " + ("before its deadline" if c["status"] == "expired"
+                                              else "within --timeout") +
+          " — is 'twinlink serve' running and the device connected?", file=sys.stderr)
+    return EXIT_PENDING
+
+
+def desired_lines(store: TwinStore, name: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(JSON rows, text lines) of a device's desired vs reported state for ``twin show``."""
+    view = store.desired_view(name)
+    lines = []
+    for r in view:
+        rep = "-" if r["reported"] is None else output.value_text(r["reported"])
+        lines.append(f"  {output.text(r['key']):18} desired {output.value_text(r['desired'])}"
+                     f", reported {rep}: {output.text(r['status'])}")
+    return view, lines
+
+
+def register(action: Any) -> None:
+    """Add ``set`` and ``command`` through twin_cmds' ``action`` helper."""
+    p = action("set", "record a new desired state for a device", cmd_set,
+               ["twinlink twin set pump-17 interval=30 mode=eco",
+                "twinlink twin set relay-2 'thresholds={\"hi\": 80}'"],
+               description="Record key=value pairs as the device's desired state under a new "
+                           "version (other keys keep their values). Values are parsed as JSON, "
+                           "else taken as strings. The serving twin sends the whole desired "
+                           "state, authenticated end to end, until the device reports it "
+                           "applied or rejected it ('twinlink twin show').")
+    p.add_argument("name", help="device name")
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE",
+                   help="keys of 1-64 of A-Z a-z 0-9 _ . : -")
+    add_json(p, "print the version as one JSON object")
+
+    p = action("command", "send a device a one-shot command and wait for its result",
+               cmd_command,
+               ["twinlink twin command pump-17 reboot",
+                "twinlink twin command relay-2 set '{\"on\": true}' --deadline 10"],
+               description="Queue METHOD(JSON) for the device with a deadline and (by default) "
+                           "wait for its answer: exit 0 and print the result, exit 1 if the "
+                           "device rejected it, exit 6 if no answer came before the deadline "
+                           "(or --timeout). The device runs a command at most once.")
+    p.add_argument("name", help="device name")
+    p.add_argument("method", help="method name (1-64 of A-Z a-z 0-9 _ . : -)")
+    p.add_argument("args", nargs="?", metavar="JSON",
+                   help="the argument, JSON or a plain string (default: null)")
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE, metavar="S",
+                   help=f"seconds the device may take to get it (default: {DEFAULT_DEADLINE:g})")
+    p.add_argument("--wait", dest="wait", action="store_true", default=True,
+                   help="wait for the result (the default)")
+    p.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="only queue it and print its id")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help="seconds to wait for the result (default: the deadline)")
+    add_json(p, "print the command as one JSON object")
