@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -58,10 +59,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
             sys.stderr.write("\r\x1b[K" + line[:shutil.get_terminal_size().columns - 1])
             sys.stderr.flush()
 
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through run(): the broker it started is stopped
+
+    old = signal.signal(signal.SIGTERM, terminated)
     t0 = time.monotonic()
     try:
         results = attack.run(runs, target, on_start=started, timeout=args.timeout)
     finally:
+        signal.signal(signal.SIGTERM, old)
         if live:
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
