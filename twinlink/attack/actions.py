@@ -83,7 +83,7 @@ def qos1_duplicate(s: Session) -> None:
     to the resumed session. Stored once, nothing to report."""
     ch = _mqtt(s)
     frames = s.seal(n=5)
-    ch.withhold_acks(1)
+    ch.withhold_ack(frames[0])
     s.genuine(frames[:1])
     ch.stop_ingest()
     ch.start_ingest()  # same client id: the broker resumes the session and redelivers
@@ -299,12 +299,19 @@ def retained_telemetry(s: Session) -> None:
 
 
 def _capture_acks(s: Session, role: str = "pump", n: int = 3) -> list[bytes]:
+    """Sniff the twin's acks while ``role`` sends ``n`` frames; returns once the device has
+    every frame released (no ack is still on its way) and the sniffer saw those acks."""
     ch = _mqtt(s)
-    sniffer = ch.sniff(ch.ack_topic(role))
+    t = ch.ack_topic(role)
+    lk = ch.link(role)
+    sniffer = ch.sniff(t)
+    acks0 = lk.stats.acks
     s.genuine(s.seal(role, n), role)
-    wait_for(lambda: len(sniffer.on(ch.ack_topic(role))) >= 1, 10, f"an ack for {role}")
+    s.require(lk.flush(10) == 0, f"the twin did not acknowledge {role}'s frames")
+    wait_for(lambda: len(sniffer.on(t)) >= lk.stats.acks - acks0 >= 1, 10,
+             f"the eavesdropper to see {role}'s acks")
     sniffer.stop()
-    return sniffer.on(ch.ack_topic(role))
+    return sniffer.on(t)
 
 
 def _pending_frames(s: Session, n: int = 3) -> tuple[Any, list[bytes]]:

@@ -436,15 +436,18 @@ class SerialChannel(Channel):
 
 
 class Sniffer:
-    """An attacker's MQTT subscription: every message on ``pattern`` is kept."""
+    """An attacker's MQTT subscription: every message on ``pattern`` is kept. Returns once
+    the broker has confirmed the subscription (SUBACK), so nothing published after is missed."""
 
-    def __init__(self, client: mqtt.Client, pattern: str) -> None:
+    def __init__(self, client: mqtt.Client, pattern: str, subacks: _Subacks) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         client.message_callback_add(pattern, self._on)
         self.client, self.pattern = client, pattern
-        info = client.subscribe(pattern, qos=1)
-        self._mid = info[1]
+        _rc, mid = client.subscribe(pattern, qos=1)
+        if mid is None:
+            raise ScenarioError(f"could not subscribe to {pattern}")
+        subacks.wait(mid, f"the broker to confirm the subscription to {pattern}")
 
     def _on(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -457,6 +460,25 @@ class Sniffer:
     def stop(self) -> None:
         self.client.unsubscribe(self.pattern)
         self.client.message_callback_remove(self.pattern)
+
+
+class _Subacks:
+    """SUBACKs the attacker's client received, by packet id (paho's network thread adds)."""
+
+    def __init__(self) -> None:
+        self._mids: set[int] = set()
+        self._cond = threading.Condition()
+
+    def on_subscribe(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        with self._cond:
+            self._mids.add(mid)
+            self._cond.notify_all()
+
+    def wait(self, mid: int, what: str) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: mid in self._mids, 10):
+                raise ScenarioError(f"timed out waiting for {what}")
+            self._mids.discard(mid)
 
 
 class MqttChannel(Channel):
@@ -474,7 +496,7 @@ class MqttChannel(Channel):
         self.ingest: Any = None
         self._ingest_thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._withhold = 0
+        self._withhold: set[bytes] = set()
         self.links: dict[str, Any] = {}
         self._generation: dict[str, int] = {}
         self.resend_after = 10.0
@@ -484,7 +506,9 @@ class MqttChannel(Channel):
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._subacks = _Subacks()
         self.attacker = self.client(f"twinlink-attacker-{os.urandom(4).hex()}")
+        self.attacker.on_subscribe = self._subacks.on_subscribe
         if self.own_ingest:
             self.start_ingest()
 
@@ -517,8 +541,8 @@ class MqttChannel(Channel):
 
         def ack(msg: Any) -> bool:
             # Fault injection: an ingest that dies between its commit and its PUBACK.
-            if self._withhold > 0:
-                self._withhold -= 1
+            if msg.payload in self._withhold:
+                self._withhold.discard(msg.payload)
                 return False
             return real_ack(msg)  # type: ignore[no-any-return]
 
@@ -536,10 +560,10 @@ class MqttChannel(Channel):
             self._ingest_thread.join(20)
             self._ingest_thread = None
 
-    def withhold_acks(self, n: int) -> None:
-        """The ingest's next ``n`` broker acknowledgements are not sent (a crash between the
-        database commit and the PUBACK): the broker redelivers those messages."""
-        self._withhold = n
+    def withhold_ack(self, payload: bytes) -> None:
+        """The ingest's broker acknowledgement of the message carrying ``payload`` is not sent
+        (a crash between the database commit and the PUBACK): the broker redelivers it."""
+        self._withhold.add(payload)
 
     def close(self) -> None:
         for link in self.links.values():
@@ -644,7 +668,7 @@ class MqttChannel(Channel):
     def sniff(self, pattern: str) -> Sniffer:
         """Subscribe the attacker to ``pattern`` (e.g. ``#``)."""
         assert self.attacker is not None
-        return Sniffer(self.attacker, pattern)
+        return Sniffer(self.attacker, pattern, self._subacks)
 
 
 def _telemetry_shaped(topic: str) -> bool:
