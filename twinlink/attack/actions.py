@@ -357,39 +357,36 @@ def retained_ack(s: Session) -> None:
     _resume(s, lk, frames)
 
 
+def _acks_against_pending(s: Session, acks: list[bytes], counter: str, kind: str) -> None:
+    """Publish ``acks`` to the victim while it has frames pending (the ingest stopped): each
+    must move the device's ``counter`` (its refusal) and none may release a frame; then the
+    ingest comes back and the frames go through."""
+    ch = _mqtt(s)
+    lk, frames = _pending_frames(s)
+    before, released0 = getattr(lk.stats, counter), lk.stats.released
+    ch.publish(ch.ack_topic(), acks)
+    wait_for(lambda: getattr(lk.stats, counter) - before >= len(acks), 10,
+             f"the device to refuse {len(acks)} ack(s)")
+    if lk.stats.released != released0 or lk.pending() != len(frames):
+        s.fail(f"{len(acks)} bad ack(s) released {lk.stats.released - released0} frame(s)")
+    s.device_event(kind, getattr(lk.stats, counter) - before)
+    _resume(s, lk, frames)
+
+
 @action("ack_forged")
 def ack_forged(s: Session) -> None:
     """Acks no twin sent, to a device with frames pending: a captured ack with a flipped bit,
     the second device's ack re-addressed, a truncated ack and junk."""
-    ch = _mqtt(s)
     ack = _capture_acks(s)[0]
     other = _capture_acks(s, "valve", 1)[0]
-    lk, frames = _pending_frames(s)
-    forged0, released0 = lk.stats.forged_acks, lk.stats.released
     forgeries = [M.flip(ack, len(ack) - 3), other, ack[:-5], b"\xd0\x83junk"]
-    ch.publish(ch.ack_topic(), forgeries)
-    wait_for(lambda: lk.stats.forged_acks - forged0 >= len(forgeries), 10,
-             "the device to refuse the forged acks")
-    if lk.stats.released != released0 or lk.pending() != len(frames):
-        s.fail(f"forged acks released {lk.stats.released - released0} frame(s)")
-    s.device_event("ack.forged", lk.stats.forged_acks - forged0)
-    _resume(s, lk, frames)
+    _acks_against_pending(s, forgeries, "forged_acks", "ack.forged")
 
 
 @action("ack_replayed")
 def ack_replayed(s: Session) -> None:
     """Genuine acks captured earlier, replayed while the device has other frames pending."""
-    ch = _mqtt(s)
-    acks = _capture_acks(s)
-    lk, frames = _pending_frames(s)
-    stale0, released0 = lk.stats.replayed_acks, lk.stats.released
-    ch.publish(ch.ack_topic(), acks)
-    wait_for(lambda: lk.stats.replayed_acks - stale0 >= len(acks), 10,
-             "the device to see the replayed acks")
-    if lk.stats.released != released0 or lk.pending() != len(frames):
-        s.fail(f"replayed acks released {lk.stats.released - released0} frame(s)")
-    s.device_event("ack.stale", lk.stats.replayed_acks - stale0)
-    _resume(s, lk, frames)
+    _acks_against_pending(s, _capture_acks(s), "replayed_acks", "ack.stale")
 
 
 @action("takeover")
