@@ -198,6 +198,8 @@ def test_cli_against_an_existing_twin_in_process(rig):
     assert {"frame.replay", "frame.bad_signature", "frame.unknown_device"} <= types
     usage = run_cli("attack", "--device", str(pump))
     assert usage.returncode == 2 and "give its --db too" in usage.stderr
+    usage = run_cli("attack", "--keep", str(rig.root), "--transport", "inproc")
+    assert usage.returncode == 2 and "is not empty" in usage.stderr
 
 
 @requires_mosquitto

@@ -24,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from .. import frame as _frame
 from .. import keys, senml
 from ..detect import DetectConfig, Detector
 from ..device import Device
@@ -32,7 +33,7 @@ from ..provision import provision
 from ..store import SQLiteStore, TwinStore, open_store
 from ..transport import framing
 from ..transport.mqtt import MAX_PACKET, TOPIC_ROOT
-from ..twin import Twin
+from ..twin import Twin, frame_digest
 
 __all__ = ["Channel", "InprocChannel", "MqttChannel", "PacedDetector", "Rig", "ScenarioError",
            "SerialChannel", "SimClock", "wait_for"]
@@ -245,9 +246,6 @@ class Rig:
 
     def stored(self, frames: Sequence[bytes]) -> list[bool]:
         """For each frame, whether the twin stored exactly these bytes (by digest)."""
-        from .. import frame as _frame
-        from ..twin import frame_digest
-
         out = []
         epochs: dict[bytes, int] = {}
         for f in frames:

@@ -48,6 +48,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if not runs:
         raise fail("no scenario runs over the chosen transports", EXIT_USAGE)
     keep = Path(args.keep) if args.keep else None
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise fail(f"--keep {keep} is not empty", EXIT_USAGE,
+                   "give a new or empty directory for the workspace")
     workdir = keep or Path(tempfile.mkdtemp(prefix="twinlink-attack-"))
     target = attack.Target(workdir, db=args.db, twin_key=args.twin_key,
                            devices=args.device or [], mqtt_url=args.mqtt)
