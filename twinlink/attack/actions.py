@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -163,7 +164,7 @@ def replay_after_rekey(s: Session) -> None:
     captured = s.seal(n=5)
     s.genuine(captured[:3])
     name = s.rig.name()
-    salt = keys.TwinKey.generate().public[:8]  # any fresh 8 bytes
+    salt = os.urandom(8)
     s.rig.store.rekey(name, salt, None)
     bundle = s.rig.bundles["pump"]
     b = keys.Bundle.load(bundle)
