@@ -144,17 +144,22 @@ def test_the_whole_catalogue_passes_in_process(tmp_path, backend_name):
 @requires_mosquitto
 def test_cli_over_a_real_broker_and_pty_writes_the_scorecard(tmp_path):
     only = ("ctl-in-order,ctl-qos1-duplicate,ctl-line-noise,replay-exact,serial-crc-recomputed,"
-            "topic-spoof,retained-telemetry,ack-forged,wildcard-eavesdrop,flood-forgery")
+            "topic-spoof,retained-telemetry,ack-forged,wildcard-eavesdrop,flood-forgery,"
+            "replay-cross-stream,ack-replayed,twin-root-taken")
     p = run_cli("attack", "--only", only, "--transport", "serial,mqtt", "--json",
                 str(tmp_path / "s.json"), "--junit-xml", str(tmp_path / "j.xml"))
     assert p.returncode == 0, p.stdout + p.stderr
     doc = json.loads((tmp_path / "s.json").read_text())
     marks = {(r["id"], r["transport"]): r["mark"] for r in doc["results"]}
     assert marks[("ctl-line-noise", "serial")] == "ok" and marks[("topic-spoof", "mqtt")] == "ok"
-    assert len(marks) == 13 and set(marks.values()) == {"ok"}
+    assert len(marks) == 17 and set(marks.values()) == {"ok"}
+    # The twin's acks were captured off the line and off the ack topic, then injected.
+    assert marks[("replay-cross-stream", "serial")] == "ok"
     assert "JUnit report: " in p.stderr and ET.parse(tmp_path / "j.xml").getroot() \
         .get("failures") == "0"
-    assert "13 runs: 13 ok, 0 MISSED, 0 FALSE-POSITIVE, 0 ERROR, 0 skipped" in p.stdout
+    assert "17 runs: 17 ok, 0 MISSED, 0 FALSE-POSITIVE, 0 ERROR, 0 skipped" in p.stdout
+    # Device events the attacks provoke on purpose are scored, not printed.
+    assert "ack.forged" not in p.stderr
 
 
 def test_mqtt_scenarios_are_skipped_with_the_reason_when_mosquitto_is_missing(
@@ -173,9 +178,9 @@ def test_mqtt_scenarios_are_skipped_with_the_reason_when_mosquitto_is_missing(
     assert attack.Summary.of(results, 1.0).passed
 
 
-def _existing(rig) -> tuple[Path, Path]:
-    rig.provision("pump-17")
-    rig.provision("valve-3")
+def _existing(rig, **kw) -> tuple[Path, Path]:
+    rig.provision("pump-17", **kw)
+    rig.provision("valve-3", **kw)
     return rig.root / "keys" / "pump-17.device", rig.root / "keys" / "valve-3.device"
 
 
@@ -204,7 +209,9 @@ def test_cli_against_an_existing_twin_in_process(rig):
 
 @requires_mosquitto
 def test_cli_against_an_existing_twin_over_its_own_ingest(rig, broker_factory):  # noqa: F811
-    pump, valve = _existing(rig)
+    # A deployment with its own topic root: serve takes it from the database, and so does
+    # the attack (a topic-spoof sent under 'twinlink' would never reach this twin).
+    pump, valve = _existing(rig, topic_root="plant-7/telemetry")
     broker = broker_factory(persistence=False)
     serve = start_serve(broker.url, rig.db, rig.twin_key_path)
     try:
@@ -217,6 +224,20 @@ def test_cli_against_an_existing_twin_over_its_own_ingest(rig, broker_factory): 
     marks = {r["id"]: r["mark"] for r in json.loads(p.stdout)["results"]}
     assert marks == {"replay-exact": "ok", "topic-spoof": "ok", "flip-signature": "ok",
                      "ack-forged": "skipped"}
+
+
+def test_the_mqtt_channel_knows_what_reaches_the_ingest_under_any_root():
+    from twinlink.attack.rig import _telemetry_shaped
+
+    for root in ("twinlink", "plant-a/telemetry"):
+        assert _telemetry_shaped(f"{root}/a70001/t", root)
+        assert _telemetry_shaped(f"{root}/zz/t", root)  # names no kid: the twin refuses it
+        assert not _telemetry_shaped(f"{root}/_twin/t", root)  # presence, never a frame
+        assert not _telemetry_shaped(f"{root}/a70001/a", root)
+        assert not _telemetry_shaped(f"{root}/a70001/t/x", root)
+        assert not _telemetry_shaped(f"other/{root}/a70001/t", root)
+    assert not _telemetry_shaped("twinlink/a70001/t", "plant-a/telemetry")
+    assert not _telemetry_shaped("plant-a/a70001/t", "plant-a/telemetry")
 
 
 def test_list_prints_the_catalogue():

@@ -132,3 +132,25 @@ def test_a_defect_in_one_backend_is_caught_in_the_other_too(tmp_path, monkeypatc
         only, want = "flip-signature", "flip-signature"
     rc, marks = scorecard(tmp_path, only)
     assert rc == 1 and missed(marks) == {want}
+
+
+@requires_mosquitto
+def test_a_twin_that_ignores_the_presence_on_its_root_is_missed(tmp_path, monkeypatch):
+    """Without the presence check a second twin serves a root another twin key holds (and
+    takes the retained presence over): the scenario for it turns MISSED."""
+    from twinlink.ingest import mqtt as ingest_mqtt
+
+    run = ingest_mqtt._PresenceCheck.run
+
+    def blind(self, stop):
+        run(self, stop)
+        return None  # whatever was there, report the root free
+
+    monkeypatch.setattr(ingest_mqtt._PresenceCheck, "run", blind)
+    rc, marks = scorecard(tmp_path, "twin-root-taken,replay-exact", "mqtt")
+    assert rc == 1
+    mark, detail = marks["twin-root-taken"]
+    assert mark == "MISSED", detail
+    assert "the rival twin served the topic root" in detail
+    assert "the presence on the topic root no longer names the serving twin" in detail
+    assert marks["replay-exact"][0] == "ok"

@@ -22,9 +22,8 @@ from typing import Any
 import cbor2
 
 from .. import keys
-from ..frame import parse
 from . import mutate as M
-from .rig import MqttChannel, SerialChannel, wait_for
+from .rig import MqttChannel, ScenarioError, SerialChannel, wait_for
 from .runner import Session
 
 __all__ = ["ACTIONS", "run"]
@@ -129,31 +128,21 @@ def replay(s: Session) -> None:
     s.attack(captured)
 
 
-def _twin_acks(s: Session, frames: Sequence[bytes]) -> list[bytes]:
-    """Acknowledgements the twin sends for ``frames``: sniffed off the ack topic on MQTT;
-    otherwise made the way the ingest makes them."""
-    if isinstance(s.ch, MqttChannel):
-        topic = s.ch.ack_topic()
-        sniffer = s.ch.sniff(topic)
-        s.genuine(frames)
-        wait_for(lambda: len(sniffer.on(topic)) >= 1, 10, "an acknowledgement on the ack topic")
-        sniffer.stop()
-        return sniffer.on(topic)
-    from ..ack import seal_ack, to_ranges
-
-    s.genuine(frames)
-    twin = s.rig.twin
-    s.require(twin is not None, "making an acknowledgement needs the twin in this process")
-    assert twin is not None
-    kid = s.rig.kid()
-    return [seal_ack(twin.ack_context(kid), kid, twin.store.take_ack_seq(kid),
-                     to_ranges(parse(f).seq for f in frames))]
+def _twin_acks(s: Session, frames: Sequence[bytes], role: str = "pump") -> list[bytes]:
+    """The twin's acknowledgements (acks v2) of genuine ``frames``, as an eavesdropper captures
+    them: off the ack topic on MQTT, off the line on serial (the receiver answers there),
+    in-process as the ingest's Acknowledger seals them."""
+    s.genuine_frames += frames
+    acks = s.ch.genuine_acked(role, frames)
+    s.require(bool(acks), "the twin sent no acknowledgement to capture")
+    return acks
 
 
 @action("replay_ack_as_telemetry")
 def replay_ack_as_telemetry(s: Session) -> None:
-    """The twin's acknowledgement to the victim (an Encrypt0 under the same pairwise secret),
-    injected on the telemetry path."""
+    """The twin's acknowledgement to the victim (an Encrypt0 keyed from the same pairwise
+    secret, under the twin's Sender ID), injected on the telemetry path: not a Sign1, so the
+    parser refuses it before any key is touched."""
     s.attack(_twin_acks(s, s.seal(n=3))[:1])
 
 
@@ -272,7 +261,7 @@ def topic_spoof(s: Session) -> None:
     ch = _mqtt(s)
     v, p = s.seal("valve")[0], s.seal()[0]
     s.attack([v], topic=ch.telemetry_topic("pump"))
-    s.attack([p], topic="twinlink/zz/t")
+    s.attack([p], topic=f"{ch.rig.topic_root}/zz/t")
     s.genuine([v], "valve")
     s.genuine([p])
 
@@ -365,12 +354,18 @@ def _acks_against_pending(s: Session, acks: list[bytes], counter: str, kind: str
     ch = _mqtt(s)
     lk, frames = _pending_frames(s)
     before, released0 = getattr(lk.stats, counter), lk.stats.released
+    ev0 = ch.device_events[("pump", kind)]
     ch.publish(ch.ack_topic(), acks)
     wait_for(lambda: getattr(lk.stats, counter) - before >= len(acks), 10,
              f"the device to refuse {len(acks)} ack(s)")
     if lk.stats.released != released0 or lk.pending() != len(frames):
         s.fail(f"{len(acks)} bad ack(s) released {lk.stats.released - released0} frame(s)")
-    s.device_event(kind, getattr(lk.stats, counter) - before)
+    try:  # the device raises the event right after it counts the refusal
+        wait_for(lambda: ch.device_events[("pump", kind)] - ev0 >= len(acks), 5,
+                 f"the device to raise {kind}")
+    except ScenarioError:
+        pass  # fewer events than refusals: the verdict below says how many
+    s.device_event(kind, ch.device_events[("pump", kind)] - ev0)
     _resume(s, lk, frames)
 
 
@@ -386,8 +381,75 @@ def ack_forged(s: Session) -> None:
 
 @action("ack_replayed")
 def ack_replayed(s: Session) -> None:
-    """Genuine acks captured earlier, replayed while the device has other frames pending."""
-    _acks_against_pending(s, _capture_acks(s), "replayed_acks", "ack.stale")
+    """Genuine acks captured earlier, replayed while the device has other frames pending.
+
+    Acks v2 name frames by (seq, digest) and keep no replay window (docs/PROTOCOL.md §15): a
+    replayed ack authenticates and is accepted as the true claim it is, and it names only
+    frames already released. So the device must open every one (``acks`` counts them: they
+    reached it and were not mistaken for forgeries), release nothing, see no conflict, and
+    has nothing to record."""
+    ch = _mqtt(s)
+    acks = _capture_acks(s)
+    lk, frames = _pending_frames(s)
+    st = lk.stats
+    before = (st.acks, st.released, st.refused, st.forged_acks, st.conflicts)
+    ch.publish(ch.ack_topic(), acks)
+    wait_for(lambda: lk.stats.acks - before[0] >= len(acks), 10,
+             f"the device to open {len(acks)} replayed ack(s)")
+    after = (st.acks - len(acks), st.released, st.refused, st.forged_acks, st.conflicts)
+    if after != before or lk.pending() != len(frames):
+        s.fail(f"{len(acks)} replayed ack(s) changed the device's state: (acks, released, "
+               f"refused, forged, conflicts) {before} -> {after}, {lk.pending()} of "
+               f"{len(frames)} frame(s) pending")
+    _resume(s, lk, frames)
+
+
+@action("rival_twin")
+def rival_twin(s: Session) -> None:
+    """A second twin (its own key and database) is started on the topic root this twin serves.
+    It must refuse to serve before it subscribes (``TopicRootTaken``, exit 7 from ``serve``):
+    the serving twin's retained presence names another key. The serving twin's presence stays
+    its own, and the victim's frames are all still stored by it."""
+    from ..ingest.mqtt import PRESENCE_PREFIX, MqttIngest, TopicRootTaken
+    from ..store import open_store
+    from ..twin import Twin
+
+    ch = _mqtt(s)
+    assert s.rig.twin is not None
+    ours = PRESENCE_PREFIX + keys.fingerprint(s.rig.twin.key.public).encode()
+    rival = Twin(open_store(s.rig.root / "rival.db"), keys.TwinKey.generate())
+    ing = MqttIngest(ch.url, rival, client_id=f"twinlink-attack-rival-{os.urandom(3).hex()}",
+                     topic_root=s.rig.topic_root)
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            box["stats"] = ing.run(stop)
+        except BaseException as exc:  # reported below, whatever it is
+            box["exc"] = exc
+
+    worker = threading.Thread(target=serve, name="twinlink-attack-rival", daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: not worker.is_alive() or ing.subscribed.is_set(), 20,
+                 "the rival twin to refuse the topic root or to serve it")
+    finally:
+        stop.set()
+        worker.join(10)
+        rival.close()
+    exc = box.get("exc")
+    if not isinstance(exc, TopicRootTaken):
+        s.fail("the rival twin served the topic root" if exc is None
+               else f"the rival twin failed otherwise: {type(exc).__name__}: {exc}")
+    elif ing.stats.received:
+        s.fail(f"the rival twin processed {ing.stats.received} message(s) before refusing")
+    probe = ch.sniff(ch.presence_topic())
+    wait_for(lambda: bool(probe.on(ch.presence_topic())), 10, "the retained presence")
+    probe.stop()
+    if probe.on(ch.presence_topic())[-1] != ours:
+        s.fail("the presence on the topic root no longer names the serving twin")
+    s.genuine(s.seal(n=3))
 
 
 @action("takeover")

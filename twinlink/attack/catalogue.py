@@ -124,7 +124,18 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("ack-forged", "Forged acknowledgements sent to a device with frames pending",
              "ack_forged", BLOCKED, "ack.forged", MQTT, COMMAND, needs=("own_ingest",)),
     Scenario("ack-replayed", "Captured acknowledgements replayed to the device",
-             "ack_replayed", BLOCKED, "ack.stale", MQTT, COMMAND, needs=("own_ingest",)),
+             "ack_replayed", BLOCKED, None, MQTT, COMMAND, needs=("own_ingest",),
+             assumes="acks v2 (docs/PROTOCOL.md §15): an ack is an idempotent, authenticated "
+                     "claim naming frames by (seq, digest), with no replay window; a replayed "
+                     "one is opened, names only frames already released and changes nothing, "
+                     "so there is nothing for the device to record"),
+    Scenario("twin-root-taken",
+             "A second twin (another key) started on the topic root this twin serves",
+             "rival_twin", BLOCKED, None, MQTT, needs=("own_ingest",),
+             assumes="a misconfiguration guard, not a defence against a hostile client: the "
+                     "second twin reads the retained presence on <root>/_twin and refuses "
+                     "before it subscribes (serve exits 7); a client that ignores presence is "
+                     "kept off the root only by the broker's ACLs"),
     Scenario("clientid-takeover",
              "Client-id takeover of the ingest's MQTT session (nothing may be lost)",
              "takeover", BLOCKED, None, MQTT, DENY_VIEW, {"n": 30}, needs=("own_ingest",),

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,12 @@ from .. import keys, senml
 from ..detect import DetectConfig, Detector
 from ..device import Device
 from ..errors import TwinlinkError, UnknownDevice
+from ..ingest.acks import Acknowledger
 from ..provision import provision
 from ..store import SQLiteStore, TwinStore, open_store
 from ..transport import framing
-from ..transport.mqtt import MAX_PACKET, TOPIC_ROOT
+from ..transport.mqtt import MAX_PACKET
+from ..transport.topics import PRESENCE_LEVEL, TOPIC_ROOT, check_topic_root
 from ..twin import Twin, frame_digest
 
 __all__ = ["Channel", "InprocChannel", "MqttChannel", "PacedDetector", "Rig", "ScenarioError",
@@ -112,14 +115,16 @@ class Rig:
     """A twin and its devices for one scenario run (see the module docstring).
 
     Build with :meth:`fresh` (a new twin in ``root``) or :meth:`existing` (someone's twin).
-    ``capabilities`` says which catalogue ``needs`` this rig satisfies.
+    ``capabilities`` says which catalogue ``needs`` this rig satisfies; ``topic_root`` is the
+    MQTT topic root the twin's devices publish under and its ingest serves.
     """
 
     def __init__(self, root: Path, store: TwinStore, twin: Twin | None,
                  bundles: dict[str, Path], clock: SimClock | None,
-                 capabilities: frozenset[str]) -> None:
+                 capabilities: frozenset[str], topic_root: str = TOPIC_ROOT) -> None:
         self.root, self.store, self.twin = root, store, twin
         self.bundles, self.clock, self.capabilities = bundles, clock, capabilities
+        self.topic_root = check_topic_root(topic_root)
         self.state_dir = root / "state"
         self._devices: dict[str, Device] = {}
         self._names: dict[str, str] = {}
@@ -129,17 +134,18 @@ class Rig:
 
     @classmethod
     def fresh(cls, root: Path, twin_key: keys.TwinKey, twin_pub: Path, kid_prefix: bytes,
-              qc: dict[str, Any] | None = None) -> Rig:
+              qc: dict[str, Any] | None = None, topic_root: str = TOPIC_ROOT) -> Rig:
         """A new twin database in ``root`` with the four roles provisioned (kids
-        ``kid_prefix + n``), the QC configuration ``qc`` set as an operator would, detectors
-        on a simulated clock."""
+        ``kid_prefix + n``) under the MQTT topic root ``topic_root`` (recorded in the database
+        and the bundles, as ``provision --topic-root`` does), the QC configuration ``qc`` set as
+        an operator would, detectors on a simulated clock."""
         root.mkdir(parents=True, exist_ok=True)
         store = open_store(root / "twin.db")
         try:
             bundles = {}
             for role, n in ROLES.items():
                 provision(role, twin_pub, root / "keys", db=None if role == "ghost" else store,
-                          kid=kid_prefix + bytes([n]))
+                          kid=kid_prefix + bytes([n]), topic_root=topic_root)
                 bundles[role] = root / "keys" / f"{role}.device"
             if qc:
                 store.set_qc_config(qc, why="attack scenario: bounds an operator would set")
@@ -150,15 +156,17 @@ class Rig:
             store.close()
             raise
         caps = frozenset({"second_device", "operator", "clock", "own_ingest"})
-        return cls(root, store, twin, bundles, clock, caps)
+        return cls(root, store, twin, bundles, clock, caps, topic_root)
 
     @classmethod
     def existing(cls, root: Path, db: str, twin_key: str | None, devices: Sequence[str],
-                 in_process: bool) -> Rig:
+                 in_process: bool, topic_root: str | None = None) -> Rig:
         """Someone's twin: its database ``db``, its key (needed ``in_process``: the frames are
         opened here; otherwise its own ingest opens them and the database is only read) and
         one or two device bundles (the victim, then a second device). A fresh identity the
-        twin does not know plays ``ghost``."""
+        twin does not know plays ``ghost``. Its MQTT topic root is ``topic_root``, else the one
+        ``db`` records, else the victim bundle's, else ``twinlink`` (what ``serve`` and
+        ``send`` would use)."""
         root.mkdir(parents=True, exist_ok=True)
         twin: Twin | None = None
         store: TwinStore
@@ -180,7 +188,10 @@ class Rig:
                     store.device(kid)
                 except UnknownDevice:
                     break
-            provision("ghost", victim.twin_public, root / "keys", kid=kid, force=True)
+            mqtt_root = (topic_root or store.topic_root()
+                     or str(victim.settings.get("topic_root") or TOPIC_ROOT))
+            provision("ghost", victim.twin_public, root / "keys", kid=kid, force=True,
+                      topic_root=mqtt_root)
             bundles["ghost"] = root / "keys" / "ghost.device"
         except BaseException:
             if twin is not None:
@@ -189,7 +200,7 @@ class Rig:
                 store.close()
             raise
         caps = frozenset({"second_device"} if "valve" in bundles else set())
-        return cls(root, store, twin, bundles, None, caps)
+        return cls(root, store, twin, bundles, None, caps, mqtt_root)
 
     # -- roles -----------------------------------------------------------------------------
 
@@ -316,6 +327,11 @@ class Channel:
         attack payloads reached the twin."""
         raise NotImplementedError
 
+    def genuine_acked(self, role: str, frames: Sequence[bytes]) -> list[bytes]:
+        """Send genuine frames of ``role`` and return the end-to-end acks (acks v2) the twin
+        answered them with, as bytes an eavesdropper on the link would capture."""
+        raise NotImplementedError
+
     def _wait_activity(self, before: int, n: int, what: str) -> None:
         """Against a twin whose ingest is not ours: wait until ``n`` more readings or events
         show, or nothing changed for two seconds."""
@@ -355,12 +371,27 @@ class InprocChannel(Channel):
     name = "inproc"
     source = "api:attack"
 
-    def _open(self, frames: Sequence[bytes]) -> None:
+    def __init__(self, rig: Rig) -> None:
+        super().__init__(rig)
+        self.acknowledger: Acknowledger | None = None
+
+    def _open(self, frames: Sequence[bytes]) -> list[Any]:
         twin = self.rig.twin
         if twin is None:
             raise ScenarioError("no twin in this process")
+        results: list[Any] = []
         for i in range(0, len(frames), 512):
-            twin.open_many(list(frames[i:i + 512]), source=self.source)
+            results += twin.open_many(list(frames[i:i + 512]), source=self.source)
+        return results
+
+    def genuine_acked(self, role: str, frames: Sequence[bytes]) -> list[bytes]:
+        # In-process there is no wire: the acks are what an ingest's Acknowledger seals for
+        # these results (its own random twin Sender ID, as every ingest process has).
+        results = self._open(frames)
+        if self.acknowledger is None:
+            assert self.rig.twin is not None
+            self.acknowledger = Acknowledger(self.rig.twin)
+        return [data for _, data in self.acknowledger.answer(results).acks]
 
     def genuine(self, role: str, frames: Sequence[bytes]) -> None:
         self._open(frames)
@@ -390,9 +421,13 @@ class SerialChannel(Channel):
         if self.rig.twin is None:
             raise ScenarioError("the serial transport needs the twin in this process")
         self.cable = VirtualCable()
+        #: What the twin wrote back on the line (its acks), as a tap on the line sees it.
+        self.heard: list[bytes] = []
+        self._heard_lock = threading.Lock()
         try:
-            self.receiver = SerialReceiver(self.cable.b, self.rig.twin)
-            self.link = SerialLink(self.cable.a)
+            # acks=True: the twin answers on the line, as ``serve --serial --acks`` does.
+            self.receiver = SerialReceiver(self.cable.b, self.rig.twin, acks=True)
+            self.link = SerialLink(self.cable.a, on_frame=self._hear)
         except BaseException:
             self.close()
             raise
@@ -407,6 +442,27 @@ class SerialChannel(Channel):
     def _wait(self, before: int, n: int, what: str) -> None:
         if not self.receiver.wait_for(before + n, DELIVERY_TIMEOUT):
             raise ScenarioError(f"timed out waiting for the serial receiver to see {what}")
+
+    def _hear(self, data: bytes) -> None:
+        with self._heard_lock:  # the link's I/O thread
+            self.heard.append(data)
+
+    def genuine_acked(self, role: str, frames: Sequence[bytes]) -> list[bytes]:
+        with self._heard_lock:
+            h0 = len(self.heard)
+        a0 = self.receiver.acks_sent
+        self.genuine(role, frames)
+        # The receiver writes a batch's acks before it counts the batch's results: once
+        # genuine() returns, acks_sent is final for these frames; wait until all came back.
+        sent = self.receiver.acks_sent - a0
+
+        def back() -> bool:
+            with self._heard_lock:
+                return len(self.heard) - h0 >= max(1, sent)
+
+        wait_for(back, DELIVERY_TIMEOUT, f"{max(1, sent)} ack(s) back on the serial line")
+        with self._heard_lock:
+            return self.heard[h0:]
 
     def genuine(self, role: str, frames: Sequence[bytes]) -> None:
         before = self.receiver.total
@@ -500,6 +556,9 @@ class MqttChannel(Channel):
         self.resend_after = 10.0
         self._retained: set[str] = set()
         self.attacker: mqtt.Client | None = None
+        #: Device security events (``ack.forged``, ``ack.conflict``) by (role, type).
+        self.device_events: Counter[tuple[str, str]] = Counter()
+        self._events_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -534,7 +593,7 @@ class MqttChannel(Channel):
         if client_id is not None:
             self.ingest_client_id = client_id
         ing = MqttIngest(self.url, self.rig.twin, client_id=self.ingest_client_id,
-                         batch_wait=0.002)
+                         batch_wait=0.002, topic_root=self.rig.topic_root)
         real_ack = ing.transport.ack
 
         def ack(msg: Any) -> bool:
@@ -587,10 +646,20 @@ class MqttChannel(Channel):
             gen = self._generation.get(role, 0)
             lk = for_device(dev, self.url, outbox=self.rig.root / f"{role}-{gen}.outbox",
                             resend_after=self.resend_after, timeout=10.0,
+                            topic_root=self.rig.topic_root,
+                            on_event=lambda kind, detail, role=role: self._device_event(
+                                role, kind, detail),
                             client_id=f"twinlink-attack-{role}-{os.urandom(3).hex()}")
             self.links[role] = lk
             wait_for(lk.ack_subscribed.is_set, 10, f"the {role} link to subscribe")
         return lk
+
+    def _device_event(self, role: str, kind: str, detail: str) -> None:
+        # The scenario scores device events from the link's counters; logged at debug level
+        # only, so the attacks a run makes on purpose do not clutter the scorecard.
+        with self._events_lock:
+            self.device_events[(role, kind)] += 1
+        log.debug("device %s: %s: %s", role, kind, detail)
 
     def close_link(self, role: str) -> None:
         lk = self.links.pop(role, None)
@@ -621,12 +690,18 @@ class MqttChannel(Channel):
     def telemetry_topic(self, role: str = "pump") -> str:
         from ..transport.mqtt import topic
 
-        return topic(self.rig.kid(role), "t")
+        return topic(self.rig.kid(role), "t", self.rig.topic_root)
 
     def ack_topic(self, role: str = "pump") -> str:
         from ..transport.mqtt import topic
 
-        return topic(self.rig.kid(role), "a")
+        return topic(self.rig.kid(role), "a", self.rig.topic_root)
+
+    def presence_topic(self) -> str:
+        """``<root>/_twin``: where the serving twin announces itself (retained)."""
+        from ..transport.mqtt import presence_topic
+
+        return presence_topic(self.rig.topic_root)
 
     def publish(self, topic: str, payloads: Sequence[bytes], retain: bool = False) -> None:
         """Publish at QoS 1 as the attacker and wait for the broker to have them."""
@@ -637,11 +712,12 @@ class MqttChannel(Channel):
         for info in infos:
             info.wait_for_publish(DELIVERY_TIMEOUT)
 
-    @staticmethod
-    def reaches_ingest(topic: str, payload: bytes) -> bool:
-        """Whether the broker forwards this PUBLISH to the ingest (its subscription, its
-        Maximum Packet Size)."""
-        return _telemetry_shaped(topic) and len(payload) + len(topic) + 16 <= MAX_PACKET
+    def reaches_ingest(self, topic: str, payload: bytes) -> bool:
+        """Whether the ingest processes this PUBLISH: the broker forwards it (the ingest's
+        subscription ``<root>/+/t``, its Maximum Packet Size) and it is not on the presence
+        level (``<root>/_twin/...``, which the ingest treats as presence, never as a frame)."""
+        return (_telemetry_shaped(topic, self.rig.topic_root)
+                and len(payload) + len(topic) + 16 <= MAX_PACKET)
 
     def inject(self, payloads: Sequence[bytes], *, topic: str | None = None,
                role: str = "pump", raw: bool = False, retain: bool = False) -> int:
@@ -663,14 +739,33 @@ class MqttChannel(Channel):
         self._wait(rx, act, len(attack) + len(genuine), "the flood and the genuine frames")
         return len(attack)
 
+    def genuine_acked(self, role: str, frames: Sequence[bytes]) -> list[bytes]:
+        t = self.ack_topic(role)
+        sniffer = self.sniff(t)
+        try:
+            a0 = self.ingest.stats.acks if self.ingest is not None else 0
+            self.genuine(role, frames)
+
+            def want() -> int:  # the acks our ingest has published so far (at least one)
+                return max(1, self.ingest.stats.acks - a0) if self.ingest is not None else 1
+
+            wait_for(lambda: len(sniffer.on(t)) >= want(), DELIVERY_TIMEOUT,
+                     f"the twin's ack(s) on {t}")
+        finally:
+            sniffer.stop()
+        return sniffer.on(t)
+
     def sniff(self, pattern: str) -> Sniffer:
         """Subscribe the attacker to ``pattern`` (e.g. ``#``)."""
         assert self.attacker is not None
         return Sniffer(self.attacker, pattern, self._subacks)
 
 
-def _telemetry_shaped(topic: str) -> bool:
-    """Matches the ingest's subscription ``twinlink/+/t`` (any middle level)."""
-    parts = topic.split("/")
-    return len(parts) == 3 and parts[0] == TOPIC_ROOT and parts[2] == "t" and "+" not in topic \
-        and "#" not in topic
+def _telemetry_shaped(topic: str, root: str) -> bool:
+    """Whether ``topic`` matches the ingest's subscription ``<root>/+/t`` (any middle level,
+    even an empty one) other than ``<root>/_twin/t``."""
+    prefix = root + "/"
+    if not topic.startswith(prefix) or "+" in topic or "#" in topic:
+        return False
+    parts = topic[len(prefix):].split("/")
+    return len(parts) == 2 and parts[1] == "t" and parts[0] != PRESENCE_LEVEL

@@ -50,13 +50,17 @@ SCENARIO_TIMEOUT = 60.0
 class Target:
     """What to attack. By default a fresh twin per scenario in ``workdir`` (and a private
     mosquitto for MQTT); with ``db`` an existing twin: its database, its key (for in-process
-    runs), one or two device bundles and, for MQTT, the broker its ingest listens on."""
+    runs), one or two device bundles and, for MQTT, the broker its ingest listens on.
+    ``topic_root``: the MQTT topic root; for an existing twin default the one its database
+    records (else the victim bundle's, else ``twinlink``), for fresh twins a two-level root of
+    this run's own (so the catalogue also proves that nothing assumes ``twinlink``)."""
 
     workdir: Path
     db: str | None = None
     twin_key: str | None = None
     devices: Sequence[str] = ()
     mqtt_url: str | None = None
+    topic_root: str | None = None
 
     @property
     def existing(self) -> bool:
@@ -267,7 +271,10 @@ class _Run:
         self.broker: LocalBroker | None = None
         self.mqtt_skip = ""
         self.twin_key: keys.TwinKey | None = None
+        self.topic_root = target.topic_root
         if not target.existing:
+            if self.topic_root is None:
+                self.topic_root = f"twinlink-attack/{os.urandom(3).hex()}"
             self.twin_key = keys.TwinKey.generate()
             keys.write_public(target.workdir / "twin.pub", self.twin_key.public_pem(),
                               overwrite=True)
@@ -307,12 +314,13 @@ class _Run:
         if self.target.existing:
             assert self.target.db is not None
             return Rig.existing(root, self.target.db, self.target.twin_key,
-                                list(self.target.devices), in_process=transport != "mqtt")
-        assert self.twin_key is not None
+                                list(self.target.devices), in_process=transport != "mqtt",
+                                topic_root=self.topic_root)
+        assert self.twin_key is not None and self.topic_root is not None
         # A kid per run: retained messages and sessions on the shared broker never cross runs.
         prefix = b"\xa7" + self.count.to_bytes(2, "big")
         return Rig.fresh(root, self.twin_key, self.target.workdir / "twin.pub", prefix,
-                         sc.params.get("qc"))
+                         sc.params.get("qc"), self.topic_root)
 
     def channel(self, rig: Rig, transport: str) -> Channel:
         if transport == "inproc":

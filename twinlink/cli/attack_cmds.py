@@ -31,6 +31,15 @@ def _transports(text: str) -> list[str]:
     return names
 
 
+def _topic_root(text: str) -> str:
+    from ..transport.topics import check_topic_root
+
+    try:
+        return check_topic_root(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args)
@@ -53,7 +62,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                    "give a new or empty directory for the workspace")
     workdir = keep or Path(tempfile.mkdtemp(prefix="twinlink-attack-"))
     target = attack.Target(workdir, db=args.db, twin_key=args.twin_key,
-                           devices=args.device or [], mqtt_url=args.mqtt)
+                           devices=args.device or [], mqtt_url=args.mqtt,
+                           topic_root=args.topic_root)
     live = sys.stderr.isatty()
 
     def started(i: int, n: int, sc: attack.Scenario, transport: str) -> None:
@@ -143,6 +153,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "(default: a temporary directory, removed)")
     p.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="S",
                    help="seconds to wait for one scenario's verdict before marking it ERROR")
+    p.add_argument("--topic-root", type=_topic_root, metavar="ROOT",
+                   help="MQTT topic root (default: an existing twin's, as 'serve' would take "
+                        "it from --db, else the victim bundle's, else twinlink; fresh twins: "
+                        "twinlink-attack/<random hex> of this run)")
     g = p.add_argument_group("an existing twin instead of fresh ones")
     g.add_argument("--db", metavar="PATH",
                    help="its database (default: a fresh twin per scenario)")
