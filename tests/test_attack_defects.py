@@ -154,3 +154,26 @@ def test_a_twin_that_ignores_the_presence_on_its_root_is_missed(tmp_path, monkey
     assert "the rival twin served the topic root" in detail
     assert "the presence on the topic root no longer names the serving twin" in detail
     assert marks["replay-exact"][0] == "ok"
+
+
+@requires_mosquitto
+def test_a_device_that_flushes_its_outbox_on_any_authentic_ack_is_missed(tmp_path,
+                                                                         monkeypatch):
+    """Acks v2 release a frame only by its (seq, digest). A device that takes any authentic ack
+    as "the twin is up" and releases its whole queue loses the frames a replayed ack arrives
+    with."""
+    from twinlink import ack as _ack
+    from twinlink.outbox import Outbox
+
+    settle = Outbox.settle
+
+    def flush_all(self, kid, kid_context, stored, refused=()):
+        queued = [(q.seq, _ack.digest(q.frame)) for q in self.head(kid, 1 << 20)]
+        return settle(self, kid, kid_context, [*stored, *queued], refused)
+
+    monkeypatch.setattr(Outbox, "settle", flush_all)
+    rc, marks = scorecard(tmp_path, "ack-replayed", "mqtt")
+    assert rc == 1
+    mark, detail = marks["ack-replayed"]
+    assert mark == "MISSED" and "replayed ack(s) changed the device's state" in detail
+    assert "0 of 3 frame(s) pending" in detail
