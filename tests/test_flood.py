@@ -51,7 +51,10 @@ def test_flood_becomes_a_handful_of_events_and_genuine_readings_are_stored(rig):
                 stored += isinstance(r, twinlink.Reading)
         assert stored == GENUINE
         assert twin.store.count_readings("victim") == GENUINE
-        events = twin.store.events(limit=10_000, audit=False)
+        # Refusals only: the detectors run on the wall clock here, and how fast this machine
+        # pushes the genuine frames through may look like a rate anomaly.
+        events = [e for e in twin.store.events(limit=10_000, audit=False)
+                  if e["outcome"] == "blocked"]
         assert len(events) <= 50, [(e["type"], e["count"]) for e in events]
         counts: dict[str, int] = {}
         for e in events:  # refusals (the detectors may also note the victim's bursts)

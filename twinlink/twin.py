@@ -309,14 +309,18 @@ class Twin:
         expect_kids: Sequence[bytes | None] | None = None,
         source: str = "",
         dry_run: bool = False,
+        redelivered: Sequence[bool] | None = None,
     ) -> list[Result]:
         """Open a batch; store every accepted reading in one transaction.
 
         Returns one entry per frame, in order: a :class:`Reading` or the
         :class:`~twinlink.errors.TwinlinkError` that refused it (never raised; its ``.frame``
         is a :class:`FrameInfo`). ``expect_kids[i]`` is the kid the transport address claims
-        (MQTT topic); a mismatch is refused as ``topic_mismatch``. Raises
-        :class:`~twinlink.store.StorageError` only when the database cannot store the batch.
+        (MQTT topic); a mismatch is refused as ``topic_mismatch``. ``redelivered[i]`` says the
+        transport itself delivered frame ``i`` again (MQTT DUP from the broker): if it is a
+        byte-identical copy of a stored frame, that is at-least-once delivery, not a security
+        event, and none is recorded. Raises :class:`~twinlink.store.StorageError` only when
+        the database cannot store the batch.
         """
         started = _time.perf_counter()
         results: list[Result | None] = [None] * len(frames)
@@ -335,6 +339,8 @@ class Twin:
             info.digest = job.digest
             results[job.index] = exc
             self.counts[exc.reason] += 1
+            if info.duplicate and redelivered is not None and redelivered[job.index]:
+                return
             events.append((job.index, Event(exc.reason, str(exc), info.kid, info.seq, source)))
 
         with self._lock:

@@ -62,7 +62,7 @@ _HINTS: list[tuple[type[BaseException], int, str]] = [
 # ``serve`` are added by the transport modules after the commands exist.
 _GROUPS = (("commands", "register"), ("twin_cmds", "register"), ("migrate_cmds", "register"),
            ("commands", "register_services"), ("serial_cmds", "register"),
-           ("mqtt_cmds", "register"), ("events_cmds", "register"),
+           ("mqtt_cmds", "register"), ("events_cmds", "register"), ("attack_cmds", "register"),
            ("commands", "register_tools"), ("update_cmds", "register"),
            ("dashboard_cmds", "register"), ("completion", "register"))
 _REQUIRED = ("commands", "twin_cmds", "completion")

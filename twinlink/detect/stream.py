@@ -166,7 +166,12 @@ class DeviceStream:
             if not in_order and type(seq) is int and gap[0] <= seq <= gap[1]:
                 gap[2] -= 1  # a frame thought missing came late: reordered, not lost
                 self.counts["reordered"] += 1
-            self._flush_gap(arrival, events)
+            if gap[2] <= 0:
+                # Everything it missed has come: close it now, or a later gap merged into it
+                # would inherit its start and be reported before its own grace is over.
+                self.gap = None
+            else:
+                self._flush_gap(arrival, events)
         if not in_order:
             self.counts["late"] += 1
         else:

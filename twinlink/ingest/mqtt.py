@@ -426,7 +426,7 @@ class MqttIngest:
         t0 = time.perf_counter()
         try:
             results = self.twin.open_many([m.payload for m in batch], expect_kids=kids,
-                                          source="mqtt")
+                                          source="mqtt", redelivered=[m.dup for m in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"open_many returned {len(results)} results for "
                                    f"{len(batch)} frames")

@@ -167,6 +167,7 @@ class Message(NamedTuple):
     retain: bool
     mid: int
     gen: int  # the connection it arrived on; see MqttTransport.ack
+    dup: bool = False  # the broker delivers it again (MQTT DUP: an unacknowledged QoS 1)
 
 
 class _Client(mqtt.Client):
@@ -375,7 +376,7 @@ class MqttTransport:
         except UnicodeDecodeError:  # brokers should refuse these; never trust that
             name = ""
         self._call(self._cb_message, Message(name, bytes(msg.payload), msg.qos, bool(msg.retain),
-                                             msg.mid, self.gen))
+                                             msg.mid, self.gen, bool(msg.dup)))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     props: Any) -> None:
