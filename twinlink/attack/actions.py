@@ -181,13 +181,15 @@ def delayed_release(s: Session) -> None:
 # -- integrity --------------------------------------------------------------------------------
 
 def _oversize(frame: bytes) -> bytes:
-    """A Sign1 shaped like ``frame`` whose Encrypt0 carries a 70 000-byte ciphertext."""
+    """A Sign1 shaped like ``frame`` whose Encrypt0 carries a 66 000-byte ciphertext: above the
+    65 535-byte frame maximum, yet below the broker's Maximum Packet Size, so every transport
+    delivers it to the twin's own size check."""
     from .. import cbor
 
     lay = M.layout(frame)
     prot = frame[slice(*lay.protected)]
     enc0 = (b"\xd0\x83\x44\xa1\x01\x18\x18\xa1\x06" + cbor.bstr(frame[slice(*lay.piv)])
-            + cbor.bstr(bytes(70_000)))
+            + cbor.bstr(bytes(66_000)))
     return (b"\xd2\x84" + cbor.bstr(prot) + b"\xa0" + cbor.bstr(enc0)
             + cbor.bstr(frame[slice(*lay.signature)]))
 

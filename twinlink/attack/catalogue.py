@@ -151,10 +151,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              {"kind": "forgery", "n": 500, "genuine": 20}),
     # -- the parser ----------------------------------------------------------------------------
     Scenario("oversize", "A frame larger than the 65 535-byte maximum", "tamper",
-             BLOCKED, "frame.malformed", ("inproc",), EXPLOIT, {"mutation": "oversize"},
-             assumes="over serial the decoder drops it as line damage (4 KiB records) and "
-                     "over MQTT the broker never forwards it (Maximum Packet Size): only an "
-                     "in-process ingest ever sees one"),
+             BLOCKED, "frame.oversize", ALL, EXPLOIT, {"mutation": "oversize"}),
     Scenario("cbor-malformed", "Malformed CBOR corpus: RFC 8949 Appendix F, indefinite "
              "lengths, duplicate keys, deep nesting, huge declared lengths", "tamper",
              BLOCKED, "frame.malformed", ALL, EXPLOIT, {"mutation": "malformed_corpus"}),
