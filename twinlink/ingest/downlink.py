@@ -1,4 +1,5 @@
-"""What the twin sends down: desired state and commands (docs/PROTOCOL.md §20).
+"""What the twin sends down: desired state, commands (docs/PROTOCOL.md §20) and firmware
+update offers and chunks (§21).
 
 :class:`Downlinker` asks the store which downlink frames are due
 (:meth:`~twinlink.store.TwinStore.downlink_due`: new desired versions and pending commands, and
@@ -55,6 +56,10 @@ class Downlinker:
                 dev = self.twin.store.device(job.kid)
                 if job.kind == "desired":
                     plaintext = _dl.encode_desired(job.version, dict(job.values or {}))
+                elif job.kind == "offer":
+                    plaintext = _dl.encode_offer(job.data)
+                elif job.kind == "chunk":
+                    plaintext = _dl.encode_chunk(job.transfer, job.offset, job.data)
                 else:
                     plaintext = _dl.encode_command(job.command_id, job.method, job.args,
                                                    job.deadline)

@@ -31,7 +31,7 @@ PROFILE_SIGNED = "twinlink/1"
 PROFILE_LITE = "lite"
 
 #: Schema version this program reads and writes (SQLite ``PRAGMA user_version``).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Repeats of one refusal (same device, or same source for frames of no known device, and
 #: same type) within this many seconds are aggregated into one event row with a count.
