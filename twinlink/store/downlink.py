@@ -191,7 +191,8 @@ class DownlinkJob:
 
 class DownlinkTables:
     """Desired state, reports and commands (mixed into the SQL stores; see the module
-    docstring). Needs ``_tx()``, ``_guard()`` and ``_device_row()`` from the store."""
+    docstring). Needs ``_tx()``, ``_guard()``, ``_device_row()`` and ``_insert_events()`` from
+    the store."""
 
     if TYPE_CHECKING:  # provided by the store this is mixed into
         _db: Any
@@ -199,6 +200,8 @@ class DownlinkTables:
         def _tx(self) -> Any: ...
         def _guard(self, fn: Any) -> Any: ...
         def _device_row(self, db: Any, name_or_kid: str | bytes) -> Any: ...
+        def _insert_events(self, db: Any, events: Iterable[Event],
+                           aggregate: bool = True) -> None: ...
 
     # -- operator side ------------------------------------------------------------------------
 
