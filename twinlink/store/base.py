@@ -486,6 +486,15 @@ class TwinStore(ABC):
         """Downlink frames due now (marked sent, PIVs drawn, in one transaction)."""
         raise NotImplementedError
 
+    def offer_update(self, name: str, manifest: bytes, image: bytes,
+                     now: float | None = None) -> dict[str, Any]:
+        """Offer device ``name`` a firmware update (docs/PROTOCOL.md §21); return its view."""
+        raise NotImplementedError
+
+    def update_view(self, name: str) -> dict[str, Any] | None:
+        """Device ``name``'s latest update transfer, or None."""
+        raise NotImplementedError
+
     # -- queries ------------------------------------------------------------------------------
 
     @abstractmethod
