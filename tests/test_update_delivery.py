@@ -179,6 +179,34 @@ def test_resent_chunk_is_ignored_and_a_chunk_out_of_order_refused(setup) -> None
     assert inst.calls == [] and not staged.exists()
 
 
+def test_a_gap_right_after_a_progress_report_is_still_reported(setup) -> None:
+    """The device reported 4000 bytes staged; the next chunk is lost: the one after it must
+    still be answered with a gap (else the twin waits for its stall timer)."""
+    ur, twin, dev, inst, _ = setup
+    dev.on_update(inst)
+    img = ur.image(5, SIZE)
+    raw = ur.manifest(5, img)
+    tid = downlink.transfer_id(raw)
+    rec = twin.store.device("pump")
+    ctx = twin.ack_context(dev.kid, b"", rec.id_context)
+    piv = [downlink.next_piv(None)]
+
+    def send(plaintext: bytes) -> dict:
+        piv[0] += 1
+        return dev.handle_downlink(downlink.seal_downlink(ctx, dev.kid, piv[0], plaintext,
+                                                          rec.id_context))
+
+    def chunk(i: int) -> dict:
+        off = i * UPDATE_CHUNK
+        return send(downlink.encode_chunk(tid, off, img[off:off + UPDATE_CHUNK]))
+
+    send(downlink.encode_offer(raw))
+    assert chunk(0) == {}
+    assert chunk(1) == downlink.update_report(tid, "staging", 2 * UPDATE_CHUNK)
+    assert chunk(3) == downlink.update_report(tid, "gap", 2 * UPDATE_CHUNK)
+    assert chunk(4) == {}
+
+
 def test_lost_chunks_are_resent_from_the_staged_offset(setup) -> None:
     ur, twin, dev, inst, _ = setup
     dev.on_update(inst)
@@ -274,6 +302,9 @@ def test_update_reports_parse_strictly() -> None:
     rep = downlink.update_report(tid, "rejected", 0, "untrusted_key")
     assert downlink.parse_update_report(rep[downlink.UPDATE_REPORT]) == (
         tid, "rejected", 0, "untrusted_key")
+    # A reason the twin would not parse is sent as "refused", never dropped.
+    weird = downlink.update_report(tid, "rejected", 0, "Bad-Reason")[downlink.UPDATE_REPORT]
+    assert downlink.parse_update_report(weird) == (tid, "rejected", 0, "refused")
     for bad in ("", "zz", tid.hex() + " done 0", tid.hex() + " staging -1",
                 tid.hex() + " staging 01", tid.hex() + " staging 1 Bad", 5, None,
                 tid.hex() + " staging " + "9" * 21):

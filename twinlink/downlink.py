@@ -512,6 +512,7 @@ UPDATE_REPORT = REPORT_PREFIX + "update"
 UPDATE_STATUSES = ("staging", "gap", "resume", "applied", "rejected")
 _UPDATE_REPORT = re.compile(r"([0-9a-f]{16}) (staging|gap|resume|applied|rejected) "
                             r"(0|[1-9][0-9]{0,19})(?: ([a-z][a-z0-9_]{0,31}))?")
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def update_report(transfer: bytes, status: str, offset: int, reason: str = "") -> dict[str, str]:
@@ -519,6 +520,8 @@ def update_report(transfer: bytes, status: str, offset: int, reason: str = "") -
     [<reason>]"}`` — one value, so progress and outcome never travel apart."""
     if status not in UPDATE_STATUSES:
         raise ValueError(f"unknown update status {status!r}")
+    if reason and not _REASON.fullmatch(reason):
+        reason = "refused"  # the twin parses reports strictly: never send what it would drop
     text = f"{transfer.hex()} {status} {offset}" + (f" {reason}" if reason else "")
     return {UPDATE_REPORT: text}
 

@@ -86,7 +86,8 @@ class UpdateDelivery:
         self.path = staging_path(bundle, state_dir)
         self._staging: ImageStaging | None = None
         self._transfer = b""
-        self._reported = -1  # offset last reported, so a gap or duplicate is reported once
+        self._reported = -1  # offset of the last progress report
+        self._gap_at = -1  # staged offset a gap was last reported at (once per offset)
         self._unknown: set[bytes] = set()
         #: The last outcome: an :class:`~twinlink.update.UpdateResult` or the refusal's reason.
         self.result: UpdateResult | str | None = None
@@ -132,7 +133,7 @@ class UpdateDelivery:
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._staging = ImageStaging(self.path, m)  # resumes if it staged this manifest
         self._transfer = transfer_id(m.raw)
-        self._reported = -1
+        self._reported = self._gap_at = -1
 
     def _staged_manifest(self) -> bytes | None:
         try:
@@ -216,9 +217,9 @@ class UpdateDelivery:
             new = st.write(offset, data)
         except ChunkGap:
             self._count("gaps")
-            if self._reported == st.offset:
+            if self._gap_at == st.offset:  # the rest of the window behind one loss: quiet
                 return {}
-            self._reported = st.offset
+            self._gap_at = self._reported = st.offset
             return update_report(tid, "gap", st.offset)
         except ImageSizeMismatch as exc:  # the twin sent bytes past the signed size
             self._drop()
@@ -237,7 +238,7 @@ class UpdateDelivery:
     def _drop(self) -> None:
         if self._staging is not None:
             self._staging.discard()
-        self._staging, self._transfer, self._reported = None, b"", -1
+        self._staging, self._transfer, self._reported, self._gap_at = None, b"", -1, -1
 
     def _install(self) -> dict[str, str]:
         st = self._staging
