@@ -133,13 +133,13 @@ def test_authentic_plaintext_of_the_wrong_shape_is_refused(pair, body: object) -
     from nacl import bindings as nacl
 
     from twinlink import cbor
-    from twinlink.ack import _aad
-    from twinlink.oscore import nonce
+    from twinlink.enc0 import aad
+    from twinlink.oscore import STREAM_ACK, nonce
 
     piv = b"\x00"
     ct = nacl.crypto_aead_chacha20poly1305_ietf_encrypt(
-        cbor2.dumps(body, canonical=True), _aad(dev.kid, piv), nonce(ctx.common_iv, SID, piv),
-        ctx.key)
+        cbor2.dumps(body, canonical=True), aad(dev.kid, piv, STREAM_ACK),
+        nonce(ctx.common_iv, SID, piv), ctx.key)
     data = (bytes.fromhex("d08344a1011818a30446") + SID + b"\x06\x41\x00\x0a"
             + cbor.bstr(dev.id_context)[0:1] + dev.id_context + cbor.bstr(ct))
     with pytest.raises(errors.MalformedPayload):

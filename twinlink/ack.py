@@ -27,14 +27,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import cbor2
-from nacl import bindings as _nacl
-from nacl.exceptions import CryptoError
 
-from . import cbor, senml
-from .cbor import ARRAY, MAP, TAG, UINT, Reader
-from .errors import DecryptionFailed, MalformedFrame, MalformedPayload
-from .frametypes import ENC0_PROTECTED, MAX_KID_CONTEXT, TAG_LEN, enc_structure
-from .oscore import MAX_KID_LEN, MAX_SEQ, STREAM_ACK, Context, external_aad, nonce, piv_bytes
+from . import enc0, senml
+from .errors import MalformedFrame, MalformedPayload
+from .oscore import MAX_KID_LEN, MAX_SEQ, STREAM_ACK, Context
 
 __all__ = ["DIGEST_LEN", "MAX_ACK", "MAX_ENTRIES", "PERMANENT_REFUSALS", "SID_LEN", "Ack",
            "Refused", "Stored", "digest", "open_ack", "parse_ack", "seal_ack", "sender_id_for"]
@@ -87,10 +83,6 @@ class Ack:
         return len(self.stored) + len(self.refused)
 
 
-def _aad(kid: bytes, piv: bytes) -> bytes:
-    return enc_structure(ENC0_PROTECTED, external_aad(kid, piv, STREAM_ACK))
-
-
 def _check_entries(stored: Sequence[Stored], refused: Sequence[Refused]) -> None:
     if not stored and not refused:
         raise ValueError("an ack names at least one frame")
@@ -120,8 +112,6 @@ def seal_ack(ctx: Context, kid: bytes, piv_seq: int, stored: Iterable[Stored] = 
     sid = ctx.sender_id
     if len(sid) != SID_LEN or sid == kid:
         raise ValueError("acks are sealed with the twin's 6-byte Sender ID, never the kid")
-    if kid_context is not None and not 0 < len(kid_context) <= MAX_KID_CONTEXT:
-        raise ValueError("kid context must be 1 to 16 bytes")
     st = sorted((int(s), bytes(d)) for s, d in stored)
     rf = sorted((int(s), bytes(d), r) for s, d, r in refused)
     _check_entries(st, rf)
@@ -130,54 +120,17 @@ def seal_ack(ctx: Context, kid: bytes, piv_seq: int, stored: Iterable[Stored] = 
         body[1] = [[s, d] for s, d in st]
     if rf:
         body[2] = [[s, d, r] for s, d, r in rf]
-    piv = piv_bytes(piv_seq)
-    ct = _nacl.crypto_aead_chacha20poly1305_ietf_encrypt(
-        cbor2.dumps(body, canonical=True), _aad(kid, piv), nonce(ctx.common_iv, sid, piv),
-        ctx.key)
-    unprot = (b"\xa3" if kid_context is not None else b"\xa2") + b"\x04" + cbor.bstr(sid) + \
-        b"\x06" + cbor.bstr(piv)
-    if kid_context is not None:
-        unprot += b"\x0a" + cbor.bstr(kid_context)
-    return b"\xd0\x83" + cbor.bstr(ENC0_PROTECTED) + unprot + cbor.bstr(ct)
+    return enc0.seal(ctx, kid, piv_seq, cbor2.dumps(body, canonical=True), STREAM_ACK,
+                     kid_context)
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """An ack's header values, parsed strictly but not authenticated."""
-
-    sender_id: bytes
-    piv: bytes
-    seq: int
-    kid_context: bytes | None
-    ciphertext: bytes
+Envelope = enc0.Envelope
 
 
 def parse_ack(data: bytes) -> Envelope:
     """Strictly parse an ack's envelope (exactly the shape in the module docstring, in that key
     order, shortest heads); raise :class:`MalformedFrame` otherwise. Nothing is authenticated."""
-    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_ACK:
-        raise MalformedFrame("ack is not bytes or exceeds the maximum size")
-    r = Reader(bytes(data))
-    r.expect(TAG, 16, "ack Encrypt0 tag")
-    r.expect(ARRAY, 3, "ack Encrypt0 array")
-    if r.bytes_("ack protected") != ENC0_PROTECTED:
-        raise MalformedFrame("ack protected header is not {1: 24}")
-    major, n = r.head("ack unprotected")
-    if major != MAP or n not in (2, 3):
-        raise MalformedFrame("ack unprotected header is not {4, 6[, 10]}")
-    r.expect(UINT, 4, "ack Sender ID label")
-    sid = r.bytes_("ack Sender ID", SID_LEN, SID_LEN)
-    r.expect(UINT, 6, "ack Partial IV label")
-    piv = r.bytes_("ack Partial IV", 1, 5)
-    if len(piv) > 1 and piv[0] == 0:
-        raise MalformedFrame("ack partial IV has a leading zero")
-    kid_context = None
-    if n == 3:
-        r.expect(UINT, 10, "ack kid context label")
-        kid_context = r.bytes_("ack kid context", 1, MAX_KID_CONTEXT)
-    ct = r.bytes_("ack ciphertext", TAG_LEN)
-    r.done("ack")
-    return Envelope(sid, piv, int.from_bytes(piv, "big"), kid_context, ct)
+    return enc0.parse(data, "ack", SID_LEN, MAX_ACK)
 
 
 def open_ack(ctx: Context, kid: bytes, data: bytes, env: Envelope | None = None) -> Ack:
@@ -194,12 +147,7 @@ def open_ack(ctx: Context, kid: bytes, data: bytes, env: Envelope | None = None)
         raise MalformedFrame("ack Sender ID equals the device's kid")
     if ctx.sender_id != env.sender_id:
         raise ValueError("the context belongs to another twin Sender ID")
-    try:
-        plaintext = _nacl.crypto_aead_chacha20poly1305_ietf_decrypt(
-            env.ciphertext, _aad(kid, env.piv), nonce(ctx.common_iv, env.sender_id, env.piv),
-            ctx.key)
-    except (CryptoError, ValueError):
-        raise DecryptionFailed("ack AEAD tag does not verify") from None
+    plaintext = enc0.decrypt(ctx, kid, env, STREAM_ACK, "ack")
     stored, refused = _entries(senml.loads(plaintext))  # the bounded decoder
     return Ack(kid, env.sender_id, env.seq, env.kid_context, stored, refused)
 

@@ -43,15 +43,11 @@ from pathlib import Path
 from typing import Any, Union
 
 import cbor2
-from nacl import bindings as _nacl
-from nacl.exceptions import CryptoError
 
-from . import cbor, senml
-from .cbor import ARRAY, MAP, TAG, UINT, Reader
-from .errors import DecryptionFailed, MalformedFrame, MalformedPayload, TwinlinkError
+from . import enc0, senml
+from .errors import DecryptionFailed, MalformedPayload, TwinlinkError
 from .fileio import atomic_write, read_regular
-from .frametypes import ENC0_PROTECTED, MAX_KID_CONTEXT, TAG_LEN, enc_structure
-from .oscore import MAX_SEQ, Context, external_aad, nonce, piv_bytes
+from .oscore import MAX_SEQ, Context
 
 __all__ = [
     "DOWNLINK_SID", "EPOCH_2025", "MAX_DOWNLINK", "MAX_NAME", "MAX_OFFER", "MAX_PLAINTEXT",
@@ -313,10 +309,6 @@ def decode(plaintext: bytes, max_plaintext: int = MAX_PLAINTEXT) -> Message:
         raise MalformedPayload(str(exc)) from None
 
 
-def _aad(kid: bytes, piv: bytes) -> bytes:
-    return enc_structure(ENC0_PROTECTED, external_aad(kid, piv, STREAM_DOWNLINK))
-
-
 def seal_downlink(ctx: Context, kid: bytes, piv_seq: int, plaintext: bytes,
                   kid_context: bytes | None = None) -> bytes:
     """Seal a downlink plaintext (:func:`encode_desired` / :func:`encode_command`) for device
@@ -325,66 +317,26 @@ def seal_downlink(ctx: Context, kid: bytes, piv_seq: int, plaintext: bytes,
     never repeat for it (:func:`next_piv`, in the store's transaction). Raises ValueError."""
     if ctx.sender_id != DOWNLINK_SID:
         raise ValueError("downlink frames are sealed with the empty twin Sender ID")
-    if kid_context is not None and not 0 < len(kid_context) <= MAX_KID_CONTEXT:
-        raise ValueError("kid context must be 1 to 16 bytes")
-    piv = piv_bytes(piv_seq)
-    ct = _nacl.crypto_aead_chacha20poly1305_ietf_encrypt(
-        _sized(plaintext), _aad(kid, piv), nonce(ctx.common_iv, DOWNLINK_SID, piv), ctx.key)
-    unprot = (b"\xa3" if kid_context is not None else b"\xa2") + b"\x04\x40\x06" + \
-        cbor.bstr(piv)
-    if kid_context is not None:
-        unprot += b"\x0a" + cbor.bstr(kid_context)
-    return b"\xd0\x83" + cbor.bstr(ENC0_PROTECTED) + unprot + cbor.bstr(ct)
+    return enc0.seal(ctx, kid, piv_seq, _sized(plaintext), STREAM_DOWNLINK, kid_context)
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """A downlink frame's header, parsed strictly but not authenticated."""
-
-    piv: bytes
-    seq: int
-    kid_context: bytes | None
-    ciphertext: bytes
+Envelope = enc0.Envelope
 
 
 def parse_downlink(data: bytes) -> Envelope:
     """Strictly parse a downlink frame's envelope (the module docstring's shape, shortest heads,
-    keys in order); raise :class:`MalformedFrame` otherwise. Nothing is authenticated."""
-    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_DOWNLINK:
-        raise MalformedFrame("downlink frame is not bytes or exceeds the maximum size")
-    r = Reader(bytes(data))
-    r.expect(TAG, 16, "downlink Encrypt0 tag")
-    r.expect(ARRAY, 3, "downlink Encrypt0 array")
-    if r.bytes_("downlink protected") != ENC0_PROTECTED:
-        raise MalformedFrame("downlink protected header is not {1: 24}")
-    major, n = r.head("downlink unprotected")
-    if major != MAP or n not in (2, 3):
-        raise MalformedFrame("downlink unprotected header is not {4, 6[, 10]}")
-    r.expect(UINT, 4, "downlink Sender ID label")
-    r.bytes_("downlink Sender ID", 0, 0)
-    r.expect(UINT, 6, "downlink Partial IV label")
-    piv = r.bytes_("downlink Partial IV", 1, 5)
-    if len(piv) > 1 and piv[0] == 0:
-        raise MalformedFrame("downlink partial IV has a leading zero")
-    kid_context = None
-    if n == 3:
-        r.expect(UINT, 10, "downlink kid context label")
-        kid_context = r.bytes_("downlink kid context", 1, MAX_KID_CONTEXT)
-    ct = r.bytes_("downlink ciphertext", TAG_LEN)
-    r.done("downlink")
-    return Envelope(piv, int.from_bytes(piv, "big"), kid_context, ct)
+    keys in order, the empty Sender ID); raise :class:`MalformedFrame` otherwise. Nothing is
+    authenticated."""
+    return enc0.parse(data, "downlink", len(DOWNLINK_SID), MAX_DOWNLINK)
 
 
 def open_downlink(ctx: Context, kid: bytes, env: Envelope) -> bytes:
     """Authenticate a parsed downlink frame addressed to device ``kid`` and return its
     plaintext. Raises :class:`DecryptionFailed` (forged, altered, for another device or
     another context)."""
-    try:
-        return _nacl.crypto_aead_chacha20poly1305_ietf_decrypt(
-            env.ciphertext, _aad(kid, env.piv), nonce(ctx.common_iv, DOWNLINK_SID, env.piv),
-            ctx.key)
-    except (CryptoError, ValueError):
-        raise DecryptionFailed("downlink AEAD tag does not verify") from None
+    if env.sender_id != DOWNLINK_SID:
+        raise DecryptionFailed("downlink frame names a Sender ID other than the empty one")
+    return enc0.decrypt(ctx, kid, env, STREAM_DOWNLINK, "downlink")
 
 
 # -- the device's persisted downlink state ----------------------------------------------------

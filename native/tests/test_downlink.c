@@ -10,29 +10,7 @@
 #include "../tl_window.h"
 #include "downlink_golden.h"
 
-int tl_crypto_sodium_init(void);
-
-static int failures, checks;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            failures++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
-        }                                                                             \
-    } while (0)
-
-static size_t unhex(uint8_t *out, const char *hex)
-{
-    size_t n = 0;
-    unsigned v;
-    while (hex[0] && hex[1] && sscanf(hex, "%2x", &v) == 1) {
-        out[n++] = (uint8_t)v;
-        hex += 2;
-    }
-    return n;
-}
+#include "check.h"
 
 typedef struct {
     uint8_t kid[6], ctx[16], key[32], iv[12], pt[2048], frame[4096];

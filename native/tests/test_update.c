@@ -11,18 +11,7 @@
 #include "../tl_update.h"
 #include "update_golden.h"
 
-int tl_crypto_sodium_init(void);
-
-static int failures, checks;
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            failures++;                                                               \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);  \
-        }                                                                             \
-    } while (0)
+#include "check.h"
 
 #define NVEC (sizeof ug_manifests / sizeof ug_manifests[0])
 

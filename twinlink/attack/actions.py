@@ -296,6 +296,9 @@ def _capture_acks(s: Session, role: str = "pump", n: int = 3) -> list[bytes]:
     ch = _mqtt(s)
     t = ch.ack_topic(role)
     lk = ch.link(role)
+    # An ack published before the sniffer subscribed but reaching the device after ``acks0``
+    # is read would be counted below and never sniffed: drain what is in flight first.
+    s.require(lk.flush(10) == 0, f"the twin did not acknowledge {role}'s earlier frames")
     sniffer = ch.sniff(t)
     acks0 = lk.stats.acks
     s.genuine(s.seal(role, n), role)
