@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -139,15 +140,9 @@ def test_duplicated_reordered_and_corrupted_chunks_never_get_in(setup) -> None:
     assert "decrypt_failed" in wire.refused  # the flipped bit: its AEAD tag fails
 
 
-def test_resent_chunk_is_ignored_and_a_chunk_out_of_order_refused(setup) -> None:
-    """At the staging level (each frame authentic with a fresh PIV, as a twin's resend is): a
-    chunk already staged changes nothing, one past the staged offset is refused and reported
-    once as a gap; the staged file only ever holds the image's own prefix."""
-    ur, twin, dev, inst, _ = setup
-    handler = dev.on_update(inst)
-    img = ur.image(5, SIZE)
-    raw = ur.manifest(5, img)
-    tid = downlink.transfer_id(raw)
+def _direct(twin: Twin, dev: Device, tid: bytes, img: bytes) -> tuple[Any, Any]:
+    """(send(plaintext), chunk(i)): seal frames as the twin would, each with a fresh PIV, and
+    hand them straight to the device; both return the device's reports."""
     rec = twin.store.device("pump")
     ctx = twin.ack_context(dev.kid, b"", rec.id_context)
     piv = [downlink.next_piv(None)]
@@ -160,6 +155,20 @@ def test_resent_chunk_is_ignored_and_a_chunk_out_of_order_refused(setup) -> None
     def chunk(i: int) -> dict:
         off = i * UPDATE_CHUNK
         return send(downlink.encode_chunk(tid, off, img[off:off + UPDATE_CHUNK]))
+
+    return send, chunk
+
+
+def test_resent_chunk_is_ignored_and_a_chunk_out_of_order_refused(setup) -> None:
+    """At the staging level (each frame authentic with a fresh PIV, as a twin's resend is): a
+    chunk already staged changes nothing, one past the staged offset is refused and reported
+    once as a gap; the staged file only ever holds the image's own prefix."""
+    ur, twin, dev, inst, _ = setup
+    handler = dev.on_update(inst)
+    img = ur.image(5, SIZE)
+    raw = ur.manifest(5, img)
+    tid = downlink.transfer_id(raw)
+    send, chunk = _direct(twin, dev, tid, img)
 
     assert send(downlink.encode_offer(raw)) == downlink.update_report(tid, "staging", 0)
     chunk(0)
@@ -187,18 +196,7 @@ def test_a_gap_right_after_a_progress_report_is_still_reported(setup) -> None:
     img = ur.image(5, SIZE)
     raw = ur.manifest(5, img)
     tid = downlink.transfer_id(raw)
-    rec = twin.store.device("pump")
-    ctx = twin.ack_context(dev.kid, b"", rec.id_context)
-    piv = [downlink.next_piv(None)]
-
-    def send(plaintext: bytes) -> dict:
-        piv[0] += 1
-        return dev.handle_downlink(downlink.seal_downlink(ctx, dev.kid, piv[0], plaintext,
-                                                          rec.id_context))
-
-    def chunk(i: int) -> dict:
-        off = i * UPDATE_CHUNK
-        return send(downlink.encode_chunk(tid, off, img[off:off + UPDATE_CHUNK]))
+    send, chunk = _direct(twin, dev, tid, img)
 
     send(downlink.encode_offer(raw))
     assert chunk(0) == {}

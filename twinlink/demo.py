@@ -189,13 +189,27 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     return 0 if ok else 1
 
 
+def _down_the_cable(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
+                    downlinked: queue.SimpleQueue[bytes], what: str) -> dict[str, Any]:
+    """Send pump-17's due downlink frame down the cable and hand it to the device; return the
+    reports it produced (none if it did not arrive or was refused)."""
+    from .ingest.downlink import Downlinker
+
+    for _kid, frame in Downlinker(twin, poll=0.0).due(kids=[pump.kid]):
+        receiver.link.send(frame)
+    try:
+        return pump.handle_downlink(downlinked.get(timeout=5))
+    except (queue.Empty, TwinlinkError) as exc:
+        say(f"    {what} did not arrive ({exc or 'timeout'})")
+        return {}
+
+
 def _downlink_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
                     downlinked: queue.SimpleQueue[bytes], wire: Any) -> tuple[bool, bool]:
     """The twin changes pump-17's sampling interval (authenticated end to end, back over the
     same cable); then someone on the line forges a command. Returns (the twin shows the desired
     state in sync, the device refused the forged command)."""
     from . import downlink
-    from .ingest.downlink import Downlinker
     from .oscore import derive_context
 
     say("  the twin sets pump-17's sampling interval to 5 s (desired state, sent down the "
@@ -208,13 +222,7 @@ def _downlink_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver
 
     pump.on_desired(apply)
     twin.store.set_desired("pump-17", {"interval": 5})
-    for _kid, frame in Downlinker(twin, poll=0.0).due(kids=[pump.kid]):
-        receiver.link.send(frame)
-    reports: dict[str, Any] = {}
-    try:
-        reports = pump.handle_downlink(downlinked.get(timeout=5))
-    except (queue.Empty, TwinlinkError) as exc:
-        say(f"    the desired state did not arrive ({exc or 'timeout'})")
+    reports = _down_the_cable(say, twin, pump, receiver, downlinked, "the desired state")
     wire(pump.seal({"temp": 21.4, **reports}))  # the device reports what it applied
     view = twin.store.desired_view("pump-17")
     in_sync = [r["status"] for r in view] == ["in sync"]
@@ -243,7 +251,6 @@ def _update_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
     import hashlib
 
     from . import update
-    from .ingest.downlink import Downlinker
 
     installed: list[int] = []
     pump.on_update(lambda path, m: installed.append(m.seq))
@@ -256,13 +263,7 @@ def _update_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
         f"bytes), signed by a key that is not pump-17's update key ({len(forged)}-byte "
         "manifest):")
     twin.store.offer_update("pump-17", forged, image)
-    for _kid, frame in Downlinker(twin, poll=0.0).due(kids=[pump.kid]):
-        receiver.link.send(frame)
-    reports: dict[str, Any] = {}
-    try:
-        reports = pump.handle_downlink(downlinked.get(timeout=5))
-    except (queue.Empty, TwinlinkError) as exc:
-        say(f"    the offer did not arrive ({exc or 'timeout'})")
+    reports = _down_the_cable(say, twin, pump, receiver, downlinked, "the offer")
     wire(pump.seal({"temp": 21.5, **reports}))  # the device reports its verdict
     view = twin.store.update_view("pump-17") or {}
     refused = (view.get("status") == "rejected" and view.get("sent") == 0 and not installed

@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import downlink
@@ -58,6 +59,18 @@ def cmd_set(store: TwinStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _poll(read: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool],
+          timeout: float, every: float) -> dict[str, Any]:
+    """``read()`` every ``every`` seconds until ``done`` says so or ``timeout`` passes; return
+    the last value. Polls the database: the answer arrives through another process."""
+    give_up = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > give_up:
+            return value
+        time.sleep(every)
+
+
 def cmd_command(store: TwinStore, args: argparse.Namespace) -> int:
     arg = parse_value(args.args) if args.args is not None else None
     deadline = int(time.time() + args.deadline + 0.999)
@@ -69,12 +82,8 @@ def cmd_command(store: TwinStore, args: argparse.Namespace) -> int:
         else:
             print(cid)
         return EXIT_OK
-    give_up = time.monotonic() + (args.timeout if args.timeout is not None else args.deadline)
-    while True:
-        c = store.command(cid)
-        if c["status"] != "pending" or time.monotonic() > give_up:
-            break
-        time.sleep(0.05)  # polls the database: the answer arrives through another process
+    c = _poll(lambda: store.command(cid), lambda c: c["status"] != "pending",
+              args.timeout if args.timeout is not None else args.deadline, 0.05)
     if args.json:
         output.emit(c)
     if c["status"] == "ok":
@@ -125,12 +134,8 @@ def cmd_update(store: TwinStore, args: argparse.Namespace) -> int:
         return EXIT_OK
     say(f"update seq {view['seq']} ({view['size']} bytes) offered to {output.text(args.name)}; "
         "waiting for the device")
-    give_up = time.monotonic() + args.timeout
-    while True:
-        view = store.update_view(args.name) or view
-        if view["status"] in ("applied", "rejected") or time.monotonic() > give_up:
-            break
-        time.sleep(0.2)  # polls the database: the verdict arrives through another process
+    view = _poll(lambda: store.update_view(args.name) or view,
+                 lambda v: v["status"] in ("applied", "rejected"), args.timeout, 0.2)
     if args.json:
         output.emit({"device": args.name, **view})
     if view["status"] == "applied":
