@@ -295,6 +295,15 @@ def test_update_plaintexts_are_deterministic_and_strict() -> None:
             downlink.encode_chunk(*args)
 
 
+def test_protocol_examples() -> None:
+    """The plaintexts shown in docs/PROTOCOL.md §21 are what the encoders produce."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md").read_text()
+    tid = bytes.fromhex("0001020304050607")
+    for raw in (downlink.encode_chunk(tid, 4000, b"hello"),
+                downlink.encode_offer(bytes.fromhex("d28443a10127a0"))):
+        assert f"  = {raw.hex()}\n" in text
+
+
 def test_update_reports_parse_strictly() -> None:
     tid = hashlib.sha256(b"m").digest()[:8]
     rep = downlink.update_report(tid, "rejected", 0, "untrusted_key")
