@@ -42,8 +42,14 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     db = str(work / "twin.db")
     for f in Path(work).glob("twin.db*"):
         f.unlink()
+    # pump-17 trusts one firmware-update key (kept offline in real life; in memory here).
+    from . import update
+
+    update_pub = keys.DeviceKey.generate().public
     for name in ("pump-17", "valve-3"):
-        provision(name, work / "twin.pub", work / "keys", db=db, force=True)
+        settings = (dict(update.add_update_trust({}, [update_pub], "example.com", "pump-v2"))
+                    if name == "pump-17" else None)
+        provision(name, work / "twin.pub", work / "keys", db=db, force=True, settings=settings)
     say(f"twinlink demo — backend {backend.explain()}")
     say(f"  workspace {work}: twin key, twin.db, keys/pump-17.device, keys/valve-3.device")
 
@@ -131,6 +137,7 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
     say("  an authentic lie: pump-17 itself signs a temperature of 900 °C (a tampered sensor):")
     wire(pump.seal({"temp": 900.0, "rpm": 1400 + count}))
     in_sync, forged_refused = _downlink_story(say, twin, pump, receiver, downlinked, wire)
+    update_refused = _update_story(say, twin, pump, receiver, downlinked, wire)
     say("  revoking valve-3, then it sends again:")
     twin.revoke("valve-3", "demo: device reported stolen")
     wire(valve.seal({"open": False}))
@@ -170,15 +177,31 @@ def run_demo(count: int = 10, keep: str | None = None, out: TextIO | None = None
         "ocsf; 'twinlink events forward' sends them to a collector)")
     twin.close()
     expected = {"replay": 1, "bad_signature": 2, "unknown_device": 1, "line": 1, "revoked": 1}
-    ok = (accepted == 2 * count + 2 and refused == expected and flagged == 1 and in_sync
-          and forged_refused)
-    say(f"\n{'demo passed' if ok else 'demo FAILED'}: expected {2 * count + 2} accepted (1 "
-        f"flagged), {expected}, the desired state in sync and the forged command refused")
+    ok = (accepted == 2 * count + 3 and refused == expected and flagged == 1 and in_sync
+          and forged_refused and update_refused)
+    say(f"\n{'demo passed' if ok else 'demo FAILED'}: expected {2 * count + 3} accepted (1 "
+        f"flagged), {expected}, the desired state in sync, the forged command and the forged "
+        "firmware update refused")
     say(f"see it in a browser: twinlink dashboard --db {db}   (then open "
         "http://127.0.0.1:8080/; or run the demo with --dashboard)")
     if not keep:
         say(f"(workspace {work} can be removed; use --keep DIR to choose it)")
     return 0 if ok else 1
+
+
+def _down_the_cable(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
+                    downlinked: queue.SimpleQueue[bytes], what: str) -> dict[str, Any]:
+    """Send pump-17's due downlink frame down the cable and hand it to the device; return the
+    reports it produced (none if it did not arrive or was refused)."""
+    from .ingest.downlink import Downlinker
+
+    for _kid, frame in Downlinker(twin, poll=0.0).due(kids=[pump.kid]):
+        receiver.link.send(frame)
+    try:
+        return pump.handle_downlink(downlinked.get(timeout=5))
+    except (queue.Empty, TwinlinkError) as exc:
+        say(f"    {what} did not arrive ({exc or 'timeout'})")
+        return {}
 
 
 def _downlink_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
@@ -187,7 +210,6 @@ def _downlink_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver
     same cable); then someone on the line forges a command. Returns (the twin shows the desired
     state in sync, the device refused the forged command)."""
     from . import downlink
-    from .ingest.downlink import Downlinker
     from .oscore import derive_context
 
     say("  the twin sets pump-17's sampling interval to 5 s (desired state, sent down the "
@@ -200,13 +222,7 @@ def _downlink_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver
 
     pump.on_desired(apply)
     twin.store.set_desired("pump-17", {"interval": 5})
-    for _kid, frame in Downlinker(twin, poll=0.0).due(kids=[pump.kid]):
-        receiver.link.send(frame)
-    reports: dict[str, Any] = {}
-    try:
-        reports = pump.handle_downlink(downlinked.get(timeout=5))
-    except (queue.Empty, TwinlinkError) as exc:
-        say(f"    the desired state did not arrive ({exc or 'timeout'})")
+    reports = _down_the_cable(say, twin, pump, receiver, downlinked, "the desired state")
     wire(pump.seal({"temp": 21.4, **reports}))  # the device reports what it applied
     view = twin.store.desired_view("pump-17")
     in_sync = [r["status"] for r in view] == ["in sync"]
@@ -225,3 +241,34 @@ def _downlink_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver
     except TwinlinkError as exc:
         say(f"    ✗ pump-17 refused it: {seen[-1] if seen else exc.reason} ({exc})")
     return in_sync, seen[-1:] == ["downlink.forged"]
+
+
+def _update_story(say: Any, twin: Twin, pump: Device, receiver: SerialReceiver,
+                  downlinked: queue.SimpleQueue[bytes], wire: Any) -> bool:
+    """Someone with the twin's database offers pump-17 firmware signed by a key of their own:
+    the device checks the manifest before it takes any byte of the image and refuses it; the
+    twin records ``update.rejected``. Returns whether all of that happened."""
+    import hashlib
+
+    from . import update
+
+    installed: list[int] = []
+    pump.on_update(lambda path, m: installed.append(m.seq))
+    image = b"\x00evil firmware" * 512
+    vendor = update.vendor_uuid("example.com")
+    forged = update.make_manifest(os.urandom(32), seq=99, vendor_id=vendor,
+                                  class_id=update.class_uuid(vendor, "pump-v2"),
+                                  digest=hashlib.sha256(image).digest(), size=len(image))
+    say(f"  someone with the twin's database offers pump-17 firmware seq 99 ({len(image)} "
+        f"bytes), signed by a key that is not pump-17's update key ({len(forged)}-byte "
+        "manifest):")
+    twin.store.offer_update("pump-17", forged, image)
+    reports = _down_the_cable(say, twin, pump, receiver, downlinked, "the offer")
+    wire(pump.seal({"temp": 21.5, **reports}))  # the device reports its verdict
+    view = twin.store.update_view("pump-17") or {}
+    refused = (view.get("status") == "rejected" and view.get("sent") == 0 and not installed
+               and any(e["type"] == "update.rejected" for e in twin.store.events("pump-17")))
+    say(f"    ✗ pump-17 refused it before any image byte: {view.get('reason')} "
+        f"({view.get('sent')} image bytes sent, nothing installed); the twin recorded "
+        "update.rejected")
+    return refused

@@ -280,6 +280,36 @@ class Device:
         downlink._check_name(method, "a method")
         self._receiver().commands[method] = handler
 
+    def on_update(self, installer: Callable[[Path, Any], None] | None = None) -> Any:
+        """Take firmware updates the twin offers over the downlink (docs/UPDATES.md,
+        PROTOCOL.md §21): each offered manifest is checked before any chunk is accepted, the
+        image is staged resumably in the state directory and finally handed to
+        :func:`twinlink.update.verify_and_record` with ``installer(image_path, manifest)``
+        (which must copy or move the image before it returns). Resumes a transfer an earlier
+        run left staged and reports its offset. Progress and outcome go to the twin as
+        ``tl:update`` reports; ``on_event`` gets ``update.*``. Returns the
+        :class:`~twinlink.update.delivery.UpdateDelivery`."""
+        from .update.delivery import UpdateDelivery
+
+        dl = self._receiver()
+        with dl.state.lock:
+            if dl.update_handler is None:
+                dl.update_handler = UpdateDelivery(self.bundle, self.state_path.parent,
+                                                   installer, on_event=self._update_event)
+            dl.update_handler.installer = installer
+            reports = dl.update_handler.resume()
+            if reports:
+                dl.state.add_reports(reports)
+                dl.state.save()
+        self._flush_reports()
+        return dl.update_handler
+
+    def _update_event(self, kind: str, detail: str) -> None:
+        (log.warning if kind == "update.rejected" else log.info)("%s: %s: %s", self.name,
+                                                                 kind, detail)
+        if self.on_event is not None:
+            self.on_event(kind, detail)
+
     def handle_downlink(self, data: bytes) -> dict[str, Any]:
         """Process one downlink frame from any transport and, with a link attached, send its
         reports at once. Returns the reports; raises the frame's :class:`TwinlinkError` if it

@@ -9,6 +9,8 @@ twin→device direction with the empty Sender ID and its own stream name ``"c"``
     external_aad = [1, [24, -8], device_kid, PIV, h'63']
     plaintext    = {1: "desired", 2: version, 3: {key: value}}
                  / {1: "command", 2: id, 3: method, 4: args, 5: deadline}
+                 / {1: "update", 2: manifest}                     ; §21: firmware delivery
+                 / {1: "chunk", 2: transfer, 3: offset, 4: data}
 
 Only the twin and the device hold the key, so whoever controls the broker can neither forge nor
 alter a downlink frame; the device's kid in the AAD makes a frame for another device fail. The
@@ -26,6 +28,7 @@ a crash it is reported ``error: interrupted``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -47,10 +50,12 @@ from .fileio import atomic_write, read_regular
 from .oscore import MAX_SEQ, Context
 
 __all__ = [
-    "DOWNLINK_SID", "EPOCH_2025", "MAX_DOWNLINK", "MAX_NAME", "MAX_PLAINTEXT", "REPORT_PREFIX",
-    "STREAM_DOWNLINK", "WINDOW", "Command", "Desired", "DownlinkError", "DownlinkExpired",
-    "DownlinkReplay", "DownlinkState", "DownlinkTooLarge", "Envelope", "encode_command",
-    "encode_desired", "next_piv", "open_downlink", "parse_downlink", "seal_downlink",
+    "DOWNLINK_SID", "EPOCH_2025", "MAX_DOWNLINK", "MAX_NAME", "MAX_OFFER", "MAX_PLAINTEXT",
+    "REPORT_PREFIX", "STREAM_DOWNLINK", "UPDATE_CHUNK", "UPDATE_REPORT", "WINDOW", "Chunk",
+    "Command", "Desired", "DownlinkError", "DownlinkExpired", "DownlinkReplay", "DownlinkState",
+    "DownlinkTooLarge", "Envelope", "Offer", "encode_chunk", "encode_command", "encode_desired",
+    "encode_offer", "next_piv", "open_downlink", "parse_downlink", "parse_update_report",
+    "seal_downlink", "transfer_id", "update_report",
 ]
 
 #: The stream name bound into external_aad: "c" (commands), never "t" (telemetry) or "a" (acks).
@@ -70,6 +75,11 @@ WINDOW = 64
 EPOCH_2025 = 1735689600
 #: Telemetry names reserved for a device's reports about the downlink.
 REPORT_PREFIX = "tl:"
+#: Image bytes one update chunk carries at most: with its header (at most 32 bytes) the
+#: plaintext stays within :data:`MAX_PLAINTEXT`.
+UPDATE_CHUNK = 2000
+#: Largest manifest an offer carries (twinlink.update.MAX_MANIFEST).
+MAX_OFFER = 1024
 
 log = logging.getLogger("twinlink.downlink")
 
@@ -132,7 +142,36 @@ class Command:
     deadline: int
 
 
-Message = Union[Desired, Command]
+@dataclass(frozen=True)
+class Offer:
+    """A firmware update offered to the device: its signed manifest (docs/PROTOCOL.md §21),
+    not yet authenticated — the device checks it before it accepts any chunk."""
+
+    manifest: bytes
+
+    @property
+    def transfer(self) -> bytes:
+        return transfer_id(self.manifest)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """``data`` at byte ``offset`` of the image of the offer whose :func:`transfer_id` is
+    ``transfer``."""
+
+    transfer: bytes
+    offset: int
+    data: bytes
+
+
+Message = Union[Desired, Command, Offer, Chunk]
+
+
+def transfer_id(manifest: bytes) -> bytes:
+    """The 8-byte name of one update transfer: the first 8 bytes of SHA-256 of the manifest
+    as offered. Both sides compute it from the bytes alone, so a device can name an offer whose
+    manifest it refused (it never trusts a field of an unauthenticated manifest)."""
+    return hashlib.sha256(manifest).digest()[:8]
 
 
 def _check_name(name: object, what: str) -> str:
@@ -199,6 +238,44 @@ def encode_command(cmd_id: int, method: str, args: Any, deadline: int) -> bytes:
                               canonical=True))
 
 
+def encode_offer(manifest: bytes) -> bytes:
+    """The deterministic CBOR plaintext of an update offer. Raises ValueError for an empty
+    manifest or one above :data:`MAX_OFFER` bytes."""
+    if not isinstance(manifest, (bytes, bytearray)) or not 0 < len(manifest) <= MAX_OFFER:
+        raise ValueError(f"an update manifest is 1 to {MAX_OFFER} bytes")
+    return _sized(cbor2.dumps({1: "update", 2: bytes(manifest)}, canonical=True))
+
+
+def encode_chunk(transfer: bytes, offset: int, data: bytes) -> bytes:
+    """The deterministic CBOR plaintext of one image chunk. Raises ValueError for a bad
+    transfer id, offset or a chunk outside 1..:data:`UPDATE_CHUNK` bytes."""
+    if not isinstance(transfer, bytes) or len(transfer) != 8:
+        raise ValueError("a transfer id is 8 bytes")
+    if type(offset) is not int or not 0 <= offset < (1 << 64):
+        raise ValueError("a chunk offset is a 64-bit unsigned integer")
+    if not isinstance(data, (bytes, bytearray)) or not 0 < len(data) <= UPDATE_CHUNK:
+        raise ValueError(f"a chunk carries 1 to {UPDATE_CHUNK} bytes")
+    return _sized(cbor2.dumps({1: "chunk", 2: transfer, 3: offset, 4: bytes(data)},
+                              canonical=True))
+
+
+def _decode_update(obj: dict[Any, Any], plaintext: bytes) -> Message:
+    # Deterministic encoding only (§8): one image has one byte string per chunk.
+    if cbor2.dumps(obj, canonical=True) != plaintext:
+        raise ValueError("update plaintext is not deterministic CBOR")
+    if obj[1] == "update":
+        if set(obj) != {1, 2} or not isinstance(obj[2], bytes) \
+                or not 0 < len(obj[2]) <= MAX_OFFER:
+            raise ValueError(f"update is {{1: 'update', 2: manifest (1..{MAX_OFFER} bytes)}}")
+        return Offer(obj[2])
+    if set(obj) != {1, 2, 3, 4} or not isinstance(obj[2], bytes) or len(obj[2]) != 8 \
+            or type(obj[3]) is not int or not 0 <= obj[3] < (1 << 64) \
+            or not isinstance(obj[4], bytes) or not 0 < len(obj[4]) <= UPDATE_CHUNK:
+        raise ValueError("chunk is {1: 'chunk', 2: transfer (8 bytes), 3: offset, "
+                         f"4: data (1..{UPDATE_CHUNK} bytes)}}")
+    return Chunk(obj[2], obj[3], obj[4])
+
+
 def decode(plaintext: bytes, max_plaintext: int = MAX_PLAINTEXT) -> Message:
     """Decode an authentic downlink plaintext strictly. Raises :class:`MalformedPayload`, or
     :class:`DownlinkTooLarge` above ``max_plaintext`` bytes (checked first)."""
@@ -206,9 +283,12 @@ def decode(plaintext: bytes, max_plaintext: int = MAX_PLAINTEXT) -> Message:
         raise DownlinkTooLarge(f"downlink plaintext of {len(plaintext)} bytes exceeds the "
                                f"{max_plaintext} bytes this device accepts")
     obj = senml.loads(plaintext)  # bounded, strict decoder
-    if not isinstance(obj, dict) or obj.get(1) not in ("desired", "command"):
-        raise MalformedPayload("downlink plaintext is not a desired state or a command")
+    if not isinstance(obj, dict) or obj.get(1) not in ("desired", "command", "update", "chunk"):
+        raise MalformedPayload("downlink plaintext is not a desired state, a command or an "
+                               "update")
     try:
+        if obj[1] in ("update", "chunk"):
+            return _decode_update(obj, plaintext)
         if obj[1] == "desired":
             if set(obj) != {1, 2, 3} or type(obj[2]) is not int or not isinstance(obj[3], dict) \
                     or not obj[3]:
@@ -377,6 +457,36 @@ class DownlinkState:
             self.s.reports.pop(next(iter(self.s.reports)))
 
 
+#: The report name of an update transfer's progress and outcome (docs/PROTOCOL.md §21).
+UPDATE_REPORT = REPORT_PREFIX + "update"
+#: What a device says about a transfer: bytes staged, asks to resend after a gap, resumed after
+#: a restart, installed, refused for good.
+UPDATE_STATUSES = ("staging", "gap", "resume", "applied", "rejected")
+_UPDATE_REPORT = re.compile(r"([0-9a-f]{16}) (staging|gap|resume|applied|rejected) "
+                            r"(0|[1-9][0-9]{0,19})(?: ([a-z][a-z0-9_]{0,31}))?")
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def update_report(transfer: bytes, status: str, offset: int, reason: str = "") -> dict[str, str]:
+    """The report of one update transfer: ``{"tl:update": "<transfer hex> <status> <offset>
+    [<reason>]"}`` — one value, so progress and outcome never travel apart."""
+    if status not in UPDATE_STATUSES:
+        raise ValueError(f"unknown update status {status!r}")
+    if reason and not _REASON.fullmatch(reason):
+        reason = "refused"  # the twin parses reports strictly: never send what it would drop
+    text = f"{transfer.hex()} {status} {offset}" + (f" {reason}" if reason else "")
+    return {UPDATE_REPORT: text}
+
+
+def parse_update_report(value: Any) -> tuple[bytes, str, int, str] | None:
+    """(transfer, status, offset, reason) of a ``tl:update`` report, or None if it is not one
+    (a device's report is hostile input: anything else is ignored)."""
+    m = _UPDATE_REPORT.fullmatch(value) if isinstance(value, str) else None
+    if m is None or int(m.group(3)) >= 1 << 64:
+        return None
+    return bytes.fromhex(m.group(1)), m.group(2), int(m.group(3)), m.group(4) or ""
+
+
 def report_value(value: Any) -> Any:
     """A command result as a SenML value: numbers, strings and booleans as they are, anything
     else as compact JSON text."""
@@ -417,6 +527,9 @@ class DownlinkReceiver:
         self.max_plaintext = max_plaintext
         self.desired_handler: DesiredHandler = None
         self.commands: dict[str, CommandHandler] = {}
+        #: ``handler(msg) -> reports`` for update offers and chunks
+        #: (:class:`twinlink.update.delivery.UpdateDelivery`); None: updates are refused.
+        self.update_handler: Any = None
         #: Counts per device event type (and ``applied``, ``commands``).
         self.counts: dict[str, int] = {}
 
@@ -458,6 +571,8 @@ class DownlinkReceiver:
                 raise
             too_large = len(plaintext) > self.max_plaintext
             self.state.mark(kid_context, env.seq)
+            if isinstance(msg, (Offer, Chunk)):
+                return self._update(msg)
             if isinstance(msg, Command):
                 return self._command(msg, now, too_large)
             return self._desired(msg, too_large)
@@ -466,6 +581,20 @@ class DownlinkReceiver:
         self.state.add_reports(reports)
         self.state.save()
         return reports
+
+    def _update(self, msg: Offer | Chunk) -> dict[str, Any]:
+        if self.update_handler is None:
+            if isinstance(msg, Chunk):  # the refusal went with the offer; stay quiet
+                self.state.save()
+                return {}
+            self._event("downlink.rejected", "update offered but this device takes no updates "
+                                             "(Device.on_update was not called)")
+            return self._report(update_report(msg.transfer, "rejected", 0, "no_updates"))
+        reports = self.update_handler(msg)
+        if not reports:
+            self.state.save()  # the window moved on
+            return {}
+        return self._report(reports)
 
     def _command(self, cmd: Command, now: float, too_large: bool) -> dict[str, Any]:
         name = f"{REPORT_PREFIX}cmd:{cmd.id}"

@@ -29,7 +29,7 @@ OUTCOMES = ("blocked", "detected", "info")
 #: Namespaces a type name may start with. ``value``, ``stream`` are reserved for the
 #: detection work (behaviour and data-quality anomalies); ``device`` is shared with it.
 NAMESPACES = ("frame", "ingest", "device", "window", "ack", "seq", "value", "stream", "event",
-              "downlink")
+              "downlink", "update")
 
 #: Which side of the link emits a type.
 SIDES = ("twin", "device")
@@ -339,6 +339,25 @@ register_type("device.registration_refused", outcome="blocked", severity=5, audi
               ecs_outcome="failure", ocsf_activity=1, reason="registration_refused",
               description="A device registration was refused (invalid key, taken name or "
                           "kid)")
+
+# Firmware updates delivered over the downlink (docs/UPDATES.md): what the twin offered and
+# what the device reported back.
+register_type("update.offered", outcome="info", severity=3, audit=True, ecs_kind="event",
+              ecs_category=("package",), ecs_type=("start",), ocsf_activity=1,
+              reason="update_offered",
+              description="An operator offered a device a firmware update (manifest and image "
+                          "queued for delivery over the downlink)")
+register_type("update.applied", outcome="info", severity=3, audit=True, ecs_kind="event",
+              ecs_category=("package",), ecs_type=("installation",), ocsf_activity=3,
+              reason="update_applied",
+              description="A device reported a delivered firmware update verified, its "
+                          "sequence number persisted and the image installed")
+register_type("update.rejected", outcome="blocked", severity=7,
+              ecs_category=("intrusion_detection", "network"), ecs_type=("denied",),
+              reason="update_rejected",
+              description="A device refused a delivered firmware update (forged or untrusted "
+                          "manifest, rollback, wrong class, image mismatch, install failure); "
+                          "nothing was installed")
 
 # Device side: what a sender notices on its downlink and in its own state.
 register_type("ack.forged", outcome="blocked", severity=8, side="device",

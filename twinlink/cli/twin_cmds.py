@@ -69,8 +69,9 @@ def cmd_list(store: TwinStore, args: argparse.Namespace) -> None:
 def cmd_show(store: TwinStore, args: argparse.Namespace) -> None:
     st = output.status_json(store.status(args.name))
     desired, desired_text = downlink_cmds.desired_lines(store, args.name)
+    upd, update_text = downlink_cmds.update_lines(store, args.name)
     if args.json:
-        output.emit({**st, "desired": desired})
+        output.emit({**st, "desired": desired, "update": upd})
         return
     for k, v in st.items():
         if k not in ("state", "qc"):
@@ -88,6 +89,9 @@ def cmd_show(store: TwinStore, args: argparse.Namespace) -> None:
     if desired_text:
         print("desired (vs reported):")
         print("\n".join(desired_text))
+    if update_text:
+        print("update:")
+        print("\n".join(update_text))
     opened = qc.get("open") or []
     print("open detections: " + (", ".join(map(output.text, opened)) if opened else
                                  "none" if qc else "none recorded (no ingest with detection "

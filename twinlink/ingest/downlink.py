@@ -1,4 +1,5 @@
-"""What the twin sends down: desired state and commands (docs/PROTOCOL.md §20).
+"""What the twin sends down: desired state, commands (docs/PROTOCOL.md §20) and firmware
+update offers and chunks (§21).
 
 :class:`Downlinker` asks the store which downlink frames are due
 (:meth:`~twinlink.store.TwinStore.downlink_due`: new desired versions and pending commands, and
@@ -23,6 +24,10 @@ __all__ = ["Downlinker", "PortDownlink"]
 
 log = logging.getLogger("twinlink.ingest")
 
+#: Seconds between looks for due frames while an update transfer is moving, and how long after
+#: its last chunk the ingest keeps looking that often.
+UPDATE_POLL, UPDATE_BUSY = 0.02, 2.0
+
 
 class Downlinker:
     """Seals due downlink frames for ``twin``'s devices; :meth:`due` at most every ``poll``
@@ -33,6 +38,7 @@ class Downlinker:
         self.resend_after = resend_after
         self.poll = poll
         self._next = 0.0
+        self._busy_until = 0.0
         #: Frames sealed (first sends and resends).
         self.sent = 0
 
@@ -43,18 +49,26 @@ class Downlinker:
         now = time.monotonic()
         if now < self._next:
             return []
-        self._next = now + self.poll
+        # While an update's chunks flow, look again soon: the window refills as the device's
+        # progress reports arrive, and a 0.2 s poll would cap the throughput.
+        self._next = now + (min(self.poll, UPDATE_POLL) if now < self._busy_until else self.poll)
         try:
             jobs = self.twin.store.downlink_due(self.resend_after, kids=kids)
         except Exception:
             log.exception("ingest: reading the due downlink frames failed")
             return []
         out: list[tuple[bytes, bytes]] = []
+        if any(job.kind == "chunk" for job in jobs):
+            self._busy_until = now + UPDATE_BUSY
         for job in jobs:
             try:
                 dev = self.twin.store.device(job.kid)
                 if job.kind == "desired":
                     plaintext = _dl.encode_desired(job.version, dict(job.values or {}))
+                elif job.kind == "offer":
+                    plaintext = _dl.encode_offer(job.data)
+                elif job.kind == "chunk":
+                    plaintext = _dl.encode_chunk(job.transfer, job.offset, job.data)
                 else:
                     plaintext = _dl.encode_command(job.command_id, job.method, job.args,
                                                    job.deadline)

@@ -31,7 +31,7 @@ PROFILE_SIGNED = "twinlink/1"
 PROFILE_LITE = "lite"
 
 #: Schema version this program reads and writes (SQLite ``PRAGMA user_version``).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Repeats of one refusal (same device, or same source for frames of no known device, and
 #: same type) within this many seconds are aggregated into one event row with a count.
@@ -484,6 +484,15 @@ class TwinStore(ABC):
     def downlink_due(self, resend_after: float, now: float | None = None,
                      limit: int = 256, kids: Iterable[bytes] | None = None) -> list[Any]:
         """Downlink frames due now (marked sent, PIVs drawn, in one transaction)."""
+        raise NotImplementedError
+
+    def offer_update(self, name: str, manifest: bytes, image: bytes,
+                     now: float | None = None) -> dict[str, Any]:
+        """Offer device ``name`` a firmware update (docs/PROTOCOL.md §21); return its view."""
+        raise NotImplementedError
+
+    def update_view(self, name: str) -> dict[str, Any] | None:
+        """Device ``name``'s latest update transfer, or None."""
         raise NotImplementedError
 
     # -- queries ------------------------------------------------------------------------------

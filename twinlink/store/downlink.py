@@ -1,5 +1,5 @@
-"""The twin store's downlink tables: desired state, what devices reported, commands, and the
-twin's downlink PIV counter (docs/PROTOCOL.md §20).
+"""The twin store's downlink tables: desired state, what devices reported, commands, the
+twin's downlink PIV counter (docs/PROTOCOL.md §20) and firmware update transfers (§21).
 
 :class:`DownlinkTables` is mixed into :class:`~twinlink.store.sqlite.SQLiteStore` (and so into
 :class:`~twinlink.store.postgres.PostgresStore`, which runs the same statements translated).
@@ -15,10 +15,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..downlink import EPOCH_2025, REPORT_PREFIX, next_piv
+from ..downlink import (
+    EPOCH_2025,
+    REPORT_PREFIX,
+    UPDATE_CHUNK,
+    UPDATE_REPORT,
+    next_piv,
+    parse_update_report,
+    transfer_id,
+)
 from ..errors import TwinlinkError
 from ..values import dumps_json
-from .base import PROFILE_SIGNED
+from .base import PROFILE_SIGNED, Event
 
 #: Tables (SQLite dialect; the PostgreSQL migration has its own text).
 SCHEMA_SQLITE = """
@@ -59,6 +67,57 @@ CREATE TABLE IF NOT EXISTS downlink (
     reported_version INTEGER NOT NULL DEFAULT -1
 )
 """
+
+# Version 6: one firmware update transfer per device (docs/PROTOCOL.md §21). ``acked`` is the
+# offset the device last reported staged, ``sent`` how far the twin has sent (a window ahead),
+# ``bytes_sent`` every chunk byte sent including resends.
+SCHEMA_UPDATES_SQLITE = """
+CREATE TABLE IF NOT EXISTS updates (
+    kid BLOB PRIMARY KEY,
+    transfer TEXT NOT NULL,
+    manifest BLOB NOT NULL,
+    image BLOB NOT NULL,
+    seq TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    acked INTEGER NOT NULL DEFAULT 0,
+    sent INTEGER NOT NULL DEFAULT 0,
+    bytes_sent INTEGER NOT NULL DEFAULT 0,
+    offer_sent REAL NOT NULL DEFAULT 0,
+    sent_at REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+SCHEMA_UPDATES_POSTGRES = """
+CREATE TABLE IF NOT EXISTS updates (
+    kid bytea PRIMARY KEY,
+    transfer text NOT NULL,
+    manifest bytea NOT NULL,
+    image bytea NOT NULL,
+    seq text NOT NULL,
+    size bigint NOT NULL,
+    status text NOT NULL,
+    reason text,
+    acked bigint NOT NULL DEFAULT 0,
+    sent bigint NOT NULL DEFAULT 0,
+    bytes_sent bigint NOT NULL DEFAULT 0,
+    offer_sent double precision NOT NULL DEFAULT 0,
+    sent_at double precision NOT NULL DEFAULT 0,
+    created double precision NOT NULL,
+    updated_at double precision NOT NULL
+)
+"""
+
+#: Update transfer states: offered (waiting for the device to accept the manifest), staging
+#: (chunks flowing), applied, rejected (final).
+OFFERED, STAGING, APPLIED, REJECTED = "offered", "staging", "applied", "rejected"
+#: Chunks the twin keeps in flight ahead of the device's last report.
+UPDATE_WINDOW = 8
+#: Largest image the twin stores for one offer (it keeps a copy per device).
+MAX_UPDATE_IMAGE = 64 << 20
 
 SCHEMA_POSTGRES = """
 CREATE TABLE IF NOT EXISTS desired (
@@ -112,23 +171,28 @@ class DownlinkUnsupported(TwinlinkError, ValueError):
 @dataclass(frozen=True)
 class DownlinkJob:
     """One downlink frame the ingest should seal and send now: a desired state (``values``,
-    ``version``) or a command (``command_id``, ``method``, ``args``, ``deadline``), with the PIV
-    drawn for it."""
+    ``version``), a command (``command_id``, ``method``, ``args``, ``deadline``), an update
+    offer (``data`` = the manifest) or an image chunk (``transfer``, ``offset``, ``data``), with
+    the PIV drawn for it."""
 
     kid: bytes
     piv: int
-    kind: str  # "desired" | "command"
+    kind: str  # "desired" | "command" | "offer" | "chunk"
     version: int = 0
     values: Mapping[str, Any] | None = None
     command_id: int = 0
     method: str = ""
     args: Any = None
     deadline: int = 0
+    transfer: bytes = b""
+    offset: int = 0
+    data: bytes = b""
 
 
 class DownlinkTables:
     """Desired state, reports and commands (mixed into the SQL stores; see the module
-    docstring). Needs ``_tx()``, ``_guard()`` and ``_device_row()`` from the store."""
+    docstring). Needs ``_tx()``, ``_guard()``, ``_device_row()`` and ``_insert_events()`` from
+    the store."""
 
     if TYPE_CHECKING:  # provided by the store this is mixed into
         _db: Any
@@ -136,6 +200,8 @@ class DownlinkTables:
         def _tx(self) -> Any: ...
         def _guard(self, fn: Any) -> Any: ...
         def _device_row(self, db: Any, name_or_kid: str | bytes) -> Any: ...
+        def _insert_events(self, db: Any, events: Iterable[Event],
+                           aggregate: bool = True) -> None: ...
 
     # -- operator side ------------------------------------------------------------------------
 
@@ -221,6 +287,56 @@ class DownlinkTables:
                         "reported_version": rversion, "status": status})
         return out
 
+    def offer_update(self, name: str, manifest: bytes, image: bytes,
+                     now: float | None = None) -> dict[str, Any]:
+        """Offer device ``name`` a firmware update: the signed ``manifest`` and its ``image``
+        (replacing any earlier offer to it); the serving ingest sends the manifest, then the
+        image in chunks. Records ``update.offered`` and returns :meth:`update_view`. The twin
+        does not check the signature (the device does, before it accepts a chunk). Raises
+        :class:`UnknownDevice`, :class:`DownlinkUnsupported` (lite), ValueError (a manifest
+        that does not parse, an image of another size than it announces or too large)."""
+        from ..update.manifest import parse
+
+        m = parse(manifest)
+        if len(image) != m.size:
+            raise ValueError(f"the image is {len(image)} bytes, the manifest announces {m.size}")
+        if len(image) > MAX_UPDATE_IMAGE:
+            raise ValueError(f"images above {MAX_UPDATE_IMAGE} bytes are not offered")
+        now = _time.time() if now is None else now
+        tid = transfer_id(bytes(manifest)).hex()
+        with self._tx() as db:
+            dev = self._device_row(db, name)
+            if dev.profile != PROFILE_SIGNED:
+                raise DownlinkUnsupported(f"{dev.name} ({dev.profile}) takes no updates")
+            db.execute("DELETE FROM updates WHERE kid=?", (dev.kid,))
+            db.execute("INSERT INTO updates (kid, transfer, manifest, image, seq, size, status, "
+                       "created, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                       (dev.kid, tid, bytes(manifest), bytes(image), str(m.seq), m.size, OFFERED,
+                        now, now))
+            self._downlink_row(db, dev.kid)
+            self._insert_events(db, [Event(
+                "update_offered", f"update seq {m.seq} ({m.size} bytes, sha256 "
+                f"{m.digest.hex()[:16]}…, transfer {tid}) offered to {dev.name}", dev.kid,
+                at=now)], aggregate=False)
+        return self.update_view(name) or {}
+
+    def update_view(self, name: str) -> dict[str, Any] | None:
+        """Device ``name``'s latest update transfer: seq, size, transfer id, status (offered /
+        staging / applied / rejected), reason, staged (bytes the device reported), sent (chunk
+        bytes the twin sent, resends included), offered_at, updated_at; None if it was never
+        offered one. Raises :class:`UnknownDevice`."""
+        def read() -> Any:
+            dev = self._device_row(self._db, name)
+            return self._db.execute(
+                "SELECT seq, size, transfer, status, reason, acked, bytes_sent, created, "
+                "updated_at FROM updates WHERE kid=?", (dev.kid,)).fetchone()
+        row = self._guard(read)
+        if row is None:
+            return None
+        return {"seq": int(row[0]), "size": row[1], "transfer": row[2], "status": row[3],
+                "reason": row[4], "staged": row[5], "sent": row[6], "offered_at": row[7],
+                "updated_at": row[8]}
+
     # -- ingest side --------------------------------------------------------------------------
 
     @staticmethod
@@ -269,6 +385,46 @@ class DownlinkTables:
                 jobs.append(DownlinkJob(kid, self._take_piv(db, kid, now), "command",
                                         command_id=int(cid), method=method,
                                         args=json.loads(args), deadline=int(deadline)))
+            jobs.extend(self._update_jobs(db, now, before, only))
+        return jobs
+
+    def _update_jobs(self, db: Any, now: float, before: float, only: set[bytes] | None
+                     ) -> list[DownlinkJob]:
+        """The offers and chunks due: an offer until the device answers it (again every
+        ``resend_after``); chunks up to :data:`UPDATE_WINDOW` ahead of the device's staged
+        offset; after ``resend_after`` without progress, the offer again and the window from
+        the staged offset (the device ignores what it has, refuses what does not follow)."""
+        jobs: list[DownlinkJob] = []
+        rows = db.execute(
+            "SELECT u.kid, u.transfer, u.status, u.size, u.acked, u.sent, u.sent_at, "
+            "u.offer_sent FROM updates u JOIN devices v ON v.kid = u.kid WHERE "
+            "v.status = 'active' AND u.status IN (?, ?)", (OFFERED, STAGING)).fetchall()
+        for kid, tid, status, size, acked, sent, sent_at, offer_sent in rows:
+            kid = bytes(kid)
+            if only is not None and kid not in only:
+                continue
+            stalled = status == STAGING and sent > acked and sent_at <= before
+            if (status == OFFERED and offer_sent <= before) or stalled:
+                manifest = bytes(db.execute("SELECT manifest FROM updates WHERE kid=?",
+                                            (kid,)).fetchone()[0])
+                jobs.append(DownlinkJob(kid, self._take_piv(db, kid, now), "offer",
+                                        data=manifest))
+                db.execute("UPDATE updates SET offer_sent=?, sent_at=? WHERE kid=?",
+                           (now, now, kid))
+            if status != STAGING:
+                continue
+            start = acked if stalled else max(sent, acked)
+            end = min(size, acked + UPDATE_WINDOW * UPDATE_CHUNK)
+            if start >= end:
+                continue
+            for off in range(start, end, UPDATE_CHUNK):
+                n = min(UPDATE_CHUNK, end - off)
+                data = bytes(db.execute("SELECT substr(image, ?, ?) FROM updates WHERE kid=?",
+                                        (off + 1, n, kid)).fetchone()[0])
+                jobs.append(DownlinkJob(kid, self._take_piv(db, kid, now), "chunk",
+                                        transfer=bytes.fromhex(tid), offset=off, data=data))
+            db.execute("UPDATE updates SET sent=?, bytes_sent=bytes_sent+?, sent_at=? "
+                       "WHERE kid=?", (end, end - start, now, kid))
         return jobs
 
     def _take_piv(self, db: Any, kid: bytes, now: float) -> int:
@@ -279,11 +435,18 @@ class DownlinkTables:
         return piv
 
     def _apply_reports(self, db: Any, reports: Iterable[tuple[bytes, dict[str, Any]]],
-                       now: float) -> None:
+                       now: float) -> list[Event]:
         """Apply the ``tl:`` reports of stored readings (one dict per frame) inside the commit's
-        transaction: desired versions applied or rejected per key, command outcomes. A report
-        naming another device's command or an unknown version changes nothing."""
+        transaction: desired versions applied or rejected per key, command outcomes, update
+        progress; return the events to record (``update.applied``, ``update.rejected``). A
+        report naming another device's command or an unknown version changes nothing."""
+        events: list[Event] = []
         for kid, rep in reports:
+            up = parse_update_report(rep.get(UPDATE_REPORT))
+            if up is not None:
+                ev = self._apply_update_report(db, kid, *up, now)
+                if ev is not None:
+                    events.append(ev)
             version = rep.get(REPORT_PREFIX + "desired")
             if type(version) is int and version >= 0:
                 whole = rep.get(REPORT_PREFIX + "rejected")
@@ -316,6 +479,42 @@ class DownlinkTables:
                            "AND kid=? AND status IN (?, ?)",
                            (OK if ok else ERROR, dumps_json(result), now, cid, kid, PENDING,
                             EXPIRED))
+        return events
+
+    def _apply_update_report(self, db: Any, kid: bytes, transfer: bytes, status: str,
+                             offset: int, reason: str, now: float) -> Event | None:
+        """One ``tl:update`` report: progress moves the window, ``gap`` and ``resume`` rewind it
+        to the device's staged offset, ``applied`` and ``rejected`` end the transfer (and
+        return its event). A report for another transfer or a finished one changes nothing."""
+        row = db.execute("SELECT transfer, status, acked, sent, size, seq FROM updates WHERE "
+                         "kid=?", (kid,)).fetchone()
+        if row is None or row[0] != transfer.hex() or row[1] in (APPLIED, REJECTED):
+            return None
+        acked, sent, size, seq = int(row[2]), int(row[3]), int(row[4]), int(row[5])
+        if status == "applied":
+            db.execute("UPDATE updates SET status=?, acked=?, updated_at=? WHERE kid=?",
+                       (APPLIED, size, now, kid))
+            return Event("update_applied", f"update seq {seq} ({size} bytes, transfer "
+                         f"{transfer.hex()}) verified and installed", kid, at=now)
+        if status == "rejected":
+            db.execute("UPDATE updates SET status=?, reason=?, updated_at=? WHERE kid=?",
+                       (REJECTED, reason or "unknown", now, kid))
+            return Event("update_rejected", f"update seq {seq} (transfer {transfer.hex()}) "
+                         f"refused by the device: {reason or 'unknown'}", kid, at=now)
+        offset = min(offset, size)
+        if reason == "unknown_transfer":  # the device has lost it: offer it again
+            db.execute("UPDATE updates SET status=?, acked=0, sent=0, offer_sent=0, "
+                       "updated_at=? WHERE kid=?", (OFFERED, now, kid))
+            return None
+        if status == "staging" and row[1] == STAGING:
+            offset = max(offset, acked)  # progress reports may arrive late, never go back
+        sent = offset if status in ("gap", "resume") else max(sent, offset)
+        db.execute("UPDATE updates SET status=?, acked=?, sent=?, updated_at=? WHERE kid=?",
+                   (STAGING, offset, sent, now, kid))
+        if offset != acked or status != "staging" or row[1] != STAGING:
+            # Progress (or a rewind) restarts the stall timer; a repeated report does not.
+            db.execute("UPDATE updates SET sent_at=? WHERE kid=?", (now, kid))
+        return None
 
 
 def split_reports(records: Iterable[Any]) -> tuple[list[Any], dict[str, Any]]:

@@ -57,7 +57,7 @@ from .base import (
     StorageError,
     StoreUnavailable,
 )
-from .downlink import SCHEMA_POSTGRES
+from .downlink import SCHEMA_POSTGRES, SCHEMA_UPDATES_POSTGRES
 from .sqlite import SQLiteStore
 
 __all__ = ["PostgresStore", "UnstorableValue", "is_postgres_url", "redact_url"]
@@ -174,7 +174,9 @@ CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 CREATE INDEX IF NOT EXISTS events_kid_id ON events (kid, id)
 """,
     # Version 5: the downlink tables (desired state, reports, commands).
-    5: SCHEMA_POSTGRES}
+    5: SCHEMA_POSTGRES,
+    # Version 6: firmware update transfers.
+    6: SCHEMA_UPDATES_POSTGRES}
 
 #: Tables whose ``id`` an INSERT through :meth:`_Connection.execute` returns as ``lastrowid``.
 _ID_TABLES = ("events", "readings")

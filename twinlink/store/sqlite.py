@@ -186,6 +186,9 @@ CREATE INDEX IF NOT EXISTS readings_kid_id ON readings (kid, id);
 # Version 5: the downlink tables (desired state, reports, commands; twinlink.store.downlink).
 _MIGRATE_4_TO_5 = _downlink.SCHEMA_SQLITE
 
+# Version 6: firmware update transfers (twinlink.store.downlink, docs/PROTOCOL.md §21).
+_MIGRATE_5_TO_6 = _downlink.SCHEMA_UPDATES_SQLITE
+
 #: Rows one retention transaction deletes at most.
 PRUNE_BATCH = 5000
 
@@ -287,13 +290,14 @@ class SQLiteStore(_downlink.DownlinkTables, TwinStore):
             if version == 0 and has_devices:  # twinlink 0.1's schema (version 1)
                 version = 1
             steps = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4,
-                     4: _MIGRATE_4_TO_5}
+                     4: _MIGRATE_4_TO_5, 5: _MIGRATE_5_TO_6}
             while version in steps:
                 for stmt in steps[version].strip().split(";"):
                     if stmt.strip():
                         db.execute(stmt)
                 version += 1
-            for stmt in (_SCHEMA + ";" + _downlink.SCHEMA_SQLITE).strip().split(";"):
+            for stmt in (_SCHEMA + ";" + _downlink.SCHEMA_SQLITE + ";"
+                         + _downlink.SCHEMA_UPDATES_SQLITE).strip().split(";"):
                 if stmt.strip():
                     db.execute(stmt)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -697,7 +701,7 @@ class SQLiteStore(_downlink.DownlinkTables, TwinStore):
                  for k, n, v, u, t, q, e, r in state_rows.values()],
             )
             if reports:
-                self._apply_reports(db, reports, _time.time())
+                extra.extend(self._apply_reports(db, reports, _time.time()))
             # One statement per kind, not per device (a round trip each on a database server).
             db.executemany("UPDATE devices SET win_top=?, win_bits=? WHERE kid=?",
                            [(win.top, win.to_bytes(), kid)
