@@ -439,6 +439,22 @@ class Twin:
         for ev in verdict.events:
             events.append((index, _detection_event(ev, acc.kid, acc.source)))
 
+    def refuse_unread(self, errors: Sequence[TwinlinkError], source: str = "") -> None:
+        """Record refusals made before a frame could reach :meth:`open_many` (a serial record
+        above the maximum frame, a line of ``twinlink open`` that is no frame): counted, stored
+        as security events in one transaction (aggregated like every refusal) and counted in
+        the metrics. Raises :class:`~twinlink.store.StorageError` as :meth:`open_many` does."""
+        if not errors:
+            return
+        from .events import type_for_reason
+
+        with self._lock:
+            self.store.record_events([Event(e.reason, str(e), source=source) for e in errors])
+            for e in errors:
+                self.counts[e.reason] += 1
+                metrics.frame(e.reason)
+                metrics.event(type_for_reason(e.reason).name)
+
     def sweep(self, now: float | None = None) -> list[Event]:
         """Liveness and held-back stream checks (``device.silent``, folded gaps): run the
         detectors' sweep, store its events, and now and then persist what they learned and the
@@ -899,5 +915,5 @@ def open_lines(twin: Twin, lines: Iterable[str]) -> Iterable[Result]:
             else:
                 yield twin.open_many([frame])[0]
                 continue
-        twin.store.record_events([Event(err.reason, str(err))])
+        twin.refuse_unread([err])
         yield err

@@ -25,9 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from .. import metrics
 from ..errors import FrameTooLarge, LineError, RecordTooLong, TwinlinkError
-from ..store import Event
 from ..transport.serial import Item, SerialLink
 from .acks import Acknowledger
 from .downlink import PortDownlink
@@ -107,10 +105,7 @@ class SerialReceiver:
         if not long:
             return {}
         out = {id(it): FrameTooLarge(str(it)) for it in long}
-        self.twin.store.record_events(
-            [Event(err.reason, str(err), source=self.source) for err in out.values()])
-        metrics.frame(FrameTooLarge.reason, len(out))
-        metrics.event("frame.oversize", len(out))
+        self.twin.refuse_unread(list(out.values()), self.source)
         return out
 
     def _write_acks(self, results: Sequence[Result]) -> None:
