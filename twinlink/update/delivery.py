@@ -35,11 +35,10 @@ from pathlib import Path
 
 from ..downlink import UPDATE_CHUNK, Chunk, Offer, transfer_id, update_report
 from ..errors import TwinlinkError
-from ..fileio import read_regular
 from ..keys import Bundle
 from .errors import ChunkGap, ImageSizeMismatch
-from .image import ImageStaging
-from .manifest import MAX_MANIFEST, Manifest
+from .image import ImageStaging, discard_staged, staged_manifest
+from .manifest import Manifest
 from .record import RecordStore
 from .trust import trust_from_bundle
 from .verify import Installer, UpdateResult, check_manifest, verify_and_record
@@ -51,14 +50,6 @@ log = logging.getLogger("twinlink.update")
 #: The device reports its staged offset after every this many bytes (and at a gap, a resume and
 #: the end): the twin keeps a window of chunks in flight ahead of the last report.
 REPORT_EVERY = 2 * UPDATE_CHUNK
-
-
-def _discard(path: Path) -> None:
-    for p in (path, path.with_name(path.name + ".manifest")):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
 
 
 def staging_path(bundle: Bundle, state_dir: str | os.PathLike[str]) -> Path:
@@ -135,31 +126,23 @@ class UpdateDelivery:
         self._transfer = transfer_id(m.raw)
         self._reported = self._gap_at = -1
 
-    def _staged_manifest(self) -> bytes | None:
-        try:
-            raw, _ = read_regular(self.path.with_name(self.path.name + ".manifest"),
-                                  MAX_MANIFEST)
-        except OSError:
-            return None
-        return raw
-
     def resume(self) -> dict[str, str]:
         """At start: reopen a transfer an earlier run left staged (re-checking its manifest,
         re-hashing its bytes) and return its ``resume <offset>`` report; finish it at once if
         it is complete. Returns {} if nothing is staged; a staged manifest no longer acceptable
         (another update was installed meanwhile) is discarded and reported rejected."""
-        raw = self._staged_manifest()
+        raw = staged_manifest(self.path)
         if raw is None or not self.path.exists():
             return {}
         tid = transfer_id(raw)
         try:
             m, _same, installed = self._check(raw)
             if installed:  # a crash after the install, before the staging file went
-                _discard(self.path)
+                discard_staged(self.path)
                 return update_report(tid, "applied", m.size)
             self._open(m)
         except TwinlinkError as exc:
-            _discard(self.path)
+            discard_staged(self.path)
             return self._reject(tid, getattr(exc, "reason", "update_refused"), str(exc))
         assert self._staging is not None
         log.info("update: resuming transfer %s at %d of %d bytes", tid.hex(),
@@ -203,7 +186,7 @@ class UpdateDelivery:
         """Stage one chunk of transfer ``tid``: a duplicate is ignored, a gap refused (and
         reported once), the last one triggers verification and install."""
         if tid != self._transfer or self._staging is None:
-            raw = self._staged_manifest()
+            raw = staged_manifest(self.path)
             if raw is None or transfer_id(raw) != tid:
                 if tid in self._unknown:
                     return {}

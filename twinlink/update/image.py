@@ -80,6 +80,30 @@ def verify_file(path: str | os.PathLike[str], m: Manifest) -> None:
     v.finish()
 
 
+def manifest_beside(path: str | os.PathLike[str]) -> Path:
+    """Where :class:`ImageStaging` keeps the manifest of the image it stages at ``path``."""
+    p = Path(path)
+    return p.with_name(p.name + ".manifest")
+
+
+def staged_manifest(path: str | os.PathLike[str]) -> bytes | None:
+    """The manifest staged beside ``path`` (not authenticated), or None if there is none."""
+    try:
+        raw, _ = read_regular(manifest_beside(path), MAX_MANIFEST)
+    except OSError:
+        return None
+    return raw
+
+
+def discard_staged(path: str | os.PathLike[str]) -> None:
+    """Delete a staging file and its manifest (either may be missing)."""
+    for p in (Path(path), manifest_beside(path)):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
 class ImageStaging:
     """One image arriving in order, chunk by chunk, into ``path``; resumable.
 
@@ -91,7 +115,7 @@ class ImageStaging:
     def __init__(self, path: str | os.PathLike[str], manifest: Manifest) -> None:
         self.path = Path(path)
         self.manifest = manifest
-        self._sidecar = self.path.with_name(self.path.name + ".manifest")
+        self._sidecar = manifest_beside(self.path)
         self._verifier = ImageVerifier.for_manifest(manifest)
         resumable = self._same_manifest() and self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW
@@ -107,11 +131,7 @@ class ImageStaging:
             raise
 
     def _same_manifest(self) -> bool:
-        try:
-            raw, _ = read_regular(self._sidecar, MAX_MANIFEST)
-        except OSError:
-            return False
-        return raw == self.manifest.raw
+        return staged_manifest(self.path) == self.manifest.raw
 
     def _rehash(self) -> None:
         """Hash what an earlier run left; anything past the announced size is cut off."""
@@ -170,11 +190,7 @@ class ImageStaging:
     def discard(self) -> None:
         """Close and delete the staging file and its manifest."""
         self.close()
-        for p in (self.path, self._sidecar):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
+        discard_staged(self.path)
 
     def __enter__(self) -> ImageStaging:
         return self
