@@ -417,10 +417,11 @@ class DownlinkTables:
             end = min(size, acked + UPDATE_WINDOW * UPDATE_CHUNK)
             if start >= end:
                 continue
+            # The whole window in one read (a round trip each on a database server).
+            window = bytes(db.execute("SELECT substr(image, ?, ?) FROM updates WHERE kid=?",
+                                      (start + 1, end - start, kid)).fetchone()[0])
             for off in range(start, end, UPDATE_CHUNK):
-                n = min(UPDATE_CHUNK, end - off)
-                data = bytes(db.execute("SELECT substr(image, ?, ?) FROM updates WHERE kid=?",
-                                        (off + 1, n, kid)).fetchone()[0])
+                data = window[off - start:off - start + UPDATE_CHUNK]
                 jobs.append(DownlinkJob(kid, self._take_piv(db, kid, now), "chunk",
                                         transfer=bytes.fromhex(tid), offset=off, data=data))
             db.execute("UPDATE updates SET sent=?, bytes_sent=bytes_sent+?, sent_at=? "
@@ -486,8 +487,8 @@ class DownlinkTables:
         """One ``tl:update`` report: progress moves the window, ``gap`` and ``resume`` rewind it
         to the device's staged offset, ``applied`` and ``rejected`` end the transfer (and
         return its event). A report for another transfer or a finished one changes nothing."""
-        row = db.execute("SELECT transfer, status, acked, sent, size, seq FROM updates WHERE "
-                         "kid=?", (kid,)).fetchone()
+        row = db.execute("SELECT transfer, status, acked, sent, size, seq, sent_at FROM updates "
+                         "WHERE kid=?", (kid,)).fetchone()
         if row is None or row[0] != transfer.hex() or row[1] in (APPLIED, REJECTED):
             return None
         acked, sent, size, seq = int(row[2]), int(row[3]), int(row[4]), int(row[5])
@@ -509,11 +510,10 @@ class DownlinkTables:
         if status == "staging" and row[1] == STAGING:
             offset = max(offset, acked)  # progress reports may arrive late, never go back
         sent = offset if status in ("gap", "resume") else max(sent, offset)
-        db.execute("UPDATE updates SET status=?, acked=?, sent=?, updated_at=? WHERE kid=?",
-                   (STAGING, offset, sent, now, kid))
-        if offset != acked or status != "staging" or row[1] != STAGING:
-            # Progress (or a rewind) restarts the stall timer; a repeated report does not.
-            db.execute("UPDATE updates SET sent_at=? WHERE kid=?", (now, kid))
+        # Progress (or a rewind) restarts the stall timer; a repeated report does not.
+        moved = offset != acked or status != "staging" or row[1] != STAGING
+        db.execute("UPDATE updates SET status=?, acked=?, sent=?, sent_at=?, updated_at=? "
+                   "WHERE kid=?", (STAGING, offset, sent, now if moved else row[6], now, kid))
         return None
 
 
