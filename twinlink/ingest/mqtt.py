@@ -188,7 +188,11 @@ class MqttIngest:
             receive_maximum=receive_maximum, max_packet_size=max_packet_size, manual_ack=True,
             on_message=self._on_message, on_up=self._on_up, on_down=self.subscribed.clear,
             on_subscribed=self._on_subscribed)
-        self._in: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        # queue.Queue, not SimpleQueue: the C SimpleQueue.get(timeout) of CPython 3.9 and 3.11
+        # recomputes the time left after each lock acquire (or signal), and a thread descheduled
+        # past its deadline then waits with a negative timeout, i.e. for ever. Seen under load:
+        # once the messages stopped, serve sat in get() and SIGTERM could not end it.
+        self._in: queue.Queue[Message] = queue.Queue()
         self._retry = Backoff(retry_min, retry_max)
         self._held: list[Message] = []  # a failed batch, retried one message at a time
         self._suspect: _Suspect | None = None  # failed alone; kept out of _held
