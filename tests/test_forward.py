@@ -297,7 +297,9 @@ def test_tcp_reset_resends_what_the_collector_may_have_dropped(store):
             return False
 
         wait_until(reset_seen, 10, what="the reset to be noticed")
-        assert f.after_id == 0 and f.stats.resent == 50
+        # Everything the reset connection carried is resent: the 50, plus the 10 new ones if
+        # they were written before the reset came back (a race on a loaded machine).
+        assert f.after_id == 0 and f.stats.resent == f.stats.forwarded in (50, 60)
         f.run(until_idle=True)
         wait_until(lambda: len(col.messages) >= 60, 10, what="the resent events")
         assert sorted(col.ids()) == list(range(1, 61))
